@@ -1,0 +1,27 @@
+# Every target installs what it needs first (scripts/install.sh is idempotent and quick when done).
+VENV := .venv
+PY := $(VENV)/bin/python
+export NO_ALBUMENTATIONS_UPDATE := 1
+export HF_HUB_OFFLINE := 1
+export NLTK_DATA := $(CURDIR)/.data/nltk_data
+
+.PHONY: install test lint demo bench clean
+
+install:
+	@bash scripts/install.sh
+
+test: install
+	$(VENV)/bin/ruff check curate tests scripts
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(VENV)/bin/ruff check curate tests scripts
+
+demo: install
+	@bash scripts/demo.sh
+
+bench: install
+	$(PY) -m bench.run
+
+clean:
+	rm -rf demo bench/results .pytest_cache

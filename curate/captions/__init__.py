@@ -1,0 +1,1 @@
+"""Caption operations and the offline WordNet they use."""

@@ -1,0 +1,150 @@
+"""The `curate` command line: one small function per command that parses options and calls a stage."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from curate import __version__
+from curate.errors import CurateError
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # img2dataset imports albumentations, which phones home
+
+
+def _echo_summary(title: str, summary: dict) -> None:
+    click.echo(f"{title}: {summary['rows_out']}/{summary['rows_in']} rows ok "
+               f"({100 * summary['success_rate']:.1f}%), {summary['rows_rejected']} rejected, {summary['shards']} shard(s)")
+    for reason, count in summary.get("reasons", {}).items():
+        click.echo(f"  {reason:<20} {count}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="curate")
+def cli() -> None:
+    """Prepare text-to-image training data so that models trained on it copy less.
+
+    Stages read and write shard folders described in schemas/:
+    sample -> download -> embed -> dedup -> recaption -> export -> train -> audit.
+    """
+
+
+@cli.command()
+@click.argument("output", type=click.Path(file_okay=False))
+@click.option("--seed", default=0, show_default=True, help="Seed for which photos are copied and how.")
+@click.option("--base-url", default="http://127.0.0.1:8765", show_default=True,
+              help="URL prefix the rows point at; serve OUTPUT there with `curate serve`.")
+@click.option("--shards", default=2, show_default=True, help="Number of input parquet shards.")
+@click.option("--max-stamps", default=60, show_default=True, help="Tux Paint stamps to include when installed.")
+@click.option("--debian-root", type=click.Path(file_okay=False), default=None,
+              help="Folder where Debian packages were unpacked (dpkg-deb -x); / is always searched.")
+@click.option("--bad-rows/--no-bad-rows", default=True, show_default=True,
+              help="Add hostile rows (404, HTML, ftp://, file://) that download must reject.")
+def sample(output: str, seed: int, base_url: str, shards: int, max_stamps: int, debian_root: str | None,
+           bad_rows: bool) -> None:
+    """Build a small real dataset with planted near-duplicates and its ground truth."""
+    from curate.sample.build import build_sample
+
+    summary = build_sample(output, seed=seed, base_url=base_url, shards=shards, max_stamps=max_stamps,
+                           debian_root=debian_root, bad_rows=bad_rows)
+    click.echo(f"sample: {summary['rows']} rows ({summary['originals']} photos, {summary['copies']} copies, "
+               f"{summary['hostile_rows']} hostile rows) in {summary['shards']} shard(s) under {output}")
+    for line in summary["missing"]:
+        click.echo(f"  note: {line}")
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--port", default=8765, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (keep it on loopback).")
+def serve(directory: str, port: int, host: str) -> None:
+    """Serve DIRECTORY over HTTP (for the sample's URLs) until interrupted."""
+    from curate.sample.server import make_server
+
+    try:
+        server = make_server(directory, host, port)
+    except OSError as err:
+        raise CurateError(f"cannot listen on {host}:{port}: {err.strerror}") from None
+    click.echo(f"serving {directory} on http://{host}:{server.server_address[1]}", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def _common(fn):  # noqa: ANN001, ANN202 (decorator)
+    fn = click.option("--workers", default=1, show_default=True, help="Shards processed in parallel.")(fn)
+    fn = click.option("--overwrite", is_flag=True, help="Redo shards that are already done.")(fn)
+    fn = click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")(fn)
+    return fn
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.argument("output", type=click.Path(file_okay=False))
+@_common
+@click.option("--output-format", type=click.Choice(["webdataset", "parquet"]), default="webdataset", show_default=True)
+@click.option("--image-size", default=512, show_default=True)
+@click.option("--resize-mode", type=click.Choice(["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"]),
+              default="keep_ratio", show_default=True)
+@click.option("--resize-only-if-bigger/--always-resize", default=True, show_default=True)
+@click.option("--encode-quality", default=95, show_default=True)
+@click.option("--timeout", default=10, show_default=True, help="Seconds per request.")
+@click.option("--retries", default=0, show_default=True)
+@click.option("--threads", default=16, show_default=True, help="Download threads per shard.")
+@click.option("--chunk-rows", default=2000, show_default=True, help="Rows held in memory at once per shard.")
+@click.option("--max-image-area", default=89_478_485, show_default=True,
+              help="Pixels; larger images are rejected from their header, never decoded.")
+@click.option("--max-aspect-ratio", default=10.0, show_default=True)
+@click.option("--max-bytes", default=50 * 1024 * 1024, show_default=True, help="Largest response accepted.")
+@click.option("--allow-private-network", is_flag=True,
+              help="Allow loopback/private/link-local hosts (for a local test server; never for web lists).")
+@click.option("--column-map", multiple=True, metavar="OLD=NEW", help="Rename input columns before matching.")
+def download(inputs: tuple[str, ...], output: str, workers: int, overwrite: bool, progress: bool, **opts: object) -> None:
+    """Download the images of INPUTS (parquet files, folders, globs or fsspec URLs) into OUTPUT.
+
+    Writes images/{i:05d}.tar (+ .parquet), rejects/{i:05d}.parquet with a reason for every row that did not
+    download, _stats/ and summary.json. Rerunning skips finished shards.
+    """
+    from curate.io.fs import list_shards
+    from curate.schemas import parse_column_map
+    from curate.stages import download as stage
+
+    options = dict(opts)
+    options["column_map"] = parse_column_map(options.pop("column_map"))
+    shards = list_shards(list(inputs))
+    summary = stage.run(shards, output, options, workers=workers, overwrite=overwrite, progress=progress)
+    _echo_summary("download", summary)
+
+
+@cli.command()
+@click.argument("name", required=False)
+def schema(name: str | None) -> None:
+    """List the documented schemas, or print one."""
+    from curate import schemas
+
+    if name is None:
+        for n in schemas.available():
+            click.echo(f"{n:<16} {schemas.load(n).description.split('.')[0].strip()}")
+        return
+    if name not in schemas.available():
+        raise CurateError(f"no schema named {name!r}; try one of: {', '.join(schemas.available())}")
+    s = schemas.load(name)
+    click.echo(json.dumps({"name": s.name, "description": s.description,
+                           "columns": [c.__dict__ for c in s.columns]}, indent=2))
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("interrupted; finished shards are kept, rerun to resume", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

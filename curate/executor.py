@@ -1,0 +1,211 @@
+"""The shard data plane every stage runs on.
+
+A stage is a plain function `fn(shard, out, options) -> stats` that reads one input shard and writes its
+files through `out.path(relpath)`. The executor gives each shard a private temp folder, commits the files
+with renames once the function returns, then writes `_stats/{i:05d}.json` as the shard's completion marker.
+A killed run leaves only temp folders (removed at the next start) and finished shards; a rerun skips the
+finished ones. Numbering is gap-free and stable across reruns (`_stage.json`). Stages never reimplement
+resume, atomic writes or progress.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from curate import __version__
+from curate.errors import CurateError
+from curate.io import fs
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of work: input shard `input` becomes output shard number `index` under `output_root`."""
+
+    index: int
+    input: str
+    output_root: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.index:05d}"
+
+
+@dataclass
+class ShardOutput:
+    """Where a stage writes one shard's files. Paths are local temp files until the executor commits them."""
+
+    tmp_dir: str
+    progress: Callable[[int], None] | None = None
+    _files: dict[str, str] = field(default_factory=dict)
+
+    def path(self, relpath: str) -> str:
+        """A local path to write `relpath` (relative to the stage output root) to."""
+        if relpath.startswith("/") or ".." in relpath.split("/") or relpath.startswith("_"):
+            raise ValueError(f"output path must stay inside the stage output: {relpath!r}")
+        local = os.path.join(self.tmp_dir, relpath.replace("/", "__"))
+        self._files[relpath] = local
+        return local
+
+    def advance(self, rows: int) -> None:
+        """Report rows done (drives the rows progress bar when the shard runs in the main process)."""
+        if self.progress is not None:
+            self.progress(rows)
+
+    @property
+    def files(self) -> dict[str, str]:
+        return dict(self._files)
+
+
+StageFn = Callable[[Shard, ShardOutput, dict[str, Any]], dict[str, Any]]
+
+
+def stats_path(output_root: str, index: int) -> str:
+    return fs.join(output_root, "_stats", f"{index:05d}.json")
+
+
+def options_hash(options: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def plan_shards(stage: str, inputs: list[str], output_root: str, options: dict[str, Any], overwrite: bool) -> list[Shard]:
+    """Number the inputs (stable, gap-free) and record the numbering in `_stage.json`."""
+    fs.ensure_dir(output_root)
+    manifest_path = fs.join(output_root, "_stage.json")
+    digest = options_hash(options)
+    known: list[str] = []
+    if fs.exists(manifest_path) and not overwrite:
+        manifest = fs.read_json(manifest_path)
+        if manifest.get("stage") != stage:
+            raise CurateError(f"{output_root}: holds the output of stage '{manifest.get('stage')}', not '{stage}'")
+        if manifest.get("options_hash") != digest:
+            changed = sorted(
+                k for k in set(options) | set(manifest.get("options", {}))
+                if json.dumps(options.get(k), default=str) != json.dumps(manifest.get("options", {}).get(k), default=str)
+            )
+            raise CurateError(
+                f"{output_root}: was written with other options ({', '.join(changed)}); "
+                "pass --overwrite to redo it, or choose another output folder"
+            )
+        known = list(manifest["inputs"])
+    ordered = known + [p for p in inputs if p not in known]
+    fs.write_json_atomic(
+        manifest_path,
+        {"stage": stage, "inputs": ordered, "options": options, "options_hash": digest, "curate_version": __version__},
+    )
+    wanted = set(inputs)
+    return [Shard(i, p, output_root) for i, p in enumerate(ordered) if p in wanted]
+
+
+def _run_one(stage: str, fn: StageFn, shard: Shard, options: dict[str, Any], tmp_root: str,
+             progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    tmp_dir = os.path.join(tmp_root, f"{shard.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.makedirs(tmp_dir)
+    out = ShardOutput(tmp_dir, progress)
+    start = time.time()
+    try:
+        stats = dict(fn(shard, out, options))
+        for rel, local in sorted(out.files.items()):
+            if not os.path.exists(local):
+                raise RuntimeError(f"stage {stage} registered {rel} for shard {shard.index} but did not write it")
+            fs.commit_file(local, fs.join(shard.output_root, rel))
+        stats.update(
+            stage=stage,
+            index=shard.index,
+            input=shard.input,
+            files=sorted(out.files),
+            seconds=round(time.time() - start, 3),
+            curate_version=__version__,
+        )
+        for key in ("rows_in", "rows_out", "rows_rejected"):
+            stats.setdefault(key, 0)
+        stats.setdefault("reasons", {})
+        fs.write_json_atomic(stats_path(shard.output_root, shard.index), stats)
+        return stats
+    except OSError as err:
+        where = err.filename or shard.output_root
+        raise CurateError(f"shard {shard.name} ({shard.input}): cannot write {where}: {err.strerror or err}") from None
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _local_tmp_root(output_root: str) -> str:
+    if fs.is_local(output_root):
+        _, p = fs.url_to_fs(output_root)
+        return os.path.join(p, "_tmp")
+    return os.path.join(os.environ.get("TMPDIR", "/tmp"), "curate-" + hashlib.sha1(output_root.encode()).hexdigest()[:12])
+
+
+def run_stage(
+    stage: str,
+    fn: StageFn,
+    inputs: list[str],
+    output_root: str,
+    options: dict[str, Any],
+    *,
+    workers: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+    rows_total: int | None = None,
+) -> list[dict[str, Any]]:
+    """Run `fn` over every input shard not yet done; return the stats of all shards (done before or now)."""
+    shards = plan_shards(stage, inputs, output_root, options, overwrite)
+    tmp_root = _local_tmp_root(output_root)
+    shutil.rmtree(tmp_root, ignore_errors=True)  # leftovers of a killed run: never committed, safe to drop
+    try:
+        os.makedirs(tmp_root, exist_ok=True)
+    except OSError as err:
+        raise CurateError(f"{output_root}: cannot write here ({err.strerror})") from None
+
+    done: dict[int, dict[str, Any]] = {}
+    pending: list[Shard] = []
+    for shard in shards:
+        sp = stats_path(output_root, shard.index)
+        if not overwrite and fs.exists(sp):
+            done[shard.index] = fs.read_json(sp)
+        else:
+            pending.append(shard)
+
+    shard_bar = tqdm(total=len(shards), initial=len(done), desc=f"{stage} shards", unit="shard",
+                     disable=not progress, file=sys.stderr, position=0)
+    row_bar = tqdm(total=rows_total, initial=sum(s.get("rows_in", 0) for s in done.values()),
+                   desc=f"{stage} rows", unit="row", disable=not progress, file=sys.stderr, position=1)
+    try:
+        if workers <= 1 or len(pending) <= 1:
+            for shard in pending:
+                before = row_bar.n
+                stats = _run_one(stage, fn, shard, options, tmp_root, progress=row_bar.update)
+                row_bar.update(max(0, stats["rows_in"] - (row_bar.n - before)))
+                done[shard.index] = stats
+                shard_bar.update(1)
+        else:
+            ctx = multiprocessing.get_context("spawn")  # img2dataset and torch are not fork-safe
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                futures: dict[Future, Shard] = {
+                    pool.submit(_run_one, stage, fn, s, options, tmp_root): s for s in pending
+                }
+                remaining = set(futures)
+                while remaining:
+                    finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        stats = fut.result()
+                        done[stats["index"]] = stats
+                        row_bar.update(stats["rows_in"])
+                        shard_bar.update(1)
+    finally:
+        row_bar.close()
+        shard_bar.close()
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    return [done[i] for i in sorted(done)]

@@ -1,0 +1,1 @@
+"""Readers and writers: shard listing, parquet streaming, atomic commits, webdataset tars."""

@@ -1,0 +1,107 @@
+"""Paths through fsspec: listing input shards, opening files, and atomic commits of finished outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from curate.errors import CurateError
+
+
+def is_local(path: str) -> bool:
+    fs, _ = url_to_fs(path)
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def list_shards(source: str | list[str], suffix: str = ".parquet") -> list[str]:
+    """Input shards from a folder, a glob, a single file or an fsspec URL, in sorted order.
+
+    Raises CurateError when nothing matches, naming what was looked for.
+    """
+    sources = [source] if isinstance(source, str) else list(source)
+    found: list[str] = []
+    for src in sources:
+        fs, path = url_to_fs(src)
+        proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        prefix = "" if proto in ("file", "local") else f"{proto}://"
+
+        def unstrip(p: str, prefix: str = prefix) -> str:
+            return prefix + p
+
+        if any(ch in path for ch in "*?["):
+            matches = sorted(fs.glob(path))
+            found += [unstrip(m) for m in matches if not fs.isdir(m)]
+        elif fs.isdir(path):
+            matches = sorted(
+                p for p in fs.find(path, maxdepth=1) if p.endswith(suffix) and not Path(p).name.startswith((".", "_"))
+            )
+            if not matches:
+                raise CurateError(f"{src}: no {suffix} files in this folder")
+            found += [unstrip(m) for m in matches]
+        elif fs.exists(path):
+            found.append(unstrip(path))
+        else:
+            raise CurateError(f"{src}: no such file or folder")
+    if not found:
+        raise CurateError(f"{', '.join(sources)}: no input shards found")
+    return found
+
+
+def ensure_dir(path: str) -> None:
+    fs, p = url_to_fs(path)
+    fs.makedirs(p, exist_ok=True)
+
+
+def exists(path: str) -> bool:
+    fs, p = url_to_fs(path)
+    return fs.exists(p)
+
+
+def join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts])
+
+
+def commit_file(local_tmp: str, final: str) -> None:
+    """Move a finished local temp file to its final place: os.replace locally, one upload to object stores."""
+    if is_local(final):
+        _, p = url_to_fs(final)
+        os.makedirs(os.path.dirname(p) or ".", exist_ok=True)
+        os.replace(local_tmp, p)
+    else:
+        fs, p = url_to_fs(final)
+        fs.put_file(local_tmp, p)
+        os.unlink(local_tmp)
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Write JSON via a temp file and a rename, so readers never see half a file."""
+    data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8")
+    if is_local(path):
+        _, p = url_to_fs(path)
+        d = os.path.dirname(p) or "."
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, p)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    else:
+        with fsspec.open(path, "wb") as f:
+            f.write(data)
+
+
+def read_json(path: str) -> Any:
+    with fsspec.open(path, "rb") as f:
+        return json.loads(f.read().decode("utf-8"))

@@ -1,0 +1,57 @@
+"""Image byte checks done before any full decode: empty, not an image, decompression bomb, truncated."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+# Pillow's own default (about 89.5 megapixels): big enough for any photo, small enough to refuse bombs.
+DEFAULT_MAX_IMAGE_AREA = 89_478_485
+
+
+def _sniff(data: bytes) -> str:
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
+        return "an HTML page"
+    if head.startswith((b"{", b"[")):
+        return "JSON"
+    return f"unknown bytes {data[:8]!r}"
+
+
+def inspect_image_bytes(data: bytes, max_image_area: int = DEFAULT_MAX_IMAGE_AREA) -> tuple[str, str] | None:
+    """(reason, detail) when `data` is not an image worth decoding, else None.
+
+    The dimensions are read from the header and compared with `max_image_area` before anything is decoded,
+    so a small file that claims 30,000 x 30,000 pixels is refused without allocating them. The image is
+    then decoded at reduced scale (JPEG draft mode) to catch truncated or corrupt data.
+    """
+    if len(data) == 0:
+        return "empty_response", "zero bytes"
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as err:
+            return "decompression_bomb", str(err)
+        except UnidentifiedImageError:
+            return "not_an_image", f"not an image: {_sniff(data)}"
+        except Exception as err:  # noqa: BLE001 (any parser failure is a bad image, named in the detail)
+            return "decode_error", f"{type(err).__name__}: {err}"
+        with img:
+            w, h = img.size
+            if w <= 0 or h <= 0:
+                return "decode_error", f"invalid size {w}x{h}"
+            if w * h > max_image_area:
+                return "decompression_bomb", f"{w}x{h} pixels exceeds the limit of {max_image_area} (not decoded)"
+            try:
+                if img.format == "JPEG":
+                    img.draft("RGB", (max(1, w // 8), max(1, h // 8)))
+                img.load()
+            except Exception as err:  # noqa: BLE001
+                msg = str(err)
+                reason = "truncated" if "truncated" in msg.lower() or isinstance(err, EOFError) else "decode_error"
+                return reason, f"{img.format}: {msg or type(err).__name__}"
+    return None

@@ -1,0 +1,1 @@
+"""Network safety for untrusted URL lists."""

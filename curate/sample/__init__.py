@@ -1,0 +1,1 @@
+"""`curate sample`: a small, real, deterministic demo dataset with planted near-duplicates and its ground truth."""

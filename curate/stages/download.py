@@ -1,0 +1,342 @@
+"""`curate download`: input shards of URLs and captions -> image shards, every row accounted for.
+
+img2dataset does the fetching and resizing. curate drives its `Downloader` in this process, one input shard
+at a time and in chunks of `chunk_rows` rows (bounded memory), rather than through `img2dataset.download()`,
+for three reasons: the URL guards of `curate.net.urlpolicy` must sit in the process that opens connections;
+images must be checked (`curate.io.images`) before img2dataset's decoder sees them, because it decodes first
+and checks `max_image_area` after; and img2dataset's writers would key samples by its own counters while
+curate keys them by the input's key, writes them in input order (deterministic tars) and routes every failure
+to the rejects table.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.executor import Shard, ShardOutput
+from curate.io.images import DEFAULT_MAX_IMAGE_AREA, inspect_image_bytes
+from curate.io.keys import generated_key, sanitize_key
+from curate.io.parquet import iter_batches, open_parquet, write_table
+from curate.io.tar import SampleTarWriter
+from curate.net.urlpolicy import PREFIX, check_url, install_guarded_opener, reject_message
+from curate.schemas import normalize_input
+
+STAGE = "download"
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "output_format": "webdataset",  # or "parquet" (image bytes in the parquet, no tar)
+    "image_size": 512,
+    "resize_mode": "keep_ratio",
+    "resize_only_if_bigger": True,
+    "encode_format": "jpg",
+    "encode_quality": 95,
+    "timeout": 10,
+    "retries": 0,
+    "threads": 16,
+    "chunk_rows": 2000,
+    "max_image_area": DEFAULT_MAX_IMAGE_AREA,
+    "max_aspect_ratio": 10.0,
+    "min_image_size": 0,
+    "max_bytes": 50 * 1024 * 1024,
+    "allow_private_network": False,
+    "column_map": {},
+}
+
+REJECT_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("row", pa.int64()),
+        ("url", pa.string()),
+        ("caption", pa.string()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+
+BASE_FIELDS = [
+    ("key", pa.string()),
+    ("row", pa.int64()),
+    ("url", pa.string()),
+    ("caption", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("original_width", pa.int32()),
+    ("original_height", pa.int32()),
+    ("sha256", pa.string()),
+    ("exif", pa.string()),
+    ("source_key", pa.string()),
+]
+# input columns renamed on the way out because the output has its own column of that name
+INPUT_RENAMES = {"width": "source_width", "height": "source_height"}
+
+
+def reason_of(message: str | None, stage_of_failure: str) -> tuple[str, str]:
+    """Map an img2dataset error string to a rejects reason code (schemas/rejects.yaml) and a detail."""
+    msg = (message or "").strip()
+    if PREFIX in msg:  # a curate guard's decision, possibly wrapped by urllib ("<urlopen error ...>")
+        rest = msg[msg.index(PREFIX) + len(PREFIX) :].rstrip(">")
+        reason, _, detail = rest.partition(": ")
+        return reason, detail
+    low = msg.lower()
+    if "redirection to url" in low and "is not allowed" in low:  # urllib refused a redirect to file:// etc.
+        return "unsupported_scheme", msg
+    if msg.startswith("HTTP Error"):
+        return "http_error", msg
+    if "timed out" in low or "timeout" in low:
+        return "timeout", msg
+    if "x-robots-tag" in low:
+        return "robots_disallowed", msg
+    if "hash mismatch" in low:
+        return "hash_mismatch", msg
+    if "unknown url type" in low:
+        return "unsupported_scheme", msg
+    if stage_of_failure == "failed_to_resize":
+        if "too small" in low:
+            return "image_too_small", msg
+        if "aspect ratio" in low:
+            return "aspect_ratio", msg
+        if "area too large" in low:
+            return "decompression_bomb", msg
+        return "decode_error", msg or "the resizer failed"
+    if not msg:
+        return "downloader_error", "no result from the downloader"
+    return "network_error", msg
+
+
+class _CheckedResizer:
+    """img2dataset's Resizer behind curate's byte checks, so bombs and truncated files are never decoded by it."""
+
+    def __init__(self, resizer: Any, max_image_area: int) -> None:  # noqa: ANN401 (img2dataset's class)
+        self.resizer = resizer
+        self.max_image_area = max_image_area
+
+    def __call__(self, img_stream: io.BytesIO, blurring_bbox_list: Any = None) -> tuple:  # noqa: ANN401
+        img_stream.seek(0)
+        verdict = inspect_image_bytes(img_stream.getvalue(), self.max_image_area)
+        if verdict is not None:
+            return None, None, None, None, None, reject_message(*verdict)
+        img_stream.seek(0)
+        return self.resizer(img_stream, blurring_bbox_list)
+
+
+class _Collector:
+    """Stands in for an img2dataset sample writer: keeps one chunk's results, keyed by input row."""
+
+    def __init__(self) -> None:
+        self.results: dict[int, tuple[bytes | None, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Collector:  # noqa: ANN401 (img2dataset's writer signature)
+        return self
+
+    def write(self, img_str: bytes | None, key: str, caption: str | None, meta: dict[str, Any]) -> None:
+        with self._lock:
+            self.results[int(meta["curate_row"])] = (img_str, meta)
+
+    def close(self) -> None:
+        pass
+
+
+def _make_downloader(options: dict[str, Any], collector: _Collector, scratch: str) -> Any:  # noqa: ANN401
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    from img2dataset.downloader import Downloader
+    from img2dataset.resizer import Resizer
+
+    resizer = Resizer(
+        image_size=options["image_size"],
+        resize_mode=options["resize_mode"],
+        resize_only_if_bigger=options["resize_only_if_bigger"],
+        encode_quality=options["encode_quality"],
+        encode_format=options["encode_format"],
+        min_image_size=options["min_image_size"],
+        max_image_area=options["max_image_area"],
+        max_aspect_ratio=options["max_aspect_ratio"],
+    )
+    return Downloader(
+        sample_writer_class=collector,
+        resizer=_CheckedResizer(resizer, options["max_image_area"]),
+        thread_count=options["threads"],
+        save_caption=True,
+        extract_exif=True,
+        output_folder=scratch,
+        column_list=["url", "caption", "curate_row"],
+        timeout=options["timeout"],
+        number_sample_per_shard=10**9,
+        oom_shard_count=5,
+        compute_hash="sha256",
+        verify_hash_type=None,
+        encode_format=options["encode_format"],
+        retries=options["retries"],
+        user_agent_token="curate",
+        disallowed_header_directives=["noai", "noimageai", "noindex", "noimageindex"],
+    )
+
+
+def _caption_text(value: object) -> tuple[str | None, str | None]:
+    """(caption, error): bytes are decoded as UTF-8; anything else non-string is an error."""
+    if value is None or isinstance(value, str):
+        return value, None
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8"), None
+        except UnicodeDecodeError as err:
+            return None, f"caption is not valid UTF-8 ({err.reason} at byte {err.start})"
+    return str(value), None
+
+
+def download_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dict[str, Any]:
+    """The stage core: one input shard -> images/{i}.tar + images/{i}.parquet + rejects/{i}.parquet."""
+    opts = {**DEFAULT_OPTIONS, **options}
+    install_guarded_opener(opts["allow_private_network"], opts["max_bytes"])
+    fmt = opts["output_format"]
+    tar = SampleTarWriter(out.path(f"images/{shard.name}.tar")) if fmt == "webdataset" else None
+    meta_path = out.path(f"images/{shard.name}.parquet")
+    meta_writer: pq.ParquetWriter | None = None
+    out_schema: pa.Schema | None = None
+    rejects: list[dict[str, Any]] = []
+    reasons: Counter[str] = Counter()
+    seen_keys: set[str] = set()
+    rows_in = rows_out = 0
+    scratch = os.path.join(out.tmp_dir, "scratch")
+    os.makedirs(scratch, exist_ok=True)
+
+    def reject(key: str, row: int, url: object, caption: str | None, reason: str, detail: str) -> None:
+        reasons[reason] += 1
+        rejects.append(
+            {"key": key, "row": row, "url": url if isinstance(url, str) else None, "caption": caption,
+             "stage": STAGE, "reason": reason, "detail": detail}
+        )
+
+    pf = open_parquet(shard.input)
+    renames = normalize_input(pf.schema_arrow, opts["column_map"], source=shard.input)
+    pf.close()
+    for chunk_no, batch in enumerate(iter_batches(shard.input, batch_size=opts["chunk_rows"], renames=renames)):
+        extra_fields = [f for f in batch.schema if f.name not in ("url", "caption", "key")]
+        if out_schema is None:
+            fields = list(BASE_FIELDS)
+            fields += [(INPUT_RENAMES.get(f.name, f.name), f.type) for f in extra_fields]
+            if fmt == "parquet":
+                fields.append(("jpg", pa.binary()))
+            out_schema = pa.schema(fields)
+            meta_writer = pq.ParquetWriter(meta_path, out_schema, compression="zstd")
+        rows = batch.to_pylist()
+        base = rows_in
+        rows_in += len(rows)
+        prepared: dict[int, dict[str, Any]] = {}
+        fetch: list[dict[str, Any]] = []
+        for j, rec in enumerate(rows):
+            row = base + j
+            has_key = "key" in rec and rec["key"] is not None
+            key = sanitize_key(rec.get("key")) or generated_key(shard.index, row)
+            caption, cap_err = _caption_text(rec.get("caption"))
+            if key in seen_keys:
+                reject(key, row, rec.get("url"), caption, "duplicate_key", f"key {key!r} already used in this shard")
+                continue
+            seen_keys.add(key)
+            if cap_err:
+                reject(key, row, rec.get("url"), None, "caption_not_utf8", cap_err)
+                continue
+            verdict = check_url(rec.get("url"), opts["allow_private_network"])
+            if verdict is not None:
+                reject(key, row, rec.get("url"), caption, *verdict)
+                continue
+            extras = {INPUT_RENAMES.get(f.name, f.name): rec.get(f.name) for f in extra_fields}
+            prepared[row] = {"key": key, "row": row, "url": rec["url"].strip(), "caption": caption,
+                             "source_key": str(rec["key"]) if has_key else None, **extras}
+            fetch.append({"url": rec["url"].strip(), "caption": caption, "curate_row": row})
+
+        collector = _Collector()
+        if fetch:
+            chunk_file = os.path.join(scratch, f"chunk{chunk_no}.feather")
+            table = pa.Table.from_pylist(
+                fetch, schema=pa.schema([("url", pa.string()), ("caption", pa.string()), ("curate_row", pa.int64())])
+            )
+            with pa.OSFile(chunk_file, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+            _make_downloader(opts, collector, scratch).download_shard((chunk_no, chunk_file))
+
+        kept: list[dict[str, Any]] = []
+        for row in sorted(prepared):
+            rec = prepared[row]
+            img, meta = collector.results.get(row, (None, {}))
+            if img is None or meta.get("status") != "success":
+                reason, detail = reason_of(meta.get("error_message"), meta.get("status", ""))
+                reject(rec["key"], row, rec["url"], rec["caption"], reason, detail)
+                continue
+            rec.update(
+                width=meta["width"], height=meta["height"], original_width=meta["original_width"],
+                original_height=meta["original_height"], sha256=meta["sha256"], exif=meta.get("exif"),
+            )
+            if tar is not None:
+                tar.write(rec["key"], {opts["encode_format"]: img, "txt": rec["caption"] or "", "json": rec})
+            else:
+                rec = {**rec, "jpg": img}
+            kept.append(rec)
+        if kept:
+            assert meta_writer is not None
+            meta_writer.write_table(pa.Table.from_pylist(kept, schema=out_schema))
+        rows_out += len(kept)
+        out.advance(len(rows))
+
+    if meta_writer is None:  # empty input shard: still write an empty, well-typed table
+        out_schema = pa.schema(BASE_FIELDS + ([("jpg", pa.binary())] if fmt == "parquet" else []))
+        meta_writer = pq.ParquetWriter(meta_path, out_schema, compression="zstd")
+    meta_writer.close()
+    if tar is not None:
+        tar.close()
+    rejects.sort(key=lambda r: r["row"])
+    write_table(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), out.path(f"rejects/{shard.name}.parquet"))
+    return {
+        "rows_in": rows_in,
+        "rows_out": rows_out,
+        "rows_rejected": len(rejects),
+        "reasons": dict(sorted(reasons.items())),
+        "output_format": fmt,
+    }
+
+
+def summarize(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals over shard stats: rows, success rate, rejects by reason."""
+    reasons: Counter[str] = Counter()
+    for s in stats:
+        reasons.update(s.get("reasons", {}))
+    rows_in = sum(s["rows_in"] for s in stats)
+    rows_out = sum(s["rows_out"] for s in stats)
+    return {
+        "shards": len(stats),
+        "rows_in": rows_in,
+        "rows_out": rows_out,
+        "rows_rejected": sum(s["rows_rejected"] for s in stats),
+        "success_rate": round(rows_out / rows_in, 4) if rows_in else 0.0,
+        "reasons": dict(reasons.most_common()),
+    }
+
+
+def run(inputs: list[str], output: str, options: dict[str, Any], *, workers: int = 1, overwrite: bool = False,
+        progress: bool = True) -> dict[str, Any]:
+    """Check every input shard's schema, download the shards not done yet, return the summary."""
+    from curate.executor import run_stage
+    from curate.io.laion import check_input_shards
+    from curate.io.parquet import num_rows
+
+    opts = {**DEFAULT_OPTIONS, **options}
+    unknown = set(options) - set(DEFAULT_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown download options: {sorted(unknown)}")
+    check_input_shards(inputs, opts["column_map"])
+    total = sum(num_rows(p) for p in inputs)
+    stats = run_stage(STAGE, download_shard, inputs, output, opts, workers=workers, overwrite=overwrite,
+                      progress=progress, rows_total=total)
+    summary = summarize(stats)
+    from curate.io.fs import join, write_json_atomic
+
+    write_json_atomic(join(output, "summary.json"), summary)
+    return summary

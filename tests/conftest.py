@@ -1,0 +1,88 @@
+"""Shared fixtures: real photos, a local HTTP server with hostile endpoints, input shard writers."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from curate.sample.photos import bundled_photos
+from curate.sample.server import QuietHandler, make_server, serve_in_thread
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("NLTK_DATA", str(REPO / ".data" / "nltk_data"))
+
+
+class HostileHandler(QuietHandler):
+    """Static files, plus /slow/NAME (sleeps past any test timeout) and /redirect/URL-ENCODED (302)."""
+
+    delay = 0.0
+
+    def do_GET(self) -> None:  # noqa: N802 (stdlib's name)
+        if self.server.delay:  # type: ignore[attr-defined]
+            time.sleep(self.server.delay)  # type: ignore[attr-defined]
+        if self.path.startswith("/slow/"):
+            time.sleep(4)
+            self.path = "/" + self.path[len("/slow/") :]
+        elif self.path.startswith("/redirect/"):
+            target = urllib.parse.unquote(self.path[len("/redirect/") :])
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.end_headers()
+            return
+        super().do_GET()
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[tuple[str, Image.Image, str]]:
+    """Real photos (scikit-image, scikit-learn) as (name, image, caption)."""
+    return [(p.source_id.split("/")[1].split(".")[0], p.load(), p.caption) for p in bundled_photos()]
+
+
+def jpeg(img: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+class Server:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.httpd = make_server(str(root), handler=HostileHandler)
+        self.httpd.delay = 0.0  # type: ignore[attr-defined]
+        self.port = self.httpd.server_address[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        serve_in_thread(self.httpd)
+
+    def put(self, name: str, data: bytes) -> str:
+        (self.root / name).write_bytes(data)
+        return f"{self.base}/{name}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    root = tmp_path / "www"
+    root.mkdir()
+    srv = Server(root)
+    yield srv
+    srv.close()
+
+
+def write_shard(path: Path, rows: list[dict], schema: pa.Schema | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    return path
