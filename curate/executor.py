@@ -161,13 +161,13 @@ def run_stage(
     rows_total: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run `fn` over every input shard not yet done; return the stats of all shards (done before or now)."""
-    shards = plan_shards(stage, inputs, output_root, options, overwrite)
     tmp_root = _local_tmp_root(output_root)
-    shutil.rmtree(tmp_root, ignore_errors=True)  # leftovers of a killed run: never committed, safe to drop
     try:
+        shards = plan_shards(stage, inputs, output_root, options, overwrite)
+        shutil.rmtree(tmp_root, ignore_errors=True)  # leftovers of a killed run: never committed, safe to drop
         os.makedirs(tmp_root, exist_ok=True)
     except OSError as err:
-        raise CurateError(f"{output_root}: cannot write here ({err.strerror})") from None
+        raise CurateError(f"{output_root}: cannot write here ({err.strerror or err})") from None
 
     done: dict[int, dict[str, Any]] = {}
     pending: list[Shard] = []
@@ -192,7 +192,8 @@ def run_stage(
                 shard_bar.update(1)
         else:
             ctx = multiprocessing.get_context("spawn")  # img2dataset and torch are not fork-safe
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+            try:
                 futures: dict[Future, Shard] = {
                     pool.submit(_run_one, stage, fn, s, options, tmp_root): s for s in pending
                 }
@@ -200,10 +201,12 @@ def run_stage(
                 while remaining:
                     finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
                     for fut in finished:
-                        stats = fut.result()
+                        stats = fut.result()  # a failed shard stops the run; finished shards stay committed
                         done[stats["index"]] = stats
                         row_bar.update(stats["rows_in"])
                         shard_bar.update(1)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
     finally:
         row_bar.close()
         shard_bar.close()

@@ -144,6 +144,12 @@ def input_renames(names: list[str], column_map: Mapping[str, str] | None = None,
     taken = {column_map.get(n, n) for n in names}
     for col in schema.columns:
         if col.name in taken:
+            clash = [a for a in col.aliases if a in names and a not in renames]
+            if col.required and clash:  # which one is the url? refuse to guess
+                raise SchemaError(
+                    f"{source}: more than one column maps to {col.name} ({col.name}, {', '.join(clash)}); "
+                    "use --column-map to choose"
+                )
             continue
         for alias in col.aliases:
             if alias in names and alias not in renames:

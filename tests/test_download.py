@@ -281,3 +281,17 @@ def test_reason_mapping():
 def test_no_network_access_outside_loopback_needed():
     # the whole suite runs offline: a sanity check that the test server is the only peer
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def test_outputs_match_their_schemas(server, photos, tmp_path):
+    from curate import schemas
+
+    inputs = _many_shards(server, photos, tmp_path / "in", n_shards=1, per_shard=3)
+    out = tmp_path / "out"
+    run_download(inputs, out, "--allow-private-network")
+    schemas.validate(pq.read_schema(out / "images" / "00000.parquet"), "image_shard", source="images")
+    schemas.validate(pq.read_schema(out / "rejects" / "00000.parquet"), "rejects", source="rejects")
+    stats = __import__("json").loads((out / "_stats" / "00000.json").read_text())
+    assert {c.name for c in schemas.load("shard_stats").columns if c.required} <= set(stats)
+    manifest = __import__("json").loads((out / "_stage.json").read_text())
+    assert {c.name for c in schemas.load("stage_manifest").columns if c.required} <= set(manifest)
