@@ -23,7 +23,7 @@ def digest_tree(root: Path) -> dict[str, str]:
 def test_sample_is_deterministic_by_seed(tmp_path):
     a = build_sample(str(tmp_path / "a"), seed=3, base_url="http://127.0.0.1:1")
     b = build_sample(str(tmp_path / "b"), seed=3, base_url="http://127.0.0.1:1")
-    c = build_sample(str(tmp_path / "c"), seed=4, base_url="http://127.0.0.1:1")
+    build_sample(str(tmp_path / "c"), seed=4, base_url="http://127.0.0.1:1")
     assert a == b
     assert digest_tree(tmp_path / "a") == digest_tree(tmp_path / "b")
     assert digest_tree(tmp_path / "a") != digest_tree(tmp_path / "c")
