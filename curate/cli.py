@@ -122,6 +122,36 @@ def download(inputs: tuple[str, ...], output: str, workers: int, overwrite: bool
 
 
 @cli.command()
+@click.argument("images")
+@click.argument("output", type=click.Path(file_okay=False))
+@_common
+@click.option("--model", default="effnet-lite0", show_default=True,
+              help="effnet-lite0|1|2, open_clip:ARCH/PRETRAINED, torchscript:PATH, phash, dhash.")
+@click.option("--text-model", default=None,
+              help="Caption embeddings too: minilm, same (the open_clip model's text tower), open_clip:ARCH/PRETRAINED.")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu or cuda.")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--num-workers", default=2, show_default=True, help="Decode threads feeding the model.")
+@click.option("--runtime", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True,
+              help="effnet: ONNX Runtime on CPU (auto), torch on CUDA.")
+@click.option("--pooling", type=click.Choice(["avg", "gem"]), default="avg", show_default=True, help="effnet pooling.")
+@click.option("--resize", type=click.Choice(["short", "crop", "resize"]), default="short", show_default=True,
+              help="torchscript: short edge to --size (SSCD), or a --size square by crop or resize.")
+@click.option("--size", default=288, show_default=True, help="torchscript input size.")
+@click.option("--max-image-area", default=89_478_485, show_default=True)
+def embed(images: str, output: str, workers: int, overwrite: bool, progress: bool, **opts: object) -> None:
+    """Embed the image shards of IMAGES (a `curate download` output) into OUTPUT.
+
+    Writes img_emb/img_emb_{i}.npy, text_emb/text_emb_{i}.npy, metadata/metadata_{i}.parquet (clip-retrieval's
+    layout, row-aligned), rejects/{i}.parquet and manifest.json.
+    """
+    from curate.stages import embed as stage
+
+    summary = stage.run(images, output, dict(opts), workers=workers, overwrite=overwrite, progress=progress)
+    _echo_summary("embed", summary)
+
+
+@cli.command()
 @click.argument("name", required=False)
 def schema(name: str | None) -> None:
     """List the documented schemas, or print one."""

@@ -55,3 +55,59 @@ def inspect_image_bytes(data: bytes, max_image_area: int = DEFAULT_MAX_IMAGE_ARE
                 reason = "truncated" if "truncated" in msg.lower() or isinstance(err, EOFError) else "decode_error"
                 return reason, f"{img.format}: {msg or type(err).__name__}"
     return None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB for any mode: CMYK and YCbCr converted, 16/32-bit scaled to 8 bits, transparency flattened on white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        import numpy as np
+
+        arr = np.asarray(img, dtype=np.float32)
+        hi = float(arr.max()) if arr.size else 0.0
+        scale = 255.0 / hi if hi > 255 else 1.0
+        return Image.fromarray(np.clip(arr * scale, 0, 255).astype("uint8"), "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGB", rgba.size, (255, 255, 255))
+        bg.paste(rgba, mask=rgba.getchannel("A"))
+        return bg
+    return img.convert("RGB")
+
+
+def decode_image(
+    data: bytes, max_image_area: int = DEFAULT_MAX_IMAGE_AREA, draft_size: tuple[int, int] | None = None
+) -> tuple[Image.Image | None, str | None, str | None]:
+    """Decode once, safely: (RGB image, None, None) or (None, reason, detail).
+
+    The header is checked against `max_image_area` before decoding; `draft_size` lets JPEGs decode at the
+    smallest DCT scale that is still at least that size (much faster for large photos).
+    """
+    if len(data) == 0:
+        return None, "empty_file", "zero bytes"
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as err:
+            return None, "decompression_bomb", str(err)
+        except UnidentifiedImageError:
+            return None, "not_an_image", f"not an image: {_sniff(data)}"
+        except Exception as err:  # noqa: BLE001
+            return None, "decode_error", f"{type(err).__name__}: {err}"
+        w, h = img.size
+        if w * h > max_image_area:
+            return None, "decompression_bomb", f"{w}x{h} pixels exceeds the limit of {max_image_area} (not decoded)"
+        try:
+            if draft_size is not None and img.format == "JPEG":
+                img.draft("RGB", draft_size)
+            img.load()
+            return to_rgb(img), None, None
+        except Exception as err:  # noqa: BLE001
+            msg = str(err)
+            reason = "truncated" if "truncated" in msg.lower() or isinstance(err, EOFError) else "decode_error"
+            return None, reason, f"{img.format}: {msg or type(err).__name__}"
