@@ -21,7 +21,7 @@ demo: install
 	@bash scripts/demo.sh
 
 bench: install
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH)
 
 clean:
 	rm -rf demo bench/results .pytest_cache

@@ -73,7 +73,7 @@ def test_stage_alignment_and_bad_images(photos, tmp_path):
     good = photos[:5]
     base = good[0][1].convert("RGB")
     cmyk = encoded(base.convert("CMYK"), "JPEG")
-    sixteen = encoded(Image.fromarray((np.asarray(base.convert("L"), np.uint16) * 257)), "PNG")
+    sixteen = encoded(Image.fromarray(np.asarray(base.convert("L"), np.uint16) * 257), "PNG")
     palette = base.convert("P")
     palette.info["transparency"] = 0
     pal = encoded(palette, "PNG", transparency=0)

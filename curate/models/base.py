@@ -53,6 +53,9 @@ class ImageEmbedder(ABC):
         assert out is not None
         return out
 
+    def warmup(self, batch_size: int) -> None:
+        """Run one batch of the expected size so the first shard does not pay for allocator/arena growth."""
+
     def describe(self) -> dict[str, Any]:
         """What the manifest records about this model and its preprocessing."""
         return {"model": self.spec, "dim": self.dim, "kind": self.kind}

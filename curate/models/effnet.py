@@ -132,6 +132,9 @@ class EffNetEmbedder(ImageEmbedder):
     def preprocess(self, img: Image.Image) -> np.ndarray:
         return to_chw(square(img, self.size, "crop"), MEAN, STD)
 
+    def warmup(self, batch_size: int) -> None:
+        self.embed_batch([np.zeros((3, self.size, self.size), np.float32)] * batch_size)
+
     def embed_batch(self, batch: list[np.ndarray]) -> np.ndarray:
         x = np.stack(batch)
         if self.runtime == "onnx":

@@ -53,6 +53,7 @@ def _models(opts: dict[str, Any]) -> tuple[Any, Any]:
         image = load_image_model(opts["model"], opts["device"], runtime=opts["runtime"], pooling=opts["pooling"],
                                  resize=opts["resize"], size=opts["size"])
         text = load_text_model(opts["text_model"], opts["device"], image) if opts["text_model"] else None
+        image.warmup(opts["batch_size"])
         _MODELS.clear()
         _MODELS[key] = (image, text)
     return _MODELS[key]
