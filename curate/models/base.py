@@ -55,6 +55,7 @@ class ImageEmbedder(ABC):
 
     def warmup(self, batch_size: int) -> None:
         """Run one batch of the expected size so the first shard does not pay for allocator/arena growth."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """What the manifest records about this model and its preprocessing."""
