@@ -152,6 +152,47 @@ def embed(images: str, output: str, workers: int, overwrite: bool, progress: boo
 
 
 @cli.command()
+@click.argument("embeddings")
+@click.argument("output", type=click.Path(file_okay=False))
+@click.option("--threshold", type=float, default=None,
+              help="Cosine similarity for duplicates [default by model: effnet 0.80, torchscript 0.75, "
+                   "open_clip 0.92, phash/dhash 0.84 (<= 10 of 64 bits)].")
+@click.option("--mode", type=click.Choice(["auto", "knn", "partition"]), default="auto", show_default=True,
+              help="knn through a FAISS index, or SemDeDup partitions (k-means + dense blocks); auto by size.")
+@click.option("--linkage", type=click.Choice(["components", "mutual", "leader"]), default="leader", show_default=True,
+              help="components chains transitively; mutual and leader resist chaining through templates.")
+@click.option("--mutual-k", default=3, show_default=True)
+@click.option("--k", "k", default=32, show_default=True, help="Neighbours per sample (knn mode).")
+@click.option("--index", type=click.Choice(["auto", "flat", "ivf"]), default="auto", show_default=True)
+@click.option("--codec", type=click.Choice(["flat", "sq8", "pq"]), default="flat", show_default=True)
+@click.option("--nlist", default=0, show_default=True, help="IVF lists / k-means partitions (0: from N).")
+@click.option("--nprobe", default=8, show_default=True)
+@click.option("--n-assign", default=2, show_default=True, help="Partition mode: nearest centroids per sample.")
+@click.option("--keep", type=click.Choice(["first", "largest", "aesthetic", "random"]), default="first",
+              show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--action", type=click.Choice(["annotate", "drop"]), default="annotate", show_default=True)
+@click.option("--against", default=None, help="A previous dedup output (with index/): mark copies of its corpus.")
+@click.option("--save-index/--no-save-index", default=True, show_default=True)
+@click.option("--images", default=None, help="The `curate download` output, for the report's image gallery.")
+@click.option("--overwrite", is_flag=True, help="Recompute even when a report with these options exists.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def dedup(embeddings: str, output: str, images: str | None, overwrite: bool, progress: bool, **opts: object) -> None:
+    """Find near-duplicate clusters in EMBEDDINGS (a `curate embed` output), count them, write OUTPUT.
+
+    Writes samples/{i}.parquet (cluster_id, dup_count, keep, memorization_risk, ...), drops/ with --action drop,
+    clusters.parquet, index/, report.json and report.html.
+    """
+    from curate.stages import dedup as stage
+
+    report = stage.run(embeddings, output, dict(opts), overwrite=overwrite, progress=progress, images=images)
+    click.echo(f"dedup: {report['samples']} samples, {report['duplicate_clusters']} duplicate clusters, "
+               f"{report['duplicates_marked']} marked ({100 * report['share_removed']:.1f}%), "
+               f"{report['same_image_same_caption']['clusters']} same-image-same-caption clusters; "
+               f"report: {output}/report.html")
+
+
+@cli.command()
 @click.argument("name", required=False)
 def schema(name: str | None) -> None:
     """List the documented schemas, or print one."""

@@ -1,0 +1,80 @@
+"""From thresholded pairs to duplicate clusters.
+
+  components      single linkage: connected components of the threshold graph (transitive chains merge)
+  mutual          only edges that are among both ends' `k` most similar neighbours, then components: a template
+                  overlay that makes many unrelated images similar links few of them mutually
+  leader          star clustering: the best-connected unassigned row leads a cluster of its unassigned
+                  neighbours; every member is within the threshold of its leader, so nothing chains
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+LINKAGES = ("components", "mutual", "leader")
+
+
+def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Cluster label per row; labels are numbered by each cluster's first row (deterministic)."""
+    graph = coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return canonical(labels)
+
+
+def canonical(labels: np.ndarray) -> np.ndarray:
+    """Renumber labels 0..C-1 in order of each cluster's first row."""
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse]
+
+
+def mutual_mask(i: np.ndarray, j: np.ndarray, sim: np.ndarray, k: int) -> np.ndarray:
+    """Edges whose ends each rank the other among their k most similar neighbours."""
+    if len(i) == 0:
+        return np.zeros(0, bool)
+    src = np.concatenate([i, j])
+    dst = np.concatenate([j, i])
+    s = np.concatenate([sim, sim])
+    edge = np.concatenate([np.arange(len(i)), np.arange(len(i))])
+    order = np.lexsort((dst, -s, src))  # by source, then most similar first (ties by neighbour id)
+    src_sorted = src[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(src_sorted)) + 1]
+    group_start = np.repeat(starts, np.diff(np.r_[starts, len(src_sorted)]))
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order)) - group_start
+    ok = np.zeros(len(i), np.int64)
+    np.add.at(ok, edge, (rank < k).astype(np.int64))
+    return ok == 2
+
+
+def leader(n: int, i: np.ndarray, j: np.ndarray, sim: np.ndarray) -> np.ndarray:
+    """Greedy star clustering, leaders taken by degree (ties: earlier row)."""
+    degree = np.bincount(np.concatenate([i, j]), minlength=n)
+    src = np.concatenate([i, j])
+    dst = np.concatenate([j, i])
+    order = np.argsort(src, kind="stable")
+    src, dst = src[order], dst[order]
+    ptr = np.searchsorted(src, np.arange(n + 1))
+    labels = np.full(n, -1, np.int64)
+    for node in np.lexsort((np.arange(n), -degree)):
+        if labels[node] >= 0:
+            continue
+        labels[node] = node
+        nb = dst[ptr[node] : ptr[node + 1]]
+        nb = nb[labels[nb] < 0]
+        labels[nb] = node
+    return canonical(labels)
+
+
+def link(n: int, i: np.ndarray, j: np.ndarray, sim: np.ndarray, linkage: str, mutual_k: int = 3) -> np.ndarray:
+    if linkage == "components":
+        return components(n, i, j)
+    if linkage == "mutual":
+        m = mutual_mask(i, j, sim, mutual_k)
+        return components(n, i[m], j[m])
+    if linkage == "leader":
+        return leader(n, i, j, sim)
+    raise ValueError(f"unknown linkage {linkage!r}; one of {LINKAGES}")

@@ -1,0 +1,112 @@
+"""Candidate near-duplicate pairs, thresholded on cosine similarity: (i, j, sim) with i < j, plus each row's top-1.
+
+  knn_pairs        k nearest neighbours of every row through a FAISS index (exact or IVF)
+  partition_pairs  SemDeDup: spherical k-means on a sample, every row assigned to its `n_assign` nearest
+                   centroids, then dense similarity blocks inside each partition at BLAS speed
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from curate.dedup import index as idx
+from curate.dedup.vectors import EmbeddingSet
+
+
+@dataclass
+class Pairs:
+    i: np.ndarray  # int64, i < j
+    j: np.ndarray
+    sim: np.ndarray  # float32
+    nn: np.ndarray  # int64: each row's most similar other row (-1 if none seen)
+    nn_sim: np.ndarray  # float32
+
+    def above(self, threshold: float) -> Pairs:
+        m = self.sim >= threshold
+        return Pairs(self.i[m], self.j[m], self.sim[m], self.nn, self.nn_sim)
+
+
+def _unique_edges(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    code = lo.astype(np.int64) * n + hi
+    order = np.argsort(code, kind="stable")
+    code, s = code[order], s[order]
+    keep = np.ones(len(code), bool)
+    keep[1:] = code[1:] != code[:-1]
+    code, s = code[keep], s[keep]
+    return code // n, code % n, s.astype(np.float32)
+
+
+def knn_pairs(emb: EmbeddingSet, index: faiss.Index, k: int, threshold: float, block: int = 16384) -> Pairs:
+    n = emb.n
+    nn = np.full(n, -1, np.int64)
+    nn_sim = np.full(n, -np.inf, np.float32)
+    ii, jj, ss = [], [], []
+    for start, data in emb.iter_blocks():
+        for b in range(0, len(data), block):
+            q = data[b : b + block]
+            sims, ids = idx.search(index, q, k + 1)
+            rows = np.arange(start + b, start + b + len(q))[:, None]
+            valid = (ids >= 0) & (ids != rows)
+            # top-1 other than itself
+            masked = np.where(valid, sims, -np.inf)
+            best = masked.argmax(axis=1)
+            nn[rows[:, 0]] = np.where(np.isfinite(masked.max(axis=1)), ids[np.arange(len(q)), best], -1)
+            nn_sim[rows[:, 0]] = masked.max(axis=1)
+            hit = valid & (sims >= threshold)
+            r, c = np.nonzero(hit)
+            ii.append(rows[r, 0])
+            jj.append(ids[r, c])
+            ss.append(sims[r, c])
+    i, j, s = (np.concatenate(x) if x else np.zeros(0, t) for x, t in ((ii, np.int64), (jj, np.int64), (ss, np.float32)))
+    i, j, s = _unique_edges(i, j, s, n)
+    return Pairs(i, j, s, nn, nn_sim)
+
+
+def partition_pairs(emb: EmbeddingSet, threshold: float, nlist: int = 0, n_assign: int = 2,
+                    train_sample: int = 256_000, seed: int = 0, row_block: int = 4096) -> Pairs:
+    """SemDeDup-style exact pairs inside k-means partitions (rows near a border sit in `n_assign` partitions)."""
+    n = emb.n
+    vectors = emb.load_all(np.float16)  # the one full copy: float16, N x d
+    nlist = nlist or max(1, int(np.sqrt(n)))
+    nlist = min(nlist, max(1, n // 39))
+    sample = idx.sample_rows(emb, min(n, max(train_sample, 39 * nlist)), seed)
+    km = faiss.Kmeans(emb.dim, nlist, niter=10, spherical=True, seed=seed, verbose=False)
+    km.train(sample)
+    assign = np.empty((n, min(n_assign, nlist)), np.int64)
+    for start, block in emb.iter_blocks():
+        _, a = km.index.search(block, assign.shape[1])
+        assign[start : start + len(block)] = a
+    part_of = assign.reshape(-1)
+    rows_of = np.repeat(np.arange(n), assign.shape[1])
+    order = np.argsort(part_of, kind="stable")
+    part_of, rows_of = part_of[order], rows_of[order]
+    bounds = np.flatnonzero(np.diff(part_of)) + 1
+    nn = np.full(n, -1, np.int64)
+    nn_sim = np.full(n, -np.inf, np.float32)
+    ii, jj, ss = [], [], []
+    for members in np.split(rows_of, bounds):
+        if len(members) < 2:
+            continue
+        x = vectors[members].astype(np.float32)
+        for r0 in range(0, len(members), row_block):
+            sims = x[r0 : r0 + row_block] @ x.T
+            local = np.arange(r0, r0 + len(sims))
+            sims[np.arange(len(sims)), local] = -np.inf  # not itself
+            best = sims.argmax(axis=1)
+            best_sim = sims[np.arange(len(sims)), best]
+            g = members[local]
+            better = best_sim > nn_sim[g]
+            nn[g[better]] = members[best[better]]
+            nn_sim[g[better]] = best_sim[better]
+            r, c = np.nonzero(sims >= threshold)
+            keep = c > local[r]
+            ii.append(g[r[keep]])
+            jj.append(members[c[keep]])
+            ss.append(sims[r[keep], c[keep]])
+    i, j, s = (np.concatenate(x) if x else np.zeros(0, t) for x, t in ((ii, np.int64), (jj, np.int64), (ss, np.float32)))
+    i, j, s = _unique_edges(i, j, s, n)
+    return Pairs(i, j, s, nn, nn_sim)

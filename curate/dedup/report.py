@@ -1,0 +1,131 @@
+"""The dedup report: report.json (read from code) and a self-contained report.html (looked at)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from curate.dedup.link import link
+from curate.dedup.pairs import Pairs
+from curate.dedup.vectors import EmbeddingSet
+from curate.io import fs
+from curate.report import html, plots
+
+
+def _thumbs(images: str | None, keys: set[str]) -> dict[str, bytes]:
+    """JPEG thumbnails of `keys` from a `curate download` output (skipped when not given)."""
+    if not images or not keys:
+        return {}
+    from PIL import Image
+
+    from curate.io.image_shards import iter_image_samples
+
+    root = fs.join(images, "images") if fs.exists(fs.join(images, "images")) else images
+    out: dict[str, bytes] = {}
+    for path in fs.list_shards(root):
+        for meta, data in iter_image_samples(path):
+            if meta["key"] in keys and data:
+                try:
+                    img = Image.open(io.BytesIO(data))
+                    img.thumbnail((192, 192))
+                    buf = io.BytesIO()
+                    img.convert("RGB").save(buf, format="JPEG", quality=80)
+                    out[meta["key"]] = buf.getvalue()
+                except Exception:  # noqa: BLE001 (a thumbnail is decoration; the report still renders)
+                    continue
+    return out
+
+
+def build_report(rows: dict[str, Any], pairs: Pairs, clusters: pa.Table, opts: dict[str, Any], emb: EmbeddingSet,
+                 manifest: dict[str, Any], output: str, images: str | None) -> dict[str, Any]:
+    n = emb.n
+    size = clusters.column("size").to_numpy()
+    same = clusters.column("same_caption").to_numpy(zero_copy_only=False)
+    keep = np.asarray(rows["keep"])
+    threshold = opts["threshold"]
+    at = {}
+    for t in sorted(set(opts["report_thresholds"]) | {threshold}):
+        p = pairs.above(t)
+        labels = link(n, p.i, p.j, p.sim, opts["linkage"], opts["mutual_k"])
+        at[f"{t:.2f}"] = round(1.0 - (int(labels.max()) + 1 if n else 0) / n, 4) if n else 0.0
+    dup_clusters = int((size > 1).sum())
+    risk = np.asarray(rows["memorization_risk"])
+    top = np.argsort(-risk, kind="stable")[:20]
+    captions = emb.metadata.column("caption").to_pylist() if "caption" in emb.metadata.column_names else [None] * n
+    report: dict[str, Any] = {
+        "model": manifest.get("model"), "kind": emb.kind, "samples": n, "threshold": threshold,
+        "linkage": opts["linkage"], "mode": opts["mode"], "keep_policy": opts["keep"], "action": opts["action"],
+        "clusters": int(len(size)), "duplicate_clusters": dup_clusters,
+        "samples_in_duplicate_clusters": int(size[size > 1].sum()),
+        "duplicates_marked": int((~keep).sum()), "share_removed": round(float((~keep).mean()) if n else 0.0, 4),
+        "share_removed_at_threshold": at,
+        "same_image_same_caption": {"clusters": int((same & (size > 1)).sum()),
+                                    "samples": int(size[same & (size > 1)].sum())},
+        "largest_cluster": int(size.max()) if len(size) else 0,
+        "cluster_size_counts": {str(k): int(v) for k, v in zip(*np.unique(size, return_counts=True), strict=True)},
+        "risk_top": [{"key": rows["key"][r], "dup_count": int(rows["dup_count"][r]),
+                      "cluster_captions": int(rows["cluster_captions"][r]), "memorization_risk": float(risk[r]),
+                      "caption": captions[r]} for r in top if risk[r] > 0],
+        "against": opts["against"],
+        "corpus_duplicates": sum(1 for r in range(n) if rows["corpus_key"][r]
+                                 and rows["duplicate_of"][r] == rows["corpus_key"][r]),
+    }
+    _write_html(report, rows, pairs, clusters, captions, output, images)
+    return report
+
+
+def _write_html(report: dict[str, Any], rows: dict[str, Any], pairs: Pairs, clusters: pa.Table,
+                captions: list[str | None], output: str, images: str | None) -> None:
+    size = clusters.column("size").to_numpy()
+    order = np.argsort(-size, kind="stable")[:10]
+    order = [c for c in order if size[c] > 1]
+    keys_of = clusters.column("keys").to_pylist()
+    caption_of = dict(zip(rows["key"], captions, strict=True))
+    shown = {k for c in order for k in keys_of[c][:8]}
+    thumbs = _thumbs(images, shown)
+    size_png = plots.histogram(size[size > 1] if (size > 1).any() else size, "Duplicate cluster sizes",
+                               "members per cluster", bins=30, log=True)
+    nn_png = plots.histogram(pairs.nn_sim, "Nearest-neighbour similarity", "cosine similarity", bins=60,
+                             vline=report["threshold"])
+    at = report["share_removed_at_threshold"]
+    at_png = plots.bars(list(at), [100 * v for v in at.values()], "Share removed by threshold", "% of samples")
+    summary = html.table(["measure", "value"], [
+        ("samples", report["samples"]), ("model", report["model"]), ("threshold", report["threshold"]),
+        ("linkage", report["linkage"]), ("clusters", report["clusters"]),
+        ("duplicate clusters", report["duplicate_clusters"]),
+        ("samples in duplicate clusters", report["samples_in_duplicate_clusters"]),
+        ("marked as duplicates", f"{report['duplicates_marked']} ({100 * report['share_removed']:.1f}%)"),
+        ("same image + same caption clusters", report["same_image_same_caption"]["clusters"]),
+        ("samples in them", report["same_image_same_caption"]["samples"]),
+        ("largest cluster", report["largest_cluster"]),
+    ])
+    galleries = []
+    for c in order:
+        items = [(thumbs.get(k), f"{k}: {caption_of.get(k) or ''}") for k in keys_of[c][:8]]
+        galleries.append(f"<h3>cluster {int(c)}: {int(size[c])} members</h3>" + html.gallery(items))
+    risk_rows = [(r["key"], r["dup_count"], r["cluster_captions"], f"{r['memorization_risk']:.3f}", r["caption"])
+                 for r in report["risk_top"]]
+    page = html.page("curate dedup report", [
+        ("Summary", summary),
+        ("Share removed at other thresholds", html.image(at_png, "share removed by threshold")
+         + html.table(["threshold", "share removed"], [(t, f"{100 * v:.1f}%") for t, v in at.items()])),
+        ("Cluster sizes", html.image(size_png, "cluster size histogram")),
+        ("Nearest-neighbour similarities", html.image(nn_png, "nearest neighbour similarity histogram")),
+        ("Largest clusters", "".join(galleries) or "<p>No duplicate clusters.</p>"),
+        ("Highest memorisation risk", html.table(["key", "dup_count", "distinct captions", "risk", "caption"],
+                                                 risk_rows) if risk_rows else "<p>No sample at risk.</p>"),
+    ])
+    _, local = fs.url_to_fs(fs.join(output, "report.html"))
+    tmp = local + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(page)
+    __import__("os").replace(tmp, local)
+    for name, data in (("cluster_sizes.png", size_png), ("nearest_similarity.png", nn_png),
+                       ("share_removed.png", at_png)):
+        _, p = fs.url_to_fs(fs.join(output, name))
+        with open(p + ".tmp", "wb") as f:
+            f.write(data)
+        __import__("os").replace(p + ".tmp", p)

@@ -1,0 +1,297 @@
+"""`curate dedup`: embeddings -> near-duplicate clusters, counts, memorisation risk, keep/drop, report.
+
+The search and linking are global (one pass over all shards); the per-shard tables are then written by the
+shard executor, so they are atomic and resumable like every stage. Outputs (schemas/dedup_*.yaml):
+`samples/{i}.parquet` (one row per sample; with `--action drop` only the kept ones), `drops/{i}.parquet`
+(the dropped ones with the key they duplicate), `clusters.parquet`, `index/` (for `--against`),
+`report.json` + `report.html`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate import __version__
+from curate.dedup import count
+from curate.dedup import index as idx
+from curate.dedup.link import link
+from curate.dedup.pairs import Pairs, knn_pairs, partition_pairs
+from curate.dedup.vectors import EmbeddingSet, open_embeddings
+from curate.errors import CurateError
+from curate.executor import Shard, ShardOutput, run_stage
+from curate.io import fs
+from curate.io.parquet import read_table, write_table
+
+STAGE = "dedup"
+REPORT_THRESHOLDS = (0.85, 0.90, 0.95, 0.98)
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "threshold": None,  # cosine; None: by model family (default_threshold)
+    "mode": "auto",  # auto | knn | partition (SemDeDup)
+    "linkage": "leader",  # components | mutual | leader
+    "mutual_k": 3,
+    "k": 32,
+    "index": "auto",  # auto | flat | ivf
+    "codec": "flat",  # ivf storage: flat | sq8 | pq
+    "nlist": 0,
+    "nprobe": 8,
+    "n_assign": 2,  # partition mode: centroids per row
+    "keep": "first",
+    "seed": 0,
+    "action": "annotate",  # annotate | drop
+    "against": None,  # a previous dedup output with index/
+    "caption_near": 0.95,
+    "save_index": True,
+    "report_thresholds": list(REPORT_THRESHOLDS),
+}
+
+ROWS_SCHEMA = pa.schema([
+    ("key", pa.string()), ("shard", pa.int64()), ("cluster_id", pa.int64()), ("dup_count", pa.int64()),
+    ("nearest_key", pa.string()), ("nearest_sim", pa.float32()), ("is_representative", pa.bool_()),
+    ("keep", pa.bool_()), ("duplicate_of", pa.string()), ("duplicate_sim", pa.float32()),
+    ("cluster_captions", pa.int64()), ("cluster_same_caption", pa.bool_()), ("memorization_risk", pa.float32()),
+    ("corpus_key", pa.string()), ("corpus_sim", pa.float32()),
+])
+DROP_SCHEMA = pa.schema([("key", pa.string()), ("shard", pa.int64()), ("stage", pa.string()),
+                         ("reason", pa.string()), ("duplicate_of", pa.string()), ("similarity", pa.float32())])
+
+
+def default_threshold(kind: str, model: str = "") -> float:
+    """Per model family (measured on `curate sample` data; see the README): hashes <= 10 of 64 bits differ,
+    EfficientNet-Lite ImageNet features 0.80, SSCD-style TorchScript 0.75 (SSCD's ~90%-precision copy mark),
+    CLIP-like and other float embeddings 0.92."""
+    if kind == "bits":
+        return 0.84
+    if model.startswith("effnet"):
+        return 0.80
+    if model.startswith("torchscript:"):
+        return 0.75
+    return 0.92
+
+
+def find_pairs(emb: EmbeddingSet, opts: dict[str, Any], floor: float) -> tuple[Pairs, Any]:
+    """Candidate pairs at similarity >= floor, and the FAISS index when one was built."""
+    mode = opts["mode"]
+    if mode == "auto":
+        mode = "knn" if emb.kind == "bits" or emb.n <= 200_000 else "partition"
+    if mode == "partition":
+        if emb.kind == "bits":
+            raise CurateError("--mode partition needs float embeddings; hashes use the binary index (knn)")
+        pairs = partition_pairs(emb, floor, nlist=opts["nlist"], n_assign=opts["n_assign"], seed=opts["seed"])
+        index = idx.build(emb, _index_spec(opts)) if opts["save_index"] else None
+        return pairs, index
+    index = idx.build(emb, _index_spec(opts))
+    return knn_pairs(emb, index, opts["k"], floor), index
+
+
+def _index_spec(opts: dict[str, Any]) -> idx.IndexSpec:
+    return idx.IndexSpec(kind=opts["index"], nlist=opts["nlist"], nprobe=opts["nprobe"], codec=opts["codec"],
+                         seed=opts["seed"])
+
+
+def cluster(emb: EmbeddingSet, pairs: Pairs, opts: dict[str, Any], threshold: float) -> dict[str, Any]:
+    """Everything per row, as columns (global row order)."""
+    meta = emb.metadata
+    n = emb.n
+    keys = [str(k) for k in meta.column("key").to_pylist()]
+    captions = meta.column("caption").to_pylist() if "caption" in meta.column_names else [None] * n
+    p = pairs.above(threshold)
+    labels = link(n, p.i, p.j, p.sim, opts["linkage"], opts["mutual_k"])
+    size = np.bincount(labels)[labels]
+    exact, near = count.distinct_captions(labels, captions, emb.load_text(), opts["caption_near"])
+    distinct = near[labels]
+    area = None
+    if "width" in meta.column_names and "height" in meta.column_names:
+        area = np.array([(w or 0) * (h or 0) for w, h in zip(meta.column("width").to_pylist(),
+                                                             meta.column("height").to_pylist(), strict=True)], float)
+    aesthetic = (np.array([np.nan if a is None else a for a in meta.column("aesthetic").to_pylist()], float)
+                 if "aesthetic" in meta.column_names else None)
+    if opts["keep"] == "aesthetic" and aesthetic is None:
+        raise CurateError("--keep aesthetic: the metadata has no aesthetic column (LAION's AESTHETIC_SCORE)")
+    rep = count.representatives(labels, opts["keep"], opts["seed"], keys, area, aesthetic)
+    rep_row = np.zeros(int(labels.max()) + 1 if n else 0, np.int64)
+    rep_row[labels[rep]] = np.flatnonzero(rep)
+    leader_of = rep_row[labels]
+    # similarity of each member to its cluster's representative (exact, from the vectors)
+    vectors = emb.load_all(np.float16)
+    if emb.kind == "bits":
+        xor = np.bitwise_xor(vectors, vectors[leader_of])
+        dup_sim = 1.0 - np.unpackbits(xor, axis=1).sum(axis=1) / emb.dim
+    else:
+        dup_sim = np.einsum("ij,ij->i", vectors.astype(np.float32), vectors[leader_of].astype(np.float32))
+    nn_key = [keys[j] if j >= 0 else None for j in pairs.nn]
+    return {
+        "key": keys,
+        "shard": np.asarray(meta.column("shard").to_numpy(), np.int64),
+        "cluster_id": labels,
+        "dup_count": size,
+        "nearest_key": nn_key,
+        "nearest_sim": np.where(np.isfinite(pairs.nn_sim), pairs.nn_sim, np.nan).astype(np.float32),
+        "is_representative": rep,
+        "keep": rep.copy(),
+        "duplicate_of": [None if rep[r] else keys[leader_of[r]] for r in range(n)],
+        "duplicate_sim": np.where(rep, np.nan, dup_sim).astype(np.float32),
+        "cluster_captions": distinct,
+        "cluster_same_caption": (size > 1) & (distinct == 1),
+        "memorization_risk": count.risk(size, distinct),
+        "corpus_key": [None] * n,
+        "corpus_sim": np.full(n, np.nan, np.float32),
+        "_exact_captions": exact,
+    }
+
+
+def check_against(rows: dict[str, Any], emb: EmbeddingSet, against: str, threshold: float) -> None:
+    """Mark samples whose nearest corpus neighbour (a previous run's saved index) is a duplicate."""
+    import faiss
+
+    info_path = fs.join(against, "index", "info.json")
+    if not fs.exists(info_path):
+        raise CurateError(f"--against {against}: no index/info.json; run dedup there with --save-index first")
+    info = fs.read_json(info_path)
+    if info["dim"] != emb.dim or info["kind"] != emb.kind:
+        raise CurateError(f"--against {against}: its index holds {info['kind']} vectors of dimension {info['dim']}, "
+                          f"these are {emb.kind} of dimension {emb.dim} (embed both with the same model)")
+    path = fs.join(against, "index", "index.faiss")
+    index = faiss.read_index_binary(path) if emb.kind == "bits" else faiss.read_index(path)
+    corpus_keys = read_table(fs.join(against, "index", "keys.parquet")).column("key").to_pylist()
+    for start, block in emb.iter_blocks():
+        sims, ids = idx.search(index, block, 1)
+        for r in range(len(block)):
+            g = start + r
+            if ids[r, 0] >= 0:
+                rows["corpus_key"][g] = corpus_keys[ids[r, 0]]
+                rows["corpus_sim"][g] = sims[r, 0]
+                if sims[r, 0] >= threshold:
+                    rows["keep"][g] = False
+                    rows["duplicate_of"][g] = corpus_keys[ids[r, 0]]
+                    rows["duplicate_sim"][g] = sims[r, 0]
+
+
+def write_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dict[str, Any]:
+    """Per embed shard: samples/{i}.parquet (and drops/{i}.parquet) from the global rows table."""
+    rows = pq.read_table(fs.join(shard.output_root, "_work", "rows.parquet"),
+                         filters=[("shard", "=", options["_shard_of"][shard.input])])
+    drop = options["action"] == "drop"
+    keep = rows.column("keep").to_numpy(zero_copy_only=False)
+    kept = rows.filter(pa.array(keep)) if drop else rows
+    write_table(kept, out.path(f"samples/{shard.name}.parquet"))
+    dropped = rows.filter(pa.array(~keep))
+    reasons = Counter()
+    drops = []
+    if drop:
+        for r in dropped.to_pylist():
+            reason = "duplicate_of_corpus" if r["corpus_key"] and r["duplicate_of"] == r["corpus_key"] else "near_duplicate"
+            reasons[reason] += 1
+            drops.append({"key": r["key"], "shard": r["shard"], "stage": STAGE, "reason": reason,
+                          "duplicate_of": r["duplicate_of"], "similarity": r["duplicate_sim"]})
+        write_table(pa.Table.from_pylist(drops, schema=DROP_SCHEMA), out.path(f"drops/{shard.name}.parquet"))
+    return {"rows_in": rows.num_rows, "rows_out": kept.num_rows, "rows_rejected": len(drops),
+            "reasons": dict(reasons), "duplicates": int((~keep).sum())}
+
+
+def save_index(index: Any, emb: EmbeddingSet, output: str, threshold: float, model: str) -> None:  # noqa: ANN401
+    import os
+    import tempfile
+
+    import faiss
+
+    folder = fs.join(output, "index")
+    fs.ensure_dir(folder)
+    _, local = fs.url_to_fs(folder)
+    fd, tmp = tempfile.mkstemp(dir=local, suffix=".tmp")
+    os.close(fd)
+    if emb.kind == "bits":
+        faiss.write_index_binary(index, tmp)
+    else:
+        faiss.write_index(index, tmp)
+    os.replace(tmp, os.path.join(local, "index.faiss"))
+    pq.write_table(emb.metadata.select(["key"]), os.path.join(local, "keys.parquet.tmp"))
+    os.replace(os.path.join(local, "keys.parquet.tmp"), os.path.join(local, "keys.parquet"))
+    fs.write_json_atomic(fs.join(folder, "info.json"), {"dim": emb.dim, "kind": emb.kind, "ntotal": int(index.ntotal),
+                                                        "threshold": threshold, "model": model,
+                                                        "index": type(index).__name__})
+
+
+def run(emb_dir: str, output: str, options: dict[str, Any], *, overwrite: bool = False, progress: bool = True,
+        images: str | None = None) -> dict[str, Any]:
+    opts = {**DEFAULT_OPTIONS, **options}
+    unknown = set(options) - set(DEFAULT_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown dedup options: {sorted(unknown)}")
+    emb = open_embeddings(emb_dir)
+    manifest = fs.read_json(fs.join(emb_dir, "manifest.json"))
+    threshold = float(opts["threshold"] if opts["threshold"] is not None
+                      else default_threshold(emb.kind, manifest.get("model", "")))
+    opts["threshold"] = threshold
+    floor = min([threshold, *opts["report_thresholds"]])
+    meta_paths = fs.list_shards(fs.join(emb_dir, "metadata"))
+    shard_of = {p: s for p, s in zip(meta_paths, emb.shards, strict=True)}
+    stage_opts = {**opts, "_shard_of": shard_of, "embeddings": emb_dir, "images": images}
+    report_path = fs.join(output, "report.json")
+    manifest_path = fs.join(output, "_stage.json")
+    if not overwrite and fs.exists(report_path) and fs.exists(manifest_path):
+        from curate.executor import options_hash
+
+        if fs.read_json(manifest_path).get("options_hash") == options_hash(stage_opts):
+            return fs.read_json(report_path)  # done with these options: nothing to redo
+    fs.ensure_dir(output)
+
+    pairs, index = find_pairs(emb, opts, floor)
+    rows = cluster(emb, pairs, opts, threshold)
+    if opts["against"]:
+        check_against(rows, emb, opts["against"], threshold)
+    exact_captions = rows.pop("_exact_captions")
+    table = pa.table({name: rows[name] for name in ROWS_SCHEMA.names}, schema=ROWS_SCHEMA)
+    work = fs.join(output, "_work")
+    fs.ensure_dir(work)
+    _, local_work = fs.url_to_fs(work)
+    pq.write_table(table, f"{local_work}/rows.parquet.tmp")
+    __import__("os").replace(f"{local_work}/rows.parquet.tmp", f"{local_work}/rows.parquet")
+
+    clusters = cluster_table(rows, exact_captions)
+    pq.write_table(clusters, f"{local_work}/clusters.parquet.tmp")
+    __import__("os").replace(f"{local_work}/clusters.parquet.tmp", fs.join(output, "clusters.parquet"))
+    if index is not None and opts["save_index"]:
+        save_index(index, emb, output, threshold, manifest.get("model", "?"))
+
+    stats = run_stage(STAGE, write_shard, meta_paths, output, stage_opts, overwrite=True, progress=progress,
+                      rows_total=emb.n)
+    from curate.dedup.report import build_report
+
+    report = build_report(rows, pairs, clusters, opts, emb, manifest, output, images)
+    report["rows_in"] = sum(s["rows_in"] for s in stats)
+    report["rows_out"] = sum(s["rows_out"] for s in stats)
+    report["curate_version"] = __version__
+    fs.write_json_atomic(fs.join(output, "report.json"), report)
+    return report
+
+
+def cluster_table(rows: dict[str, Any], exact_captions: np.ndarray) -> pa.Table:
+    labels = np.asarray(rows["cluster_id"])
+    n_clusters = int(labels.max()) + 1 if len(labels) else 0
+    size = np.bincount(labels, minlength=n_clusters)
+    members: list[list[str]] = [[] for _ in range(n_clusters)]
+    rep_key: list[str | None] = [None] * n_clusters
+    for r, c in enumerate(labels):
+        members[c].append(rows["key"][r])
+        if rows["is_representative"][r]:
+            rep_key[c] = rows["key"][r]
+    first = np.full(n_clusters, -1, np.int64)
+    first[labels[::-1]] = np.arange(len(labels))[::-1]
+    distinct = np.asarray(rows["cluster_captions"])[first] if n_clusters else np.zeros(0, np.int64)
+    risk = np.asarray(rows["memorization_risk"])[first] if n_clusters else np.zeros(0, np.float32)
+    return pa.table({
+        "cluster_id": np.arange(n_clusters, dtype=np.int64),
+        "size": size.astype(np.int64),
+        "captions_exact": exact_captions.astype(np.int64),
+        "captions_distinct": distinct.astype(np.int64),
+        "same_caption": (size > 1) & (distinct == 1),
+        "memorization_risk": risk.astype(np.float32),
+        "representative_key": pa.array(rep_key, pa.string()),
+        "keys": pa.array(members, pa.list_(pa.string())),
+    })

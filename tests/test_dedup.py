@@ -1,0 +1,229 @@
+"""`curate dedup`: planted copies found on real data, linkages, index modes, keep/drop accounting, --against."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from curate import schemas
+from curate.dedup import count
+from curate.dedup import index as idx
+from curate.dedup.evaluate import pair_scores
+from curate.dedup.link import link, mutual_mask
+from curate.dedup.pairs import knn_pairs, partition_pairs
+from curate.dedup.vectors import open_embeddings
+from curate.stages import dedup, embed
+
+
+def read_samples(out):
+    rows = []
+    for p in sorted((out / "samples").glob("*.parquet")):
+        rows += pq.read_table(p).to_pylist()
+    return rows
+
+
+def truth_groups(sample_run) -> dict[str, str]:
+    return {k: t["source_key"] for k, t in sample_run["truth"].items() if t["expect"] == "image"}
+
+
+@pytest.mark.parametrize(("emb", "min_recall"), [("emb", 0.6), ("phash", 0.45)])
+def test_planted_copies_found_at_the_default_threshold(sample_run, tmp_path, emb, min_recall):
+    out = tmp_path / "dd"
+    report = dedup.run(str(sample_run[emb]), str(out), {}, progress=False, images=str(sample_run["images"]))
+    rows = read_samples(out)
+    assert len(rows) == report["samples"] == len(truth_groups(sample_run))
+    scores = pair_scores({r["key"]: r["cluster_id"] for r in rows}, truth_groups(sample_run))
+    assert scores["precision"] >= 0.9 and scores["recall"] >= min_recall, scores
+    # every copy that was found points at a member of its own true group
+    truth = truth_groups(sample_run)
+    pointers = [r for r in rows if r["duplicate_of"]]
+    wrong = [r for r in pointers if truth[r["duplicate_of"]] != truth[r["key"]]]
+    assert pointers and len(wrong) <= 0.1 * len(pointers)
+    # counts and caption uniformity agree with the truth table for the clusters found
+    by_cluster: dict[int, list[dict]] = {}
+    for r in rows:
+        by_cluster.setdefault(r["cluster_id"], []).append(r)
+    for members in by_cluster.values():
+        assert all(m["dup_count"] == len(members) for m in members)
+        assert sum(m["is_representative"] for m in members) == 1
+    schemas.validate(pq.read_schema(out / "samples" / "00000.parquet"), "dedup_samples", source="samples")
+    schemas.validate(pq.read_schema(out / "clusters.parquet"), "dedup_clusters", source="clusters")
+    assert (out / "report.html").exists() and json.loads((out / "report.json").read_text())["samples"] == len(rows)
+
+
+def test_same_caption_clusters_are_the_riskiest(sample_run, tmp_path):
+    out = tmp_path / "dd"
+    dedup.run(str(sample_run["emb"]), str(out), {}, progress=False)
+    rows = read_samples(out)
+    same = [r for r in rows if r["cluster_same_caption"]]
+    varied = [r for r in rows if r["dup_count"] > 1 and not r["cluster_same_caption"]]
+    unique = [r for r in rows if r["dup_count"] == 1]
+    assert same and unique
+    assert all(r["memorization_risk"] == 0 for r in unique)
+    for r in same:
+        assert r["cluster_captions"] == 1
+        # a same-caption cluster outranks any varied-caption cluster of the same size
+        for v in varied:
+            if v["dup_count"] == r["dup_count"]:
+                assert r["memorization_risk"] > v["memorization_risk"]
+
+
+def test_risk_formula_and_keep_policies():
+    r = count.risk(np.array([1, 2, 34, 64, 200, 2]), np.array([1, 1, 1, 1, 1, 2]))
+    assert r[0] == 0 and r[1] < r[2] < r[3] == r[4] == pytest.approx(1.0) and r[5] == pytest.approx(r[1] / 4)
+    labels = np.array([0, 0, 0, 1, 1])
+    keys = ["a", "b", "c", "d", "e"]
+    assert count.representatives(labels, "first", 0, keys).tolist() == [True, False, False, True, False]
+    area = np.array([10, 50, 20, 5, 5])
+    assert count.representatives(labels, "largest", 0, keys, area=area).tolist() == [False, True, False, True, False]
+    aes = np.array([1.0, np.nan, 7.0, 2.0, 3.0])
+    assert count.representatives(labels, "aesthetic", 0, keys, aesthetic=aes).tolist() == [
+        False, False, True, False, True]
+    # random is seeded by key, so the choice does not depend on row order
+    perm = [4, 2, 0, 3, 1]
+    a = count.representatives(labels, "random", 7, keys)
+    b = count.representatives(labels[perm], "random", 7, [keys[p] for p in perm])
+    assert {k for k, x in zip(keys, a, strict=True) if x} == {keys[p] for p, x in zip(perm, b, strict=True) if x}
+    assert count.normalize_caption("  A Cat!! ") == count.normalize_caption("a   cat") == "a cat"
+
+
+def test_components_chain_while_leader_and_mutual_do_not():
+    # A - A' - B' - B: two unrelated images linked through their template-overlaid copies
+    i, j = np.array([0, 1, 2]), np.array([1, 2, 3])
+    sim = np.array([0.95, 0.92, 0.95], np.float32)
+    assert len(set(link(4, i, j, sim, "components"))) == 1
+    lab = link(4, i, j, sim, "leader")
+    assert lab[0] != lab[3]
+    # a template crowd: 6 templated copies all alike (0.93), each also close to its own original (0.95)
+    ii, jj, ss = [], [], []
+    for a in range(6):
+        ii.append(a)
+        jj.append(6 + a)
+        ss.append(0.95)
+        for b in range(a + 1, 6):
+            ii.append(6 + a)
+            jj.append(6 + b)
+            ss.append(0.93)
+    ii, jj, ss = np.array(ii), np.array(jj), np.array(ss, np.float32)
+    assert len(set(link(12, ii, jj, ss, "components"))) == 1
+    mutual = link(12, ii, jj, ss, "mutual", mutual_k=1)
+    assert len({mutual[a] for a in range(6)}) == 6  # originals stay apart
+    assert mutual_mask(ii, jj, ss, 1).sum() == 6  # only the original-copy edges survive
+
+
+def test_leader_keeps_template_overlaid_photos_apart_on_real_embeddings(photos):
+    import augly.image as A
+
+    from curate.models import load_image_model
+
+    model = load_image_model("effnet-lite0")
+    a, b = photos[2][1].convert("RGB"), photos[3][1].convert("RGB")
+    a2, b2 = A.overlay_onto_screenshot(a), A.overlay_onto_screenshot(b)
+    e = model.embed([model.preprocess(x.convert("RGB")) for x in (a, a2, b2, b)])
+    s = e @ e.T
+    t = float(min(s[0, 1], s[1, 2], s[2, 3])) - 1e-4  # low enough that the chain A-A'-B'-B exists
+    assert s[0, 3] < t  # the two photos themselves are unrelated
+    iu = np.triu_indices(4, 1)
+    m = s[iu] >= t
+    args = (4, iu[0][m], iu[1][m], s[iu][m])
+    assert len(set(link(*args, "components"))) == 1
+    lab = link(*args, "leader")
+    assert lab[0] != lab[3]
+
+
+def planted(n_base: int = 3000, dim: int = 64, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((n_base, dim)).astype(np.float32)
+    groups = [base]
+    for g, size in enumerate([2, 3, 5, 8, 20, 50]):
+        src = base[g * 7]
+        groups.append(src + 0.08 * rng.standard_normal((size, dim)).astype(np.float32))
+    x = np.concatenate(groups)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def write_embed_dir(root, x: np.ndarray, shards: int = 3) -> None:
+    import pyarrow as pa
+
+    (root / "img_emb").mkdir(parents=True)
+    (root / "metadata").mkdir()
+    for s, part in enumerate(np.array_split(np.arange(len(x)), shards)):
+        np.save(root / "img_emb" / f"img_emb_{s:05d}.npy", x[part].astype(np.float16))
+        pq.write_table(pa.table({"key": [f"k{p}" for p in part], "shard": [s] * len(part),
+                                 "caption": [f"c{p % 5}" for p in part]}), root / "metadata" / f"metadata_{s:05d}.parquet")
+    (root / "manifest.json").write_text(json.dumps({"model": "synthetic", "dim": x.shape[1], "kind": "float"}))
+
+
+def test_ivf_and_partition_modes_agree_with_exact(tmp_path):
+    x = planted()
+    write_embed_dir(tmp_path / "emb", x)
+    emb = open_embeddings(str(tmp_path / "emb"))
+    t = 0.9
+    flat = knn_pairs(emb, idx.build(emb, idx.IndexSpec(kind="flat")), 64, t)
+    exact = set(zip(flat.i.tolist(), flat.j.tolist(), strict=True))
+    assert len(exact) >= 1 + 3 + 10 + 28 + 190 + 1225  # the planted groups, all pairs (k=64 covers them)
+    ivf = knn_pairs(emb, idx.build(emb, idx.IndexSpec(kind="ivf", nlist=32, nprobe=8)), 64, t)
+    part = partition_pairs(emb, t, nlist=32, n_assign=2)
+    for pairs in (ivf, part):
+        found = set(zip(pairs.i.tolist(), pairs.j.tolist(), strict=True))
+        assert len(found & exact) / len(exact) >= 0.99
+        assert found <= exact | {p for p in found if x[p[0]] @ x[p[1]] >= t - 1e-3}  # no pair below threshold
+    labels = [link(len(x), p.i, p.j, p.sim, "components") for p in (flat, ivf, part)]
+    assert all((lab == labels[0]).all() for lab in labels)
+
+
+def test_annotate_and_drop_account_for_every_row(tmp_path):
+    x = planted(n_base=500)
+    write_embed_dir(tmp_path / "emb", x)
+    ann = dedup.run(str(tmp_path / "emb"), str(tmp_path / "ann"), {"threshold": 0.9}, progress=False)
+    rows = read_samples(tmp_path / "ann")
+    assert len(rows) == len(x) and ann["duplicates_marked"] == sum(not r["keep"] for r in rows) > 0
+    drop = dedup.run(str(tmp_path / "emb"), str(tmp_path / "drop"), {"threshold": 0.9, "action": "drop"},
+                     progress=False)
+    kept = read_samples(tmp_path / "drop")
+    drops = [r for p in sorted((tmp_path / "drop" / "drops").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert sorted(r["key"] for r in kept + drops) == sorted(f"k{i}" for i in range(len(x)))
+    kept_keys = {r["key"] for r in kept}
+    assert all(d["reason"] == "near_duplicate" and d["duplicate_of"] in kept_keys and d["similarity"] >= 0.9
+               for d in drops)
+    assert len(drops) == ann["duplicates_marked"] == drop["duplicates_marked"]
+    # same options again: nothing recomputed, same report
+    again = dedup.run(str(tmp_path / "emb"), str(tmp_path / "drop"), {"threshold": 0.9, "action": "drop"},
+                      progress=False)
+    assert again == drop
+
+
+def test_against_finds_copies_of_corpus_images_in_a_new_shard(sample_run, tmp_path):
+    images = sample_run["images"] / "images"
+    embed.run(str(images / "00000.parquet"), str(tmp_path / "corpus_emb"), {}, progress=False)
+    embed.run(str(images / "00001.parquet"), str(tmp_path / "new_emb"), {}, progress=False)
+    dedup.run(str(tmp_path / "corpus_emb"), str(tmp_path / "corpus"), {}, progress=False)
+    report = dedup.run(str(tmp_path / "new_emb"), str(tmp_path / "new"), {"against": str(tmp_path / "corpus")},
+                       progress=False)
+    corpus_keys = set(pq.read_table(tmp_path / "corpus" / "index" / "keys.parquet").column("key").to_pylist())
+    truth = truth_groups(sample_run)
+    rows = read_samples(tmp_path / "new")
+    flagged = [r for r in rows if r["corpus_key"] and r["duplicate_of"] == r["corpus_key"]]
+    assert flagged and report["corpus_duplicates"] == len(flagged)
+    for r in flagged:  # every flagged row is a true copy of that corpus image
+        assert r["corpus_key"] in corpus_keys and truth[r["corpus_key"]] == truth[r["key"]]
+    # and most new rows whose true group has a member in the corpus were flagged
+    expected = [r for r in rows if any(truth[c] == truth[r["key"]] for c in corpus_keys)]
+    assert len(flagged) >= 0.5 * len(expected)
+
+
+def test_report_html_escapes_captions(tmp_path):
+    import pyarrow as pa
+
+    x = planted(n_base=50)
+    write_embed_dir(tmp_path / "emb", x, shards=1)
+    meta = tmp_path / "emb" / "metadata" / "metadata_00000.parquet"
+    t = pq.read_table(meta)
+    caps = ["<script>alert(1)</script>"] * t.num_rows
+    pq.write_table(t.set_column(t.schema.get_field_index("caption"), "caption", pa.array(caps)), meta)
+    dedup.run(str(tmp_path / "emb"), str(tmp_path / "dd"), {"threshold": 0.9}, progress=False)
+    page = (tmp_path / "dd" / "report.html").read_text()
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
