@@ -14,6 +14,9 @@ BENCHES = {
         ["bench.embed", "--model", "effnet-lite0", "--n", "1024"],
         ["bench.embed", "--model", "open_clip:ViT-B-32/random", "--n", "192", "--batch-size", "32"],
     ],
+    "dedup": [
+        ["bench.dedup", "--n", "1000000"],
+    ],
 }
 
 

@@ -47,13 +47,13 @@ def distinct_captions(labels: np.ndarray, captions: list[str | None], text_emb: 
     caption embedding similarity >= `near`; equal to the exact count without embeddings)."""
     n_clusters = int(labels.max()) + 1 if len(labels) else 0
     norm = [normalize_caption(c) for c in captions]
-    exact = np.zeros(n_clusters, np.int64)
-    nearc = np.zeros(n_clusters, np.int64)
-    order = np.argsort(labels, kind="stable")
+    exact = np.ones(n_clusters, np.int64)  # a singleton has one caption
+    nearc = np.ones(n_clusters, np.int64)
+    sizes = np.bincount(labels, minlength=n_clusters)
+    multi = np.flatnonzero(sizes[labels] > 1)  # only duplicated rows need a look
+    order = multi[np.argsort(labels[multi], kind="stable")]
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
-    for members in np.split(order, bounds):
-        if len(members) == 0:
-            continue
+    for members in np.split(order, bounds) if len(order) else []:
         c = labels[members[0]]
         uniq = {norm[m]: m for m in members}
         exact[c] = len(uniq)

@@ -58,14 +58,17 @@ def leader(n: int, i: np.ndarray, j: np.ndarray, sim: np.ndarray) -> np.ndarray:
     order = np.argsort(src, kind="stable")
     src, dst = src[order], dst[order]
     ptr = np.searchsorted(src, np.arange(n + 1))
-    labels = np.full(n, -1, np.int64)
-    for node in np.lexsort((np.arange(n), -degree)):
-        if labels[node] >= 0:
+    labels = np.arange(n, dtype=np.int64)  # rows without an edge lead themselves
+    assigned = degree == 0
+    linked = np.flatnonzero(degree > 0)
+    for node in linked[np.lexsort((linked, -degree[linked]))].tolist():
+        if assigned[node]:
             continue
-        labels[node] = node
+        assigned[node] = True
         nb = dst[ptr[node] : ptr[node + 1]]
-        nb = nb[labels[nb] < 0]
+        nb = nb[~assigned[nb]]
         labels[nb] = node
+        assigned[nb] = True
     return canonical(labels)
 
 

@@ -67,30 +67,37 @@ def knn_pairs(emb: EmbeddingSet, index: faiss.Index, k: int, threshold: float, b
 
 
 def partition_pairs(emb: EmbeddingSet, threshold: float, nlist: int = 0, n_assign: int = 2,
-                    train_sample: int = 256_000, seed: int = 0, row_block: int = 4096) -> Pairs:
-    """SemDeDup-style exact pairs inside k-means partitions (rows near a border sit in `n_assign` partitions)."""
+                    train_per_centroid: int = 100, seed: int = 0, row_block: int = 4096) -> Pairs:
+    """SemDeDup-style exact pairs inside k-means partitions (rows near a border sit in `n_assign` partitions).
+
+    Memory: the float16 vectors, a k-means sample of `train_per_centroid` rows per centroid (at least 20k),
+    one partition block at a time, and the pairs found as 12 bytes each (pair code + similarity).
+    """
     n = emb.n
     vectors = emb.load_all(np.float16)  # the one full copy: float16, N x d
     nlist = nlist or max(1, int(np.sqrt(n)))
     nlist = min(nlist, max(1, n // 39))
-    sample = idx.sample_rows(emb, min(n, max(train_sample, 39 * nlist)), seed)
     km = faiss.Kmeans(emb.dim, nlist, niter=10, spherical=True, seed=seed, verbose=False)
-    km.train(sample)
-    assign = np.empty((n, min(n_assign, nlist)), np.int64)
+    km.train(idx.sample_rows(emb, min(n, max(20_000, train_per_centroid * nlist)), seed))
+    assign = np.empty((n, min(n_assign, nlist)), np.int32)
     for start, block in emb.iter_blocks():
         _, a = km.index.search(block, assign.shape[1])
         assign[start : start + len(block)] = a
     part_of = assign.reshape(-1)
-    rows_of = np.repeat(np.arange(n), assign.shape[1])
+    rows_of = np.repeat(np.arange(n, dtype=np.int64), assign.shape[1])
+    del assign
     order = np.argsort(part_of, kind="stable")
     part_of, rows_of = part_of[order], rows_of[order]
+    del order
     bounds = np.flatnonzero(np.diff(part_of)) + 1
+    del part_of
     nn = np.full(n, -1, np.int64)
     nn_sim = np.full(n, -np.inf, np.float32)
-    ii, jj, ss = [], [], []
+    codes, ss = [], []
     for members in np.split(rows_of, bounds):
         if len(members) < 2:
             continue
+        members = np.sort(members)  # so that c > r below means j > i
         x = vectors[members].astype(np.float32)
         for r0 in range(0, len(members), row_block):
             sims = x[r0 : r0 + row_block] @ x.T
@@ -104,9 +111,14 @@ def partition_pairs(emb: EmbeddingSet, threshold: float, nlist: int = 0, n_assig
             nn_sim[g[better]] = best_sim[better]
             r, c = np.nonzero(sims >= threshold)
             keep = c > local[r]
-            ii.append(g[r[keep]])
-            jj.append(members[c[keep]])
-            ss.append(sims[r[keep], c[keep]])
-    i, j, s = (np.concatenate(x) if x else np.zeros(0, t) for x, t in ((ii, np.int64), (jj, np.int64), (ss, np.float32)))
-    i, j, s = _unique_edges(i, j, s, n)
-    return Pairs(i, j, s, nn, nn_sim)
+            r, c = r[keep], c[keep]
+            codes.append(g[r] * n + members[c])
+            ss.append(sims[r, c])
+    del vectors
+    code = np.concatenate(codes) if codes else np.zeros(0, np.int64)
+    del codes
+    sim = np.concatenate(ss) if ss else np.zeros(0, np.float32)
+    del ss
+    code, first = np.unique(code, return_index=True)
+    sim = sim[first]
+    return Pairs(code // n, code % n, sim.astype(np.float32), nn, nn_sim)

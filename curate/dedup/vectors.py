@@ -46,6 +46,20 @@ class EmbeddingSet:
             out[start : start + len(block)] = block
         return out
 
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        """Rows by global index, read through the memory-mapped shards (no full copy)."""
+        rows = np.asarray(rows, np.int64)
+        width = self.dim if self.kind == "float" else self.dim // 8
+        out = np.empty((len(rows), width), np.float32 if self.kind == "float" else np.uint8)
+        shard = np.searchsorted(self.offsets, rows, side="right") - 1
+        for s in np.unique(shard):
+            sel = np.flatnonzero(shard == s)
+            arr = np.load(self.emb_paths[s], mmap_mode="r")
+            local = rows[sel] - self.offsets[s]
+            order = np.argsort(local)
+            out[sel[order]] = arr[local[order]]
+        return out
+
     def load_text(self) -> np.ndarray | None:
         if any(p is None for p in self.text_paths):
             return None

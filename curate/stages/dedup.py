@@ -117,13 +117,16 @@ def cluster(emb: EmbeddingSet, pairs: Pairs, opts: dict[str, Any], threshold: fl
     rep_row = np.zeros(int(labels.max()) + 1 if n else 0, np.int64)
     rep_row[labels[rep]] = np.flatnonzero(rep)
     leader_of = rep_row[labels]
-    # similarity of each member to its cluster's representative (exact, from the vectors)
-    vectors = emb.load_all(np.float16)
-    if emb.kind == "bits":
-        xor = np.bitwise_xor(vectors, vectors[leader_of])
-        dup_sim = 1.0 - np.unpackbits(xor, axis=1).sum(axis=1) / emb.dim
-    else:
-        dup_sim = np.einsum("ij,ij->i", vectors.astype(np.float32), vectors[leader_of].astype(np.float32))
+    # similarity of each duplicate to its cluster's representative (exact, from the vectors, in blocks)
+    dup_sim = np.full(n, np.nan, np.float32)
+    members = np.flatnonzero(~rep & (size > 1))
+    for b in range(0, len(members), 65536):
+        m = members[b : b + 65536]
+        a, lead = emb.gather(m), emb.gather(leader_of[m])
+        if emb.kind == "bits":
+            dup_sim[m] = 1.0 - np.unpackbits(np.bitwise_xor(a, lead), axis=1).sum(axis=1) / emb.dim
+        else:
+            dup_sim[m] = np.einsum("ij,ij->i", a, lead)
     nn_key = [keys[j] if j >= 0 else None for j in pairs.nn]
     return {
         "key": keys,
