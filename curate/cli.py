@@ -193,6 +193,34 @@ def dedup(embeddings: str, output: str, images: str | None, overwrite: bool, pro
 
 
 @cli.command()
+@click.argument("dedup_dir", metavar="DEDUP")
+@click.argument("output", type=click.Path(file_okay=False))
+@_common
+@click.option("--ops", default="paraphrase,rt,cwr,rna", show_default=True,
+              help="Comma-separated operations for the pool: paraphrase, rt, cwr, rna, rc.")
+@click.option("--pool-size", default=5, show_default=True, help="Captions per targeted sample (MC pool).")
+@click.option("--target", type=click.Choice(["all", "duplicates", "risk"]), default="duplicates", show_default=True,
+              help="Every sample, members of duplicate clusters, or with probability = memorization_risk.")
+@click.option("--vocab", type=click.Choice(["wordnet", "dataset", "clip"]), default="wordnet", show_default=True,
+              help="Words that rt and rc insert.")
+@click.option("--n", "n", default=2, show_default=True, help="Words inserted by rt and cwr.")
+@click.option("--k", "k", default=2, show_default=True, help="Words paraphrase replaces at most.")
+@click.option("--rc-n", default=4, show_default=True, help="Tokens of rc's random caption.")
+@click.option("--multiword", is_flag=True, help="Allow multi-word WordNet synonyms.")
+@click.option("--seed", default=0, show_default=True)
+def recaption(dedup_dir: str, output: str, workers: int, overwrite: bool, progress: bool, ops: str,
+              **opts: object) -> None:
+    """Diversify the captions of DEDUP's samples (a `curate dedup` output) into OUTPUT/captions/{i}.parquet."""
+    from curate.stages import recaption as stage
+
+    options = dict(opts, ops=[o.strip() for o in ops.split(",") if o.strip()])
+    report = stage.run(dedup_dir, output, options, workers=workers, overwrite=overwrite, progress=progress)
+    same = report["same_image_same_caption_clusters"]
+    click.echo(f"recaption: {report['changed']}/{report['samples']} captions changed, {report['targeted']} targeted; "
+               f"same-image-same-caption clusters {same['before']} -> {same['after']}; report: {output}/report.html")
+
+
+@cli.command()
 @click.argument("name", required=False)
 def schema(name: str | None) -> None:
     """List the documented schemas, or print one."""

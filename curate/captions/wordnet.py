@@ -24,6 +24,9 @@ def _candidate_dirs() -> list[Path]:
 
 @functools.cache
 def wordnet() -> Any:  # noqa: ANN401 (nltk's corpus reader)
+    import warnings
+
+    warnings.filterwarnings("ignore", message="The multilingual functions are not available")
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 

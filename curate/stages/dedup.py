@@ -51,13 +51,15 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 }
 
 ROWS_SCHEMA = pa.schema([
-    ("key", pa.string()), ("shard", pa.int64()), ("cluster_id", pa.int64()), ("dup_count", pa.int64()),
+    ("key", pa.string()), ("shard", pa.int64()), ("caption", pa.string()), ("cluster_id", pa.int64()),
+    ("dup_count", pa.int64()),
     ("nearest_key", pa.string()), ("nearest_sim", pa.float32()), ("is_representative", pa.bool_()),
     ("keep", pa.bool_()), ("duplicate_of", pa.string()), ("duplicate_sim", pa.float32()),
     ("cluster_captions", pa.int64()), ("cluster_same_caption", pa.bool_()), ("memorization_risk", pa.float32()),
     ("corpus_key", pa.string()), ("corpus_sim", pa.float32()),
 ])
-DROP_SCHEMA = pa.schema([("key", pa.string()), ("shard", pa.int64()), ("stage", pa.string()),
+DROP_SCHEMA = pa.schema([("key", pa.string()), ("shard", pa.int64()), ("caption", pa.string()),
+                         ("cluster_id", pa.int64()), ("stage", pa.string()),
                          ("reason", pa.string()), ("duplicate_of", pa.string()), ("similarity", pa.float32())])
 
 
@@ -131,6 +133,7 @@ def cluster(emb: EmbeddingSet, pairs: Pairs, opts: dict[str, Any], threshold: fl
     return {
         "key": keys,
         "shard": np.asarray(meta.column("shard").to_numpy(), np.int64),
+        "caption": captions,
         "cluster_id": labels,
         "dup_count": size,
         "nearest_key": nn_key,
@@ -190,7 +193,8 @@ def write_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dict
         for r in dropped.to_pylist():
             reason = "duplicate_of_corpus" if r["corpus_key"] and r["duplicate_of"] == r["corpus_key"] else "near_duplicate"
             reasons[reason] += 1
-            drops.append({"key": r["key"], "shard": r["shard"], "stage": STAGE, "reason": reason,
+            drops.append({"key": r["key"], "shard": r["shard"], "caption": r["caption"],
+                          "cluster_id": r["cluster_id"], "stage": STAGE, "reason": reason,
                           "duplicate_of": r["duplicate_of"], "similarity": r["duplicate_sim"]})
         write_table(pa.Table.from_pylist(drops, schema=DROP_SCHEMA), out.path(f"drops/{shard.name}.parquet"))
     return {"rows_in": rows.num_rows, "rows_out": kept.num_rows, "rows_rejected": len(drops),

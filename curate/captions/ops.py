@@ -1,0 +1,163 @@
+"""Caption operations from the research, as pure seeded functions of (caption, key, seed).
+
+The random generator of every call is derived from (seed, key, operation, variant) by hashing, so a caption's
+result does not depend on shard order, worker count or what else was processed. None of these functions
+returns an empty caption for a non-empty one; an empty or null caption is returned as it is.
+
+  paraphrase  replace up to k content words with WordNet synonyms of their most frequent sense (by WordNet's
+              sense-tagged counts, across parts of speech; there is no part-of-speech tagger offline)
+  rt          random token addition: insert n random vocabulary words at random positions
+  cwr         caption word repetition: insert n words of the caption itself at random positions
+  rna         random number addition: insert a number in 0..99,999 at a random position
+  rc          random caption replacement: n random vocabulary words, or a random caption of the dataset
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+OPS = ("paraphrase", "rt", "cwr", "rna", "rc")
+
+# a short stop-word list (nltk's stopwords corpus is not available offline)
+STOPWORDS = frozenset("""
+a an the and or but if then else of at by for with about against between into through during before after
+above below to from up down in out on off over under again further once here there when where why how all any
+both each few more most other some such no nor not only own same so than too very s t can will just don should
+now is are was were be been being have has had having do does did doing i me my we our you your he him his she
+her it its they them their what which who whom this that these those am as until while photo image picture
+""".split())
+
+_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*", re.UNICODE)
+
+
+def rng_for(seed: int, key: str, op: str, variant: int = 0) -> random.Random:
+    digest = hashlib.blake2b(f"{seed}\x00{key}\x00{op}\x00{variant}".encode("utf-8", "surrogatepass"),
+                             digest_size=8).digest()
+    return random.Random(int.from_bytes(digest, "big"))
+
+
+def _tokens(caption: str) -> list[str]:
+    return caption.split()
+
+
+def _insert(caption: str, words: Sequence[str], rng: random.Random) -> str:
+    tokens = _tokens(caption)
+    for w in words:
+        tokens.insert(rng.randint(0, len(tokens)), w)
+    return " ".join(tokens)
+
+
+def _match_case(template: str, word: str) -> str:
+    if template.isupper() and len(template) > 1:
+        return word.upper()
+    if template[:1].isupper():
+        return word[:1].upper() + word[1:]
+    return word
+
+
+def synonyms(word: str, wordnet: Any, multiword: bool = False) -> list[str]:  # noqa: ANN401 (nltk reader)
+    """Synonyms of `word` in its most frequent WordNet sense, itself excluded."""
+    lower = word.lower()
+    synsets = wordnet.synsets(lower)
+    if not synsets:
+        return []
+    # the most frequent sense across parts of speech: the sense-tagged counts of this word's lemma in each
+    # synset (WordNet's cntlist); ties keep WordNet's own order
+    def count(synset: Any) -> int:  # noqa: ANN401
+        return max((lemma.count() for lemma in synset.lemmas() if lemma.name().lower() == lower), default=0)
+
+    best = max(synsets, key=count)
+    out = []
+    for lemma in best.lemmas():
+        name = lemma.name()
+        if name.lower() == lower or (not multiword and ("_" in name or "-" in name)):
+            continue
+        if not name.replace("_", "").replace("-", "").isalpha():  # "two" -> "2", "II": not a word swap
+            continue
+        out.append(name.replace("_", " "))
+    return sorted(set(out), key=out.index)
+
+
+def paraphrase(caption: str | None, key: str, seed: int, wordnet: Any, k: int = 2,  # noqa: ANN401
+               multiword: bool = False, variant: int = 0) -> str | None:
+    """Replace up to k content words by WordNet synonyms; everything else (case, punctuation, spacing) stays."""
+    if not caption or not caption.strip():
+        return caption
+    rng = rng_for(seed, key, "paraphrase", variant)
+    candidates = []
+    for m in _WORD.finditer(caption):
+        w = m.group(0)
+        if len(w) < 3 or w.lower() in STOPWORDS or not w.isascii():
+            continue
+        if wordnet.morphy(w.lower()) != w.lower():  # inflected forms: a lemma's synonym would break agreement
+            continue
+        syns = synonyms(w, wordnet, multiword)
+        if syns:
+            candidates.append((m.start(), m.end(), w, syns))
+    if not candidates:
+        return caption
+    chosen = sorted(rng.sample(candidates, min(k, len(candidates))))
+    out, last = [], 0
+    for start, end, w, syns in chosen:
+        out.append(caption[last:start])
+        out.append(_match_case(w, rng.choice(syns)))
+        last = end
+    out.append(caption[last:])
+    return "".join(out)
+
+
+def rt(caption: str | None, key: str, seed: int, vocab: Sequence[str], n: int = 2, variant: int = 0) -> str | None:
+    if not caption or not caption.strip() or not vocab:
+        return caption
+    rng = rng_for(seed, key, "rt", variant)
+    return _insert(caption, [vocab[rng.randrange(len(vocab))] for _ in range(n)], rng)
+
+
+def cwr(caption: str | None, key: str, seed: int, n: int = 2, variant: int = 0) -> str | None:
+    if not caption or not caption.strip():
+        return caption
+    rng = rng_for(seed, key, "cwr", variant)
+    tokens = _tokens(caption)
+    return _insert(caption, [tokens[rng.randrange(len(tokens))] for _ in range(n)], rng)
+
+
+def rna(caption: str | None, key: str, seed: int, variant: int = 0) -> str | None:
+    if not caption or not caption.strip():
+        return caption
+    rng = rng_for(seed, key, "rna", variant)
+    return _insert(caption, [str(rng.randint(0, 99_999))], rng)
+
+
+def rc(caption: str | None, key: str, seed: int, vocab: Sequence[str] = (), captions: Sequence[str] = (),
+       n: int = 4, variant: int = 0) -> str | None:
+    """Replace the caption: a random caption of the dataset when `captions` is given, else n vocabulary words."""
+    if not caption or not caption.strip():
+        return caption
+    rng = rng_for(seed, key, "rc", variant)
+    if captions:
+        pick = captions[rng.randrange(len(captions))]
+        if pick and pick.strip():
+            return pick
+    if not vocab:
+        return caption
+    return " ".join(vocab[rng.randrange(len(vocab))] for _ in range(n))
+
+
+def apply(op: str, caption: str | None, key: str, seed: int, context: dict[str, Any], variant: int = 0) -> str | None:
+    """Run one named operation with its parameters from `context` (wordnet, vocab, captions, n, k)."""
+    fns: dict[str, Callable[[], str | None]] = {
+        "paraphrase": lambda: paraphrase(caption, key, seed, context["wordnet"], k=context.get("k", 2),
+                                         multiword=context.get("multiword", False), variant=variant),
+        "rt": lambda: rt(caption, key, seed, context["vocab"], n=context.get("n", 2), variant=variant),
+        "cwr": lambda: cwr(caption, key, seed, n=context.get("n", 2), variant=variant),
+        "rna": lambda: rna(caption, key, seed, variant=variant),
+        "rc": lambda: rc(caption, key, seed, context.get("vocab", ()), context.get("captions", ()),
+                         n=context.get("rc_n", 4), variant=variant),
+    }
+    if op not in fns:
+        raise ValueError(f"unknown caption operation {op!r}; one of {', '.join(OPS)}")
+    return fns[op]()

@@ -1,0 +1,198 @@
+"""`curate recaption`: each operation does only what it says (real WordNet), seeded, Unicode-safe; the stage
+aims at duplicates, cuts "same image, same caption" clusters, and does not depend on the worker count."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from curate.captions import ops, vocab
+from curate.captions.pool import build_pool
+from curate.captions.wordnet import wordnet
+from curate.errors import CurateError
+from curate.sample.photos import SKIMAGE_PHOTOS, SKLEARN_PHOTOS, tuxpaint_stamps
+from curate.stages import dedup, recaption
+
+LAION_LIKE = [
+    "Vintage 1950s Red Dress with White Polka Dots - Size M",
+    "Free stock photo of sea, beach, sunset, waves",
+    "Close-up of a golden retriever puppy sitting on green grass",
+    "Modern Living Room Interior With Grey Sofa And Wooden Coffee Table | Home Decor Ideas",
+    "<b>SALE!</b> Handmade ceramic mug &amp; saucer set",
+    "Mount Fuji reflected in Lake Kawaguchi at dawn, Japan",
+    "Ein Hund läuft über die Wiese",
+    "夕焼けの海と灯台",
+    "🐱 cute cat sleeping on a keyboard 😂😂",
+    "New York City skyline at night from the Brooklyn Bridge",
+]
+
+
+def real_captions() -> list[str]:
+    stamps = [p.caption for p in list(tuxpaint_stamps(str(Path(".data/debian"))))[:200]]
+    return list(SKIMAGE_PHOTOS.values()) + list(SKLEARN_PHOTOS.values()) + LAION_LIKE + stamps
+
+
+@pytest.fixture(scope="module")
+def wn():
+    return wordnet()
+
+
+WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
+
+
+def test_paraphrase_changes_only_words_into_their_wordnet_synonyms(wn):
+    changed = 0
+    for i, cap in enumerate(real_captions()):
+        out = ops.paraphrase(cap, f"k{i}", 0, wn, k=2)
+        a, b = WORD.findall(cap), WORD.findall(out)
+        # everything but the replaced words is byte-identical (punctuation, spacing, case elsewhere)
+        assert WORD.sub("W", cap) == WORD.sub("W", out)
+        diffs = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
+        assert len(diffs) <= 2
+        for x, y in diffs:
+            assert y.lower() in {s.lower() for s in ops.synonyms(x, wn)}, (x, y)
+            assert x.lower() not in ops.STOPWORDS
+        changed += bool(diffs)
+    assert changed >= 10  # it does paraphrase real captions, not just return them
+    assert ops.paraphrase("A Photograph of a cat", "k", 1, wn, k=1) in {
+        "A Photograph of a cat", *[f"A {s.capitalize()} of a cat" for s in ops.synonyms("photograph", wn)]}
+
+
+def test_insertions_add_exactly_what_they_say(wn):
+    voc = vocab.load("wordnet")
+    for i, cap in enumerate(real_captions()):
+        key = f"k{i}"
+        base = cap.split()
+        out = ops.rt(cap, key, 3, voc, n=2).split()
+        assert len(out) == len(base) + 2
+        assert _removed(out, base) and all(w in voc for w in _removed(out, base))
+        out = ops.cwr(cap, key, 3, n=2).split()
+        assert len(out) == len(base) + 2 and all(w in base for w in _removed(out, base))
+        out = ops.rna(cap, key, 3).split()
+        (num,) = _removed(out, base)
+        assert num.isdigit() and 0 <= int(num) <= 99_999
+        rc = ops.rc(cap, key, 3, voc, n=4).split()
+        assert len(rc) == 4 and all(w in voc for w in rc)
+        assert ops.rc(cap, key, 3, captions=LAION_LIKE) in LAION_LIKE
+
+
+def _removed(out: list[str], base: list[str]) -> list[str]:
+    """The tokens that were inserted into base to make out (a subsequence check)."""
+    extra, j = [], 0
+    for tok in out:
+        if j < len(base) and tok == base[j]:
+            j += 1
+        else:
+            extra.append(tok)
+    assert j == len(base), "the original tokens are no longer in order"
+    return extra
+
+
+def test_operations_are_deterministic_by_seed_and_key(wn):
+    voc = vocab.load("wordnet")
+    cap = "Close-up of a golden retriever puppy sitting on green grass"
+    for op in ops.OPS:
+        ctx = {"wordnet": wn, "vocab": voc}
+        a = ops.apply(op, cap, "key1", 5, ctx)
+        assert a == ops.apply(op, cap, "key1", 5, ctx)
+        outs = {ops.apply(op, cap, f"key{i}", 5, ctx) for i in range(20)}
+        assert len(outs) > 1, op  # the key matters
+
+
+@settings(max_examples=150, deadline=None)
+@given(caption=st.text(max_size=300), key=st.text(max_size=20), seed=st.integers(0, 2**31))
+def test_ops_never_crash_nor_empty_a_caption(caption, key, seed):
+    wn = wordnet()
+    ctx = {"wordnet": wn, "vocab": ("alpha", "beta"), "captions": ()}
+    for op in ops.OPS:
+        out = ops.apply(op, caption, key, seed, ctx)
+        if caption.strip():
+            assert out and out.strip()
+        else:
+            assert out == caption
+    pool, made = build_pool(caption, key, seed, ["another caption"], list(ops.OPS), 4, ctx)
+    assert len(pool) == len(made) and (not caption.strip() or pool[0] == caption)
+
+
+def test_missing_wordnet_is_one_clear_error(monkeypatch, tmp_path):
+    import nltk
+
+    import curate.captions.wordnet as w
+
+    monkeypatch.setattr(w, "_candidate_dirs", lambda: [tmp_path])
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
+    with pytest.raises(CurateError, match="make install"):
+        w.wordnet.__wrapped__()
+
+
+def read_captions(out: Path) -> list[dict]:
+    return [r for p in sorted((out / "captions").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+
+
+def test_stage_cuts_same_image_same_caption_and_ignores_worker_count(sample_run, tmp_path):
+    dd = tmp_path / "dd"
+    dedup.run(str(sample_run["emb"]), str(dd), {}, progress=False)
+    one = recaption.run(str(dd), str(tmp_path / "one"), {}, progress=False)
+    recaption.run(str(dd), str(tmp_path / "two"), {}, workers=2, progress=False)
+    a, b = read_captions(tmp_path / "one"), read_captions(tmp_path / "two")
+    assert a == b
+    samples = [r for p in sorted((dd / "samples").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert sorted(r["key"] for r in a) == sorted(r["key"] for r in samples)
+    same = one["same_image_same_caption_clusters"]
+    assert same["before"] > 0 and same["after"] < same["before"]
+    d = one["distinct_captions_per_duplicate_cluster"]
+    assert d["after"] > d["before"] and d["in_pools"] >= d["after"]
+    for r in a:
+        if r["dup_count"] == 1:  # --target duplicates: unique samples keep their caption
+            assert not r["targeted"] and r["caption"] == r["original_caption"] and r["captions"] == [r["caption"]]
+        else:
+            assert r["targeted"] and r["captions"][0] == r["original_caption"] and r["caption"] in r["captions"]
+            assert len(r["captions"]) == len(r["ops"]) <= 5
+    html = (tmp_path / "one" / "report.html").read_text()
+    assert "Same image + same caption".lower() in html.lower()
+
+
+def test_null_and_empty_captions_are_kept_and_counted(tmp_path):
+    import json
+
+    import numpy as np
+    import pyarrow as pa
+
+    emb = tmp_path / "emb"
+    (emb / "img_emb").mkdir(parents=True)
+    (emb / "metadata").mkdir()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 16)).astype(np.float32)
+    x[1] = x[0] + 0.01
+    x[3] = x[2] + 0.01
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    np.save(emb / "img_emb" / "img_emb_00000.npy", x.astype(np.float16))
+    caps = [None, "", "<script>alert('x')</script> a red fox", "<script>alert('x')</script> a red fox", "ok", "é"]
+    pq.write_table(pa.table({"key": [f"k{i}" for i in range(6)], "shard": [0] * 6, "caption": caps}),
+                   emb / "metadata" / "metadata_00000.parquet")
+    (emb / "manifest.json").write_text(json.dumps({"model": "synthetic", "dim": 16, "kind": "float"}))
+    dedup.run(str(emb), str(tmp_path / "dd"), {"threshold": 0.95}, progress=False)
+    report = recaption.run(str(tmp_path / "dd"), str(tmp_path / "rc"), {"target": "all"}, progress=False)
+    rows = {r["key"]: r for r in read_captions(tmp_path / "rc")}
+    assert rows["k0"]["caption"] is None and rows["k0"]["captions"] == []
+    assert rows["k1"]["caption"] == "" and not rows["k1"]["changed"]
+    assert report["empty_captions"] == 2
+    assert "<script>alert" not in (tmp_path / "rc" / "report.html").read_text()
+
+
+def test_caption_tables_match_their_schema(sample_run, tmp_path):
+    from curate import schemas
+
+    dedup.run(str(sample_run["emb"]), str(tmp_path / "dd"), {}, progress=False)
+    recaption.run(str(tmp_path / "dd"), str(tmp_path / "rc"), {"vocab": "dataset", "ops": ["rt", "rc"]},
+                  progress=False)
+    schemas.validate(pq.read_schema(tmp_path / "rc" / "captions" / "00000.parquet"), "captions", source="captions")
+    rows = read_captions(tmp_path / "rc")
+    words = set((tmp_path / "rc" / "_work" / "vocab.txt").read_text().split("\n"))
+    assert {"cat", "coffee"} <= words
+    assert any("rt" in r["ops"] for r in rows)
