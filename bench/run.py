@@ -16,6 +16,10 @@ BENCHES = {
     ],
     "dedup": [
         ["bench.dedup", "--n", "1000000"],
+        ["bench.copydetect", "--originals", "400"],
+    ],
+    "recaption": [
+        ["bench.recaption", "--n", "200000"],
     ],
 }
 

@@ -159,7 +159,7 @@ def embed(images: str, output: str, workers: int, overwrite: bool, progress: boo
                    "open_clip 0.92, phash/dhash 0.84 (<= 10 of 64 bits)].")
 @click.option("--mode", type=click.Choice(["auto", "knn", "partition"]), default="auto", show_default=True,
               help="knn through a FAISS index, or SemDeDup partitions (k-means + dense blocks); auto by size.")
-@click.option("--linkage", type=click.Choice(["components", "mutual", "leader"]), default="leader", show_default=True,
+@click.option("--linkage", type=click.Choice(["components", "mutual", "leader"]), default="mutual", show_default=True,
               help="components chains transitively; mutual and leader resist chaining through templates.")
 @click.option("--mutual-k", default=3, show_default=True)
 @click.option("--k", "k", default=32, show_default=True, help="Neighbours per sample (knn mode).")
@@ -174,6 +174,8 @@ def embed(images: str, output: str, workers: int, overwrite: bool, progress: boo
 @click.option("--action", type=click.Choice(["annotate", "drop"]), default="annotate", show_default=True)
 @click.option("--against", default=None, help="A previous dedup output (with index/): mark copies of its corpus.")
 @click.option("--save-index/--no-save-index", default=True, show_default=True)
+@click.option("--whiten", type=click.Choice(["none", "center", "pca"]), default="none", show_default=True,
+              help="Post-process the features, fit on this corpus (saved with the index for --against).")
 @click.option("--images", default=None, help="The `curate download` output, for the report's image gallery.")
 @click.option("--overwrite", is_flag=True, help="Recompute even when a report with these options exists.")
 @click.option("--progress/--no-progress", default=True, show_default=True)

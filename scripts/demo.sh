@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make demo: the main job end to end on the bundled/generated sample.
-# Today: sample -> download -> embed -> dedup; later stages extend this script's pipeline.
+# Today: sample -> download -> embed -> dedup -> recaption; later stages extend this script's pipeline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export NO_ALBUMENTATIONS_UPDATE=1 HF_HUB_OFFLINE=1 NLTK_DATA="$PWD/.data/nltk_data"
@@ -26,6 +26,7 @@ kill $server 2>/dev/null || true
 $CURATE embed "$OUT/images" "$OUT/emb" --text-model minilm --no-progress
 $CURATE dedup "$OUT/emb" "$OUT/dedup" --images "$OUT/images" --no-progress
 $CURATE dedup "$OUT/emb" "$OUT/dedup" --images "$OUT/images" --no-progress >/dev/null  # rerun: resumes, nothing redone
+$CURATE recaption "$OUT/dedup" "$OUT/recaption" --no-progress
 .venv/bin/python - "$OUT" <<'PY'
 import json, sys
 import pyarrow.parquet as pq
@@ -35,4 +36,5 @@ truth = {r["key"]: r["source_key"] for r in pq.read_table(f"{out}/sample/truth.p
 rows = pq.ParquetDataset(f"{out}/dedup/samples").read().to_pylist()
 print("demo: planted copies vs the sample's ground truth:", pair_scores({r["key"]: r["cluster_id"] for r in rows}, truth))
 PY
-echo "demo: outputs under $OUT/: images/ (webdataset tars + rejects), emb/ (embeddings), dedup/ (report.html)"
+echo "demo: outputs under $OUT/: images/ (webdataset tars + rejects), emb/ (embeddings), dedup/ and recaption/"
+echo "      (open $OUT/dedup/report.html and $OUT/recaption/report.html)"

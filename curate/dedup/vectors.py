@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,12 @@ class EmbeddingSet:
     dim: int
     kind: str  # "float" or "bits"
     metadata: pa.Table  # META_COLUMNS present in the input, row-aligned with the global order
+    transform: Callable[[np.ndarray], np.ndarray] | None = None  # e.g. whitening, applied to float rows on read
+
+    def with_transform(self, transform: Callable[[np.ndarray], np.ndarray] | None, dim: int | None = None) -> EmbeddingSet:
+        from dataclasses import replace
+
+        return replace(self, transform=transform, dim=dim or self.dim)
 
     @property
     def n(self) -> int:
@@ -36,7 +42,10 @@ class EmbeddingSet:
         """(global start row, block) per shard, converted to `dtype` one shard at a time."""
         for start, path in zip(self.offsets[:-1], self.emb_paths, strict=True):
             arr = np.load(path, mmap_mode="r")
-            yield int(start), np.ascontiguousarray(arr, dtype=dtype if self.kind == "float" else np.uint8)
+            if self.kind == "float" and self.transform is not None:
+                yield int(start), np.ascontiguousarray(self.transform(arr), dtype=dtype)
+            else:
+                yield int(start), np.ascontiguousarray(arr, dtype=dtype if self.kind == "float" else np.uint8)
 
     def load_all(self, dtype: type = np.float16) -> np.ndarray:
         if self.kind == "bits":
@@ -57,7 +66,8 @@ class EmbeddingSet:
             arr = np.load(self.emb_paths[s], mmap_mode="r")
             local = rows[sel] - self.offsets[s]
             order = np.argsort(local)
-            out[sel[order]] = arr[local[order]]
+            block = arr[local[order]]
+            out[sel[order]] = self.transform(block) if self.transform is not None and self.kind == "float" else block
         return out
 
     def load_text(self) -> np.ndarray | None:

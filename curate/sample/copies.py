@@ -87,8 +87,17 @@ TRANSFORMS: dict[str, Transform] = {
 }
 
 
+def ensure_min_size(img: Image.Image, size: int = 96) -> Image.Image:
+    """Upscale tiny images (some stamps are a few dozen pixels) so text overlays get a font size above 0."""
+    if min(img.size) >= size:
+        return img
+    scale = size / min(img.size)
+    return img.resize((max(size, round(img.width * scale)), max(size, round(img.height * scale))))
+
+
 def make_copy(img: Image.Image, rng: np.random.Generator, max_ops: int = 2) -> tuple[Image.Image, str]:
     """Apply 1..max_ops distinct random transforms; return the copy and a description of what was done."""
+    img = ensure_min_size(img)
     names = sorted(TRANSFORMS)
     k = int(rng.integers(1, max_ops + 1))
     chosen = rng.choice(len(names), size=k, replace=False)
@@ -97,3 +106,45 @@ def make_copy(img: Image.Image, rng: np.random.Generator, max_ops: int = 2) -> t
         img, desc = TRANSFORMS[names[int(idx)]](img, rng)
         done.append(desc)
     return img.convert("RGB"), "+".join(done)
+
+
+def _patch_pillow_for_augly() -> None:
+    """AugLy 1.0's meme_format calls FreeTypeFont.getsize_multiline, which Pillow 10 removed; rebuild it from
+    ImageDraw.multiline_textbbox (offline.md)."""
+    from PIL import ImageDraw, ImageFont
+
+    if hasattr(ImageFont.FreeTypeFont, "getsize_multiline"):
+        return
+
+    def getsize_multiline(self: ImageFont.FreeTypeFont, text: str, *args: object, **kwargs: object) -> tuple[int, int]:
+        draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=self)
+        return right - left, bottom - top
+
+    ImageFont.FreeTypeFont.getsize_multiline = getsize_multiline  # type: ignore[attr-defined]
+
+
+def _screenshot(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, str]:
+    import augly.image as A
+
+    img = ensure_min_size(img)
+    return A.overlay_onto_screenshot(img), "screenshot"
+
+
+def _meme(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, str]:
+    import augly.image as A
+
+    img = ensure_min_size(img)
+    _patch_pillow_for_augly()
+    return A.meme_format(img, text="WHEN THE DATA IS CLEAN"), "meme"
+
+
+def _stripes(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, str]:
+    import augly.image as A
+
+    img = ensure_min_size(img)
+    return A.overlay_stripes(img, line_width=0.3, line_density=0.6), "stripes"
+
+
+# templates that make unrelated images look alike, as web data does (screenshot frames, memes, stripes)
+TEMPLATE_TRANSFORMS: dict[str, Transform] = {"screenshot": _screenshot, "meme": _meme, "stripes": _stripes}

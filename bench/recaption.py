@@ -1,0 +1,84 @@
+"""Recaption throughput: captions/s per operation, and the whole command against a plain read-and-write of the
+same shards, in one run. `python -m bench.recaption --n 200000` prints one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+WORDS = ("red blue old small large wooden modern vintage cat dog house car tree beach city night street flower "
+         "portrait photo of a the with on in at by near sunset mountain lake river woman man child table chair "
+         "kitchen garden snow rain summer winter autumn spring bridge tower boat train road field").split()
+
+
+def make_dedup_dir(root: Path, n: int, shards: int = 4, seed: int = 0) -> Path:
+    """A `curate dedup` samples folder with LAION-like captions; 10% of rows in duplicate clusters."""
+    if (root / "samples").exists():
+        return root
+    rng = np.random.default_rng(seed)
+    (root / "samples").mkdir(parents=True)
+    cluster = np.arange(n)
+    dup = rng.choice(n, n // 10, replace=False)
+    cluster[dup] = dup % (n // 40)  # groups of ~4
+    sizes = np.bincount(cluster, minlength=n)
+    caps = [" ".join(rng.choice(WORDS, size=int(rng.integers(5, 14)))) for _ in range(n)]
+    for s, part in enumerate(np.array_split(np.arange(n), shards)):
+        pq.write_table(pa.table({
+            "key": [f"k{i}" for i in part], "shard": np.full(len(part), s, np.int64),
+            "caption": [caps[i] for i in part], "cluster_id": cluster[part].astype(np.int64),
+            "dup_count": sizes[cluster[part]].astype(np.int64), "memorization_risk": np.zeros(len(part), np.float32),
+        }), root / "samples" / f"{s:05d}.parquet")
+    return root
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--data", default="bench/.data")
+    args = ap.parse_args()
+    from curate.captions import ops, vocab
+    from curate.captions.wordnet import wordnet
+    from curate.stages import recaption
+
+    root = make_dedup_dir(Path(args.data) / f"captions-{args.n}", args.n)
+    caps = pq.read_table(root / "samples" / "00000.parquet").column("caption").to_pylist()[:20000]
+    ctx = {"wordnet": wordnet(), "vocab": vocab.load("wordnet"), "captions": caps}
+    per_op = {}
+    for op in ops.OPS:
+        t = time.perf_counter()
+        for i, c in enumerate(caps):
+            ops.apply(op, c, f"k{i}", 0, ctx)
+        per_op[op] = round(len(caps) / (time.perf_counter() - t), 1)
+
+    out = Path(tempfile.mkdtemp(prefix="curate-bench-recaption-"))
+    try:
+        # baseline: read every shard and write it back, same library, same compression
+        t = time.perf_counter()
+        (out / "copy").mkdir()
+        for p in sorted((root / "samples").glob("*.parquet")):
+            pq.write_table(pq.read_table(p), out / "copy" / p.name, compression="zstd")
+        copy_s = time.perf_counter() - t
+        results = {}
+        for name, opts in {"insertions_all": {"ops": ["rt", "cwr", "rna"], "target": "all"},
+                           "default_duplicates": {}}.items():
+            t = time.perf_counter()
+            recaption.run(str(root), str(out / name), opts, progress=False)
+            secs = time.perf_counter() - t
+            results[name] = {"seconds": round(secs, 2), "captions_per_s": round(args.n / secs, 1),
+                             "ratio_to_plain_copy": round(secs / copy_s, 2)}
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    print(json.dumps({"n": args.n, "captions_per_s_per_op_one_core": per_op, "plain_copy_s": round(copy_s, 2),
+                      "stage": results}))
+
+
+if __name__ == "__main__":
+    main()
