@@ -14,6 +14,7 @@ returns an empty caption for a non-empty one; an empty or null caption is return
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import re
@@ -60,7 +61,21 @@ def _match_case(template: str, word: str) -> str:
 
 
 def synonyms(word: str, wordnet: Any, multiword: bool = False) -> list[str]:  # noqa: ANN401 (nltk reader)
-    """Synonyms of `word` in its most frequent WordNet sense, itself excluded."""
+    """Synonyms of `word` in its most frequent WordNet sense, itself excluded (cached per word)."""
+    return list(_synonyms(word.lower(), wordnet, multiword))
+
+
+@functools.lru_cache(maxsize=200_000)
+def _is_lemma(lower: str, wordnet: Any) -> bool:  # noqa: ANN401
+    return wordnet.morphy(lower) == lower
+
+
+@functools.lru_cache(maxsize=200_000)
+def _synonyms(lower: str, wordnet: Any, multiword: bool) -> tuple[str, ...]:  # noqa: ANN401
+    return tuple(_synonyms_uncached(lower, wordnet, multiword))
+
+
+def _synonyms_uncached(word: str, wordnet: Any, multiword: bool) -> list[str]:  # noqa: ANN401
     lower = word.lower()
     synsets = wordnet.synsets(lower)
     if not synsets:
@@ -93,7 +108,7 @@ def paraphrase(caption: str | None, key: str, seed: int, wordnet: Any, k: int = 
         w = m.group(0)
         if len(w) < 3 or w.lower() in STOPWORDS or not w.isascii():
             continue
-        if wordnet.morphy(w.lower()) != w.lower():  # inflected forms: a lemma's synonym would break agreement
+        if not _is_lemma(w.lower(), wordnet):  # inflected forms: a lemma's synonym would break agreement
             continue
         syns = synonyms(w, wordnet, multiword)
         if syns:
