@@ -72,6 +72,34 @@ class ShardOutput:
 StageFn = Callable[[Shard, ShardOutput, dict[str, Any]], dict[str, Any]]
 
 
+def merge_options(stage: str, defaults: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """A stage's options over its defaults; an unknown name is a programming error, not user input."""
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown {stage} options: {sorted(unknown)}")
+    return {**defaults, **options}
+
+
+def summarize(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals over a stage's shard stats: rows in/out/rejected, success rate, reasons (no timings, so that the
+    same input gives the same summary file)."""
+    from collections import Counter
+
+    reasons: Counter[str] = Counter()
+    for s in stats:
+        reasons.update(s.get("reasons", {}))
+    rows_in = sum(s["rows_in"] for s in stats)
+    rows_out = sum(s["rows_out"] for s in stats)
+    return {
+        "shards": len(stats),
+        "rows_in": rows_in,
+        "rows_out": rows_out,
+        "rows_rejected": sum(s["rows_rejected"] for s in stats),
+        "success_rate": round(rows_out / rows_in, 4) if rows_in else 0.0,
+        "reasons": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+    }
+
+
 def stats_path(output_root: str, index: int) -> str:
     return fs.join(output_root, "_stats", f"{index:05d}.json")
 

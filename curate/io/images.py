@@ -25,35 +25,12 @@ def inspect_image_bytes(data: bytes, max_image_area: int = DEFAULT_MAX_IMAGE_ARE
 
     The dimensions are read from the header and compared with `max_image_area` before anything is decoded,
     so a small file that claims 30,000 x 30,000 pixels is refused without allocating them. The image is
-    then decoded at reduced scale (JPEG draft mode) to catch truncated or corrupt data.
+    then decoded at reduced scale (JPEG draft mode, 1/8) to catch truncated or corrupt data.
     """
-    if len(data) == 0:
-        return "empty_response", "zero bytes"
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError as err:
-            return "decompression_bomb", str(err)
-        except UnidentifiedImageError:
-            return "not_an_image", f"not an image: {_sniff(data)}"
-        except Exception as err:  # noqa: BLE001 (any parser failure is a bad image, named in the detail)
-            return "decode_error", f"{type(err).__name__}: {err}"
-        with img:
-            w, h = img.size
-            if w <= 0 or h <= 0:
-                return "decode_error", f"invalid size {w}x{h}"
-            if w * h > max_image_area:
-                return "decompression_bomb", f"{w}x{h} pixels exceeds the limit of {max_image_area} (not decoded)"
-            try:
-                if img.format == "JPEG":
-                    img.draft("RGB", (max(1, w // 8), max(1, h // 8)))
-                img.load()
-            except Exception as err:  # noqa: BLE001
-                msg = str(err)
-                reason = "truncated" if "truncated" in msg.lower() or isinstance(err, EOFError) else "decode_error"
-                return reason, f"{img.format}: {msg or type(err).__name__}"
+    img, reason, detail = decode_image(data, max_image_area, draft_size=(1, 1))
+    if img is None:
+        assert reason is not None and detail is not None
+        return ("empty_response" if reason == "empty_file" else reason), detail
     return None
 
 
@@ -100,6 +77,8 @@ def decode_image(
         except Exception as err:  # noqa: BLE001
             return None, "decode_error", f"{type(err).__name__}: {err}"
         w, h = img.size
+        if w <= 0 or h <= 0:
+            return None, "decode_error", f"invalid size {w}x{h}"
         if w * h > max_image_area:
             return None, "decompression_bomb", f"{w}x{h} pixels exceeds the limit of {max_image_area} (not decoded)"
         try:

@@ -23,7 +23,7 @@ from curate.dedup.link import link
 from curate.dedup.pairs import Pairs, knn_pairs, partition_pairs
 from curate.dedup.vectors import EmbeddingSet, open_embeddings
 from curate.errors import CurateError
-from curate.executor import Shard, ShardOutput, run_stage
+from curate.executor import Shard, ShardOutput, merge_options, run_stage
 from curate.io import fs
 from curate.io.parquet import read_table, write_table
 
@@ -227,10 +227,7 @@ def save_index(index: Any, emb: EmbeddingSet, output: str, threshold: float, mod
 
 def run(emb_dir: str, output: str, options: dict[str, Any], *, overwrite: bool = False, progress: bool = True,
         images: str | None = None) -> dict[str, Any]:
-    opts = {**DEFAULT_OPTIONS, **options}
-    unknown = set(options) - set(DEFAULT_OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown dedup options: {sorted(unknown)}")
+    opts = merge_options(STAGE, DEFAULT_OPTIONS, options)
     emb = open_embeddings(emb_dir)
     manifest = fs.read_json(fs.join(emb_dir, "manifest.json"))
     whitening = None

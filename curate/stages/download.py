@@ -303,34 +303,14 @@ def download_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> d
     }
 
 
-def summarize(stats: list[dict[str, Any]]) -> dict[str, Any]:
-    """Totals over shard stats: rows, success rate, rejects by reason."""
-    reasons: Counter[str] = Counter()
-    for s in stats:
-        reasons.update(s.get("reasons", {}))
-    rows_in = sum(s["rows_in"] for s in stats)
-    rows_out = sum(s["rows_out"] for s in stats)
-    return {
-        "shards": len(stats),
-        "rows_in": rows_in,
-        "rows_out": rows_out,
-        "rows_rejected": sum(s["rows_rejected"] for s in stats),
-        "success_rate": round(rows_out / rows_in, 4) if rows_in else 0.0,
-        "reasons": dict(reasons.most_common()),
-    }
-
-
 def run(inputs: list[str], output: str, options: dict[str, Any], *, workers: int = 1, overwrite: bool = False,
         progress: bool = True) -> dict[str, Any]:
     """Check every input shard's schema, download the shards not done yet, return the summary."""
-    from curate.executor import run_stage
+    from curate.executor import merge_options, run_stage, summarize
     from curate.io.laion import check_input_shards
     from curate.io.parquet import num_rows
 
-    opts = {**DEFAULT_OPTIONS, **options}
-    unknown = set(options) - set(DEFAULT_OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown download options: {sorted(unknown)}")
+    opts = merge_options(STAGE, DEFAULT_OPTIONS, options)
     check_input_shards(inputs, opts["column_map"])
     total = sum(num_rows(p) for p in inputs)
     stats = run_stage(STAGE, download_shard, inputs, output, opts, workers=workers, overwrite=overwrite,

@@ -170,15 +170,12 @@ def manifest(opts: dict[str, Any]) -> dict[str, Any]:
 def run(image_dir: str, output: str, options: dict[str, Any], *, workers: int = 1, overwrite: bool = False,
         progress: bool = True) -> dict[str, Any]:
     """Embed every image shard of a `curate download` output folder (or a list/glob of its parquet files)."""
-    from curate.executor import run_stage
+    from curate.executor import merge_options, run_stage, summarize
     from curate.io import fs
     from curate.io.fs import list_shards
     from curate.io.parquet import num_rows
 
-    opts = {**DEFAULT_OPTIONS, **options}
-    unknown = set(options) - set(DEFAULT_OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown embed options: {sorted(unknown)}")
+    opts = merge_options(STAGE, DEFAULT_OPTIONS, options)
     src = fs.join(image_dir, "images") if fs.exists(fs.join(image_dir, "images")) else image_dir
     inputs = list_shards(src)
     total = sum(num_rows(p) for p in inputs)
@@ -187,15 +184,7 @@ def run(image_dir: str, output: str, options: dict[str, Any], *, workers: int = 
     stats = run_stage(STAGE, embed_shard, inputs, output, opts, workers=workers, overwrite=overwrite,
                       progress=progress, rows_total=total)
     fs.write_json_atomic(fs.join(output, "manifest.json"), doc)
-    summary = {
-        "shards": len(stats),
-        "rows_in": sum(s["rows_in"] for s in stats),
-        "rows_out": sum(s["rows_out"] for s in stats),
-        "rows_rejected": sum(s["rows_rejected"] for s in stats),
-        "reasons": dict(sum((Counter(s.get("reasons", {})) for s in stats), Counter()).most_common()),
-        "seconds": round(sum(s.get("seconds", 0.0) for s in stats), 3),
-        "model": opts["model"],
-    }
-    summary["success_rate"] = round(summary["rows_out"] / summary["rows_in"], 4) if summary["rows_in"] else 0.0
+    summary = {**summarize(stats), "model": opts["model"],
+               "seconds": round(sum(s.get("seconds", 0.0) for s in stats), 3)}  # shard wall time, for benchmarks
     fs.write_json_atomic(fs.join(output, "summary.json"), summary)
     return summary

@@ -21,7 +21,7 @@ from curate.captions import vocab as vocabs
 from curate.captions.ops import OPS
 from curate.dedup.count import normalize_caption
 from curate.errors import CurateError
-from curate.executor import Shard, ShardOutput, run_stage
+from curate.executor import Shard, ShardOutput, merge_options, run_stage
 from curate.io import fs
 from curate.io.parquet import read_table, write_table
 
@@ -129,10 +129,7 @@ def _global_pass(dedup_dir: str, work: str, vocab_name: str) -> int:
 
 def run(dedup_dir: str, output: str, options: dict[str, Any], *, workers: int = 1, overwrite: bool = False,
         progress: bool = True) -> dict[str, Any]:
-    opts = {**DEFAULT_OPTIONS, **options}
-    unknown = set(options) - set(DEFAULT_OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown recaption options: {sorted(unknown)}")
+    opts = merge_options(STAGE, DEFAULT_OPTIONS, options)
     bad = [o for o in opts["ops"] if o not in OPS]
     if bad:
         raise CurateError(f"--ops: unknown operation(s) {', '.join(bad)}; choose from {', '.join(OPS)}")
