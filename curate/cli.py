@@ -222,6 +222,22 @@ def recaption(dedup_dir: str, output: str, workers: int, overwrite: bool, progre
                f"same-image-same-caption clusters {same['before']} -> {same['after']}; report: {output}/report.html")
 
 
+@cli.command(name="export")
+@click.argument("images")
+@click.argument("output", type=click.Path(file_okay=False))
+@_common
+@click.option("--dedup", default=None, help="A `curate dedup` output: drop (or annotate) duplicates, add counts.")
+@click.option("--captions", default=None, help="A `curate recaption` output: caption to use and pools.")
+@click.option("--shard-size", default=1000, show_default=True, help="Samples per output tar.")
+@click.option("--include-duplicates", is_flag=True, help="Also export samples dedup marked keep=false.")
+def export_cmd(images: str, output: str, workers: int, overwrite: bool, progress: bool, **opts: object) -> None:
+    """Write training-ready webdataset tars of IMAGES (a `curate download` output) into OUTPUT."""
+    from curate.stages import export as stage
+
+    summary = stage.run(images, output, dict(opts), workers=workers, overwrite=overwrite, progress=progress)
+    click.echo(f"export: {summary['rows_out']} samples in {summary['shards']} tar(s) under {output}")
+
+
 @cli.command()
 @click.argument("name", required=False)
 def schema(name: str | None) -> None:

@@ -1,0 +1,138 @@
+"""`curate export`: image shards + dedup tables + caption pools -> training-ready webdataset tars.
+
+A global plan (metadata only) lists the samples to export in input order and cuts them into output shards of
+`--shard-size` samples (gap-free numbering, whatever the input shard sizes); each output shard is then one unit
+of the shard executor, so tars are atomic and a rerun resumes. Each sample: `{key}.jpg` (the downloaded bytes,
+not re-encoded), `{key}.txt` (the caption to use), `{key}.json` (caption pool and how each entry was made,
+dup_count, cluster_id, memorization_risk, original metadata); a sidecar `{j:05d}.parquet` lists them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections import defaultdict
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.errors import CurateError
+from curate.executor import Shard, ShardOutput, merge_options, run_stage, summarize
+from curate.io import fs
+from curate.io.image_shards import iter_image_samples
+from curate.io.keys import sanitize_key
+from curate.io.parquet import read_table, write_table
+from curate.io.tar import SampleTarWriter
+
+STAGE = "export"
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "shard_size": 1000,
+    "include_duplicates": False,  # also export samples dedup marked keep=false (annotated)
+    "images": "",
+    "dedup": None,
+    "captions": None,
+}
+SIDECAR_SCHEMA = pa.schema([
+    ("key", pa.string()), ("caption", pa.string()), ("captions", pa.list_(pa.string())), ("dup_count", pa.int64()),
+    ("cluster_id", pa.int64()), ("memorization_risk", pa.float32()), ("keep", pa.bool_()),
+    ("source_shard", pa.string()), ("url", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
+])
+
+
+def _table_by_key(folder: str | None, sub: str, columns: list[str]) -> dict[str, dict[str, Any]]:
+    if not folder:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for path in fs.list_shards(fs.join(folder, sub)):
+        for row in read_table(path, columns=columns).to_pylist():
+            out[row["key"]] = row
+    return out
+
+
+def plan(opts: dict[str, Any]) -> pa.Table:
+    """(key, source parquet, output shard) for every sample to export, in input order."""
+    root = fs.join(opts["images"], "images") if fs.exists(fs.join(opts["images"], "images")) else opts["images"]
+    dedup = _table_by_key(opts["dedup"], "samples", ["key", "keep"])
+    keys, sources = [], []
+    for path in fs.list_shards(root):
+        for key in read_table(path, columns=["key"]).column("key").to_pylist():
+            if opts["dedup"] and key not in dedup:
+                continue  # dropped by dedup --action drop (listed in its drops/)
+            if dedup and not dedup[key]["keep"] and not opts["include_duplicates"]:
+                continue
+            keys.append(key)
+            sources.append(path)
+    if not keys:
+        raise CurateError(f"{opts['images']}: nothing to export")
+    out = [i // opts["shard_size"] for i in range(len(keys))]
+    return pa.table({"key": keys, "source": sources, "out_shard": out})
+
+
+@functools.cache
+def _joined(dedup: str | None, captions: str | None) -> tuple[dict, dict]:
+    return (_table_by_key(dedup, "samples", ["key", "cluster_id", "dup_count", "memorization_risk", "keep"]),
+            _table_by_key(captions, "captions", ["key", "caption", "captions", "ops"]))
+
+
+def export_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dict[str, Any]:
+    j = int(shard.input.rsplit(":", 1)[1])
+    plan_table = pq.read_table(fs.url_to_fs(fs.join(shard.output_root, "_work", "plan.parquet"))[1],
+                               filters=[("out_shard", "=", j)])
+    wanted = plan_table.column("key").to_pylist()
+    order = {k: i for i, k in enumerate(wanted)}
+    dedup, captions = _joined(options["dedup"], options["captions"])
+    found: dict[str, tuple[dict[str, Any], bytes | None]] = {}
+    for source in dict.fromkeys(plan_table.column("source").to_pylist()):
+        for meta, data in iter_image_samples(source):
+            if meta["key"] in order:
+                found[meta["key"]] = (meta, data)
+    tar = SampleTarWriter(out.path(f"{shard.name}.tar"))
+    rows = []
+    missing = defaultdict(int)
+    for key in wanted:
+        meta, data = found.get(key, (None, None))
+        if meta is None or data is None:
+            missing["missing_image"] += 1
+            continue
+        safe = sanitize_key(key)
+        d, c = dedup.get(key, {}), captions.get(key, {})
+        caption = c.get("caption", meta.get("caption"))
+        pool = c.get("captions") or ([caption] if caption else [])
+        info = {
+            "key": safe, "caption": caption, "captions": pool, "caption_ops": c.get("ops") or ["original"] * len(pool),
+            "dup_count": d.get("dup_count", 1), "cluster_id": d.get("cluster_id"),
+            "memorization_risk": d.get("memorization_risk", 0.0), "keep": d.get("keep", True),
+            "metadata": {k: v for k, v in meta.items() if k not in ("exif",)},
+        }
+        tar.write(safe, {"jpg": data, "txt": caption or "", "json": info})
+        rows.append({"key": safe, "caption": caption, "captions": pool, "dup_count": info["dup_count"],
+                     "cluster_id": info["cluster_id"], "memorization_risk": info["memorization_risk"],
+                     "keep": info["keep"], "source_shard": meta.get("shard") if isinstance(meta.get("shard"), str)
+                     else str(meta.get("shard", "")), "url": meta.get("url"), "width": meta.get("width"),
+                     "height": meta.get("height")})
+    tar.close()
+    write_table(pa.Table.from_pylist(rows, schema=SIDECAR_SCHEMA), out.path(f"{shard.name}.parquet"))
+    return {"rows_in": len(wanted), "rows_out": len(rows), "rows_rejected": sum(missing.values()),
+            "reasons": dict(missing)}
+
+
+def run(images: str, output: str, options: dict[str, Any], *, workers: int = 1, overwrite: bool = False,
+        progress: bool = True) -> dict[str, Any]:
+    opts = merge_options(STAGE, DEFAULT_OPTIONS, {**options, "images": images})
+    if opts["shard_size"] < 1:
+        raise CurateError("--shard-size must be at least 1")
+    table = plan(opts)
+    fs.ensure_dir(fs.join(output, "_work"))
+    local = fs.url_to_fs(fs.join(output, "_work", "plan.parquet"))[1]
+    pq.write_table(table, local + ".tmp")
+    __import__("os").replace(local + ".tmp", local)
+    n_out = int(table.column("out_shard").to_numpy().max()) + 1
+    units = [f"export:{j}" for j in range(n_out)]
+    # the plan is part of the options: new inputs change it, and a changed plan needs --overwrite
+    digest = hashlib.sha256("\n".join(table.column("key").to_pylist()).encode()).hexdigest()
+    stats = run_stage(STAGE, export_shard, units, output, {**opts, "plan": digest}, workers=workers, overwrite=overwrite,
+                      progress=progress, rows_total=table.num_rows)
+    summary = summarize(stats)
+    fs.write_json_atomic(fs.join(output, "summary.json"), summary)
+    return summary
