@@ -239,6 +239,72 @@ def export_cmd(images: str, output: str, workers: int, overwrite: bool, progress
 
 
 @cli.command()
+@click.argument("train_dir", metavar="TRAIN")
+@click.argument("output", type=click.Path(file_okay=False))
+@click.option("--model", default="tiny", show_default=True, help="tiny, or a local diffusers Stable Diffusion folder.")
+@click.option("--resolution", default=64, show_default=True)
+@click.option("--steps", default=100, show_default=True)
+@click.option("--batch-size", default=4, show_default=True)
+@click.option("--lr", default=1e-4, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--mitigations", default="", help="Comma-separated: rc, rt, cwr, rna, gn (each with probability --p).")
+@click.option("--p", "p", default=0.1, show_default=True, help="Probability of each mitigation per sample.")
+@click.option("--gn-lambda", default=0.1, show_default=True, help="Gaussian noise scale on text embeddings (gn).")
+@click.option("--mc/--no-mc", default=True, show_default=True, help="Sample each caption from the pool (MC).")
+@click.option("--dup-share", default=0.0, show_default=True, help="Duplication simulation: share of images weighted up.")
+@click.option("--dup-weight", default=5.0, show_default=True)
+@click.option("--dup-mode", type=click.Choice(["both", "image"]), default="both", show_default=True,
+              help="both: duplicated images always carry the same caption; image: a random pool caption.")
+@click.option("--checkpoint-every", default=50, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu or cuda (AMP on CUDA).")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def train(train_dir: str, output: str, mitigations: str, progress: bool, **opts: object) -> None:
+    """Fine-tune a text-to-image diffusion model on TRAIN (`curate export` tars); resumes from OUTPUT's checkpoints."""
+    from curate.stages import train as stage
+
+    options = dict(opts, mitigations=[m for m in mitigations.split(",") if m.strip()])
+    summary = stage.run(train_dir, output, options, progress=progress)
+    click.echo(f"train: {summary['steps']} steps (resumed from {summary['resumed_from']}), final loss "
+               f"{summary['final_loss']:.4f}; pipeline in {output}/final")
+
+
+@cli.command()
+@click.argument("output", type=click.Path(file_okay=False))
+@click.option("--model", "model_dir", default=None, help="A diffusers pipeline folder (curate train's OUTPUT/final).")
+@click.option("--train", "train_dir", default=None, help="The `curate export` tars the model was trained on.")
+@click.option("--generated", default=None, help="Instead: a folder of generated images to audit ...")
+@click.option("--corpus", default=None, help="... against this `curate embed` output.")
+@click.option("--prompts", default=16, show_default=True, help="Training captions to generate from.")
+@click.option("--steps", default=10, show_default=True, help="DDIM steps.")
+@click.option("--resolution", default=64, show_default=True)
+@click.option("--embed-model", default="effnet-lite0", show_default=True, help="Backend for both sides.")
+@click.option("--threshold", default=0.5, show_default=True)
+@click.option("--mitigation", type=click.Choice(["none", "gni", "rt", "cwr", "rna"]), default="none",
+              show_default=True, help="Inference-time mitigation on the prompts.")
+@click.option("--gni-lambda", default=0.1, show_default=True)
+@click.option("--insertions", default=2, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+def audit(output: str, model_dir: str | None, train_dir: str | None, generated: str | None, corpus: str | None,
+          **opts: object) -> None:
+    """Measure replication: top-1 similarity of generations to the training set, and the research's metrics."""
+    from curate.stages import audit as stage
+
+    if generated or corpus:
+        if not (generated and corpus):
+            raise CurateError("--generated and --corpus go together")
+        report = stage.run_folder(generated, corpus, output, dict(opts))
+    else:
+        if not (model_dir and train_dir):
+            raise CurateError("give --model and --train (or --generated and --corpus)")
+        report = stage.run(model_dir, train_dir, output, dict(opts))
+    g = report["metrics"]["generations"]
+    b = report["metrics"]["train_vs_train_baseline"]
+    click.echo(f"audit: {g['n']} generations, p95 top-1 similarity {g['p95']} (baseline {b['p95']}), "
+               f"{100 * g['share_above_threshold']:.1f}% above {report['threshold']}; report: {output}/report.html")
+
+
+@cli.command()
 @click.argument("name", required=False)
 def schema(name: str | None) -> None:
     """List the documented schemas, or print one."""

@@ -1,0 +1,1 @@
+"""Diffusion training and generation: the tiny offline model and the caption/embedding mitigations."""

@@ -1,0 +1,136 @@
+"""`curate train` (a real tiny diffusers model on CPU) and `curate audit` (the research's replication metrics)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from curate.captions.vocab import clip_words
+from curate.diffusion.mitigations import TrainMitigations, gaussian_noise, prompt_mitigation, train_caption
+from curate.stages import audit, dedup, export, recaption, train
+
+
+@pytest.fixture(scope="module")
+def train_dir(sample_run, tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_data")
+    dedup.run(str(sample_run["emb"]), str(root / "dd"), {}, progress=False)
+    recaption.run(str(root / "dd"), str(root / "rc"), {}, progress=False)
+    export.run(str(sample_run["images"]), str(root / "train"), {"dedup": str(root / "dd"),
+                                                                 "captions": str(root / "rc")}, progress=False)
+    return root / "train"
+
+
+def unet_weights(path) -> dict:
+    return load_file(str(path / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_tiny_model_trains_and_resumes_exactly(train_dir, tmp_path):
+    opts = {"steps": 4, "checkpoint_every": 2, "batch_size": 2, "mitigations": ["rt", "gn"], "p": 0.5}
+    a = train.run(str(train_dir), str(tmp_path / "a"), opts, progress=False)
+    assert np.isfinite(a["final_loss"]) and a["steps"] == 4
+    log = [json.loads(line) for line in (tmp_path / "a" / "train.log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in log)
+    assert (tmp_path / "a" / "final" / "model_index.json").exists()
+
+    # a run killed after its step-2 checkpoint, then resumed, ends with the same weights as the uninterrupted one
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step-000004")
+    shutil.rmtree(tmp_path / "b" / "final")
+    lines = (tmp_path / "b" / "train.log.jsonl").read_text().splitlines()[:2]
+    (tmp_path / "b" / "train.log.jsonl").write_text("\n".join(lines) + "\n")
+    b = train.run(str(train_dir), str(tmp_path / "b"), opts, progress=False)
+    assert b["resumed_from"] == 2
+    wa = unet_weights(tmp_path / "a" / "final")
+    wb = unet_weights(tmp_path / "b" / "final")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    # and the weights did change from the random start
+    start = unet_weights(tmp_path / "a" / "checkpoints" / "step-000002")
+    assert any(not torch.equal(start[k], wa[k]) for k in wa)
+
+
+def test_each_training_mitigation_changes_the_caption_as_specified():
+    vocab = clip_words()
+    pool = ["a red fox in the snow", "fox standing in snow", "a fox"]
+    only = {name: TrainMitigations.parse([name], p=1.0, mc=False) for name in ("rc", "rt", "cwr", "rna")}
+    base = pool[0].split()
+    rc, _ = train_caption(pool, "k", 3, 0, only["rc"], vocab)
+    assert len(rc.split()) == 4 and all(w in vocab for w in rc.split())
+    rt, applied = train_caption(pool, "k", 3, 0, only["rt"], vocab)
+    assert applied == ["rt"] and len(rt.split()) == len(base) + 2
+    cwr, _ = train_caption(pool, "k", 3, 0, only["cwr"], vocab)
+    assert len(cwr.split()) == len(base) + 2 and set(cwr.split()) <= set(base)
+    rna, _ = train_caption(pool, "k", 3, 0, only["rna"], vocab)
+    assert [w for w in rna.split() if w not in base][0].isdigit()
+    # MC samples the pool; the same (seed, key, step) gives the same caption
+    mc = TrainMitigations.parse([], mc=True)
+    seen = {train_caption(pool, "k", step, 0, mc, vocab)[0] for step in range(30)}
+    assert seen == set(pool)
+    assert train_caption(pool, "k", 7, 0, mc, vocab) == train_caption(pool, "k", 7, 0, mc, vocab)
+    # dup_both: always the first caption, untouched
+    assert {train_caption(pool, "k", s, 0, only["rt"], vocab, fixed=True)[0] for s in range(10)} == {pool[0]}
+    # p = 0: nothing applied
+    assert train_caption(pool, "k", 3, 0, TrainMitigations.parse(["rt", "rc"], p=0.0, mc=False), vocab) == (pool[0], [])
+
+
+def test_gaussian_noise_on_text_embeddings():
+    x = torch.zeros(64, 77, 32)
+    y = gaussian_noise(x, 0.1, 1.0, torch.Generator().manual_seed(0))
+    assert abs(float(y.std()) - 0.1) < 0.01
+    assert torch.equal(gaussian_noise(x, 0.1, 0.0, torch.Generator().manual_seed(0)), x)
+    half = gaussian_noise(x, 0.1, 0.5, torch.Generator().manual_seed(1))
+    noisy = (half.abs().sum(dim=(1, 2)) > 0).float().mean()
+    assert 0.3 < float(noisy) < 0.7
+    assert prompt_mitigation("a cat on a mat", "rna", "p", 0, clip_words(), 2).count(" ") == 6
+
+
+def test_duplication_simulation_weights(train_dir):
+    keys = [f"k{i}" for i in range(1000)]
+    w, dup = train.sampling_weights(keys, {"seed": 0, "dup_share": 0.05, "dup_weight": 5.0})
+    assert 30 < dup.sum() < 70
+    assert np.isclose(w[dup][0] / w[~dup][0], 5.0) and np.isclose(w.sum(), 1.0)
+
+
+def test_audit_generates_and_scores(train_dir, tmp_path):
+    train.run(str(train_dir), str(tmp_path / "model"), {"steps": 2, "batch_size": 2}, progress=False)
+    report = audit.run(str(tmp_path / "model" / "final"), str(train_dir), str(tmp_path / "audit"),
+                       {"prompts": 4, "steps": 3, "mitigation": "gni"})
+    g = report["metrics"]["generations"]
+    assert g["n"] == 4 and -1 <= g["mean"] <= 1 and g["p75"] <= g["p90"] <= g["p95"]
+    assert len(list((tmp_path / "audit" / "generations").glob("*.png"))) == 4
+    assert (tmp_path / "audit" / "report.html").exists()
+
+
+def test_audit_finds_exact_copies_at_similarity_one_and_the_baseline(sample_run, tmp_path):
+    from curate.dedup.vectors import open_embeddings
+    from curate.io.image_shards import iter_image_samples
+
+    gen = tmp_path / "generated"
+    gen.mkdir()
+    path = sorted((sample_run["images"] / "images").glob("*.parquet"))[0]
+    samples = list(iter_image_samples(str(path)))
+    copies = {}
+    for meta, data in samples[:3]:
+        (gen / f"{meta['key']}.jpg").write_bytes(data)  # exact training images
+        copies[f"{meta['key']}.jpg"] = meta["key"]
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(gen / "noise.png")
+    report = audit.run_folder(str(gen), str(sample_run["emb"]), str(tmp_path / "audit"), {})
+    import pyarrow.parquet as pq
+
+    matches = {r["generation"]: r for r in pq.read_table(tmp_path / "audit" / "matches.parquet").to_pylist()}
+    for name, key in copies.items():
+        assert matches[name]["top1_key"] == key and matches[name]["top1_sim"] > 0.99
+    assert matches["noise.png"]["top1_sim"] < 0.9
+    # the baseline: each training image's best match with itself left out, recomputed by brute force
+    x = open_embeddings(str(sample_run["emb"])).load_all(np.float32)
+    s = x @ x.T
+    np.fill_diagonal(s, -np.inf)
+    expected = np.percentile(s.max(axis=1), 95)
+    assert report["metrics"]["train_vs_train_baseline"]["p95"] == pytest.approx(expected, abs=2e-3)
+    assert report["metrics"]["generations"]["share_above_threshold"] == pytest.approx(3 / 4)
