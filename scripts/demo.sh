@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make demo: the main job end to end on the bundled/generated sample.
-# Today: sample -> download -> embed -> dedup -> recaption; later stages extend this script's pipeline.
+# sample -> download -> embed -> dedup -> recaption -> export -> train (tiny, a few steps) -> audit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export NO_ALBUMENTATIONS_UPDATE=1 HF_HUB_OFFLINE=1 NLTK_DATA="$PWD/.data/nltk_data"
@@ -27,6 +27,9 @@ $CURATE embed "$OUT/images" "$OUT/emb" --text-model minilm --no-progress
 $CURATE dedup "$OUT/emb" "$OUT/dedup" --images "$OUT/images" --no-progress
 $CURATE dedup "$OUT/emb" "$OUT/dedup" --images "$OUT/images" --no-progress >/dev/null  # rerun: resumes, nothing redone
 $CURATE recaption "$OUT/dedup" "$OUT/recaption" --no-progress
+$CURATE export "$OUT/images" "$OUT/train" --dedup "$OUT/dedup" --captions "$OUT/recaption" --no-progress
+$CURATE train "$OUT/train" "$OUT/model" --model tiny --steps ${DEMO_TRAIN_STEPS:-30} --mitigations rt,gn --no-progress
+$CURATE audit "$OUT/audit" --model "$OUT/model/final" --train "$OUT/train" --prompts 8
 .venv/bin/python - "$OUT" <<'PY'
 import json, sys
 import pyarrow.parquet as pq
@@ -36,5 +39,5 @@ truth = {r["key"]: r["source_key"] for r in pq.read_table(f"{out}/sample/truth.p
 rows = pq.ParquetDataset(f"{out}/dedup/samples").read().to_pylist()
 print("demo: planted copies vs the sample's ground truth:", pair_scores({r["key"]: r["cluster_id"] for r in rows}, truth))
 PY
-echo "demo: outputs under $OUT/: images/ (webdataset tars + rejects), emb/ (embeddings), dedup/ and recaption/"
-echo "      (open $OUT/dedup/report.html and $OUT/recaption/report.html)"
+echo "demo: outputs under $OUT/: images/ (downloaded tars + rejects), emb/, dedup/, recaption/, train/ (training"
+echo "      tars), model/ (checkpoints + final pipeline), audit/; open the report.html files in dedup/, recaption/, audit/"

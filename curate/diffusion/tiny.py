@@ -52,4 +52,4 @@ def build(resolution: int = 64, seed: int = 0) -> dict[str, Any]:
                                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=8)
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
-            "noise_scheduler": DDPMScheduler(num_train_timesteps=1000)}
+            "noise_scheduler": DDPMScheduler(num_train_timesteps=1000, clip_sample=False)}
