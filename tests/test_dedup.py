@@ -228,3 +228,19 @@ def test_report_html_escapes_captions(tmp_path):
     dedup.run(str(tmp_path / "emb"), str(tmp_path / "dd"), {"threshold": 0.9}, progress=False)
     page = (tmp_path / "dd" / "report.html").read_text()
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_mutual_keeps_large_groups_of_copies_whole():
+    # 25 identical copies (all ties) and 40 near-identical ones: mutual-kNN alone would keep only a few edges
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal(32).astype(np.float32)
+    exact = np.repeat(base[None], 25, axis=0)
+    near = base + 0.01 * rng.standard_normal((40, 32)).astype(np.float32)
+    x = np.concatenate([exact, near])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    s = x @ x.T
+    iu = np.triu_indices(len(x), 1)
+    m = s[iu] >= 0.9
+    labels = link(len(x), iu[0][m], iu[1][m], s[iu][m], "mutual", mutual_k=3)
+    assert len(set(labels)) == 1
+    assert mutual_mask(np.array([0, 0, 1]), np.array([1, 2, 2]), np.ones(3, np.float32), 1).all()  # ties share rank 0

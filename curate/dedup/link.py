@@ -1,8 +1,9 @@
 """From thresholded pairs to duplicate clusters.
 
   components      single linkage: connected components of the threshold graph (transitive chains merge)
-  mutual          only edges that are among both ends' `k` most similar neighbours, then components: a template
-                  overlay that makes many unrelated images similar links few of them mutually
+  mutual          only edges that are among both ends' `k` most similar neighbours (or near-identical, >= 0.97),
+                  then components: a template overlay that makes many unrelated images similar links few of them
+                  mutually, while large groups of copies stay whole
   leader          star clustering: the best-connected unassigned row leads a cluster of its unassigned
                   neighbours; every member is within the threshold of its leader, so nothing chains
 """
@@ -32,19 +33,23 @@ def canonical(labels: np.ndarray) -> np.ndarray:
 
 
 def mutual_mask(i: np.ndarray, j: np.ndarray, sim: np.ndarray, k: int) -> np.ndarray:
-    """Edges whose ends each rank the other among their k most similar neighbours."""
+    """Edges whose ends each rank the other among their k most similar neighbours. Ranks count only strictly more
+    similar neighbours, so a group of identical copies (all ties) stays fully linked."""
     if len(i) == 0:
         return np.zeros(0, bool)
     src = np.concatenate([i, j])
-    dst = np.concatenate([j, i])
     s = np.concatenate([sim, sim])
     edge = np.concatenate([np.arange(len(i)), np.arange(len(i))])
-    order = np.lexsort((dst, -s, src))  # by source, then most similar first (ties by neighbour id)
-    src_sorted = src[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(src_sorted)) + 1]
-    group_start = np.repeat(starts, np.diff(np.r_[starts, len(src_sorted)]))
+    order = np.lexsort((-s, src))  # by source, most similar first
+    src_sorted, s_sorted = src[order], s[order]
+    # competition rank within each source: position of the first entry with the same similarity
+    new_group = np.r_[True, src_sorted[1:] != src_sorted[:-1]]
+    new_value = new_group | np.r_[True, s_sorted[1:] != s_sorted[:-1]]
+    pos = np.arange(len(order))
+    group_start = np.maximum.accumulate(np.where(new_group, pos, 0))
+    value_start = np.maximum.accumulate(np.where(new_value, pos, 0))
     rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order)) - group_start
+    rank[order] = value_start - group_start
     ok = np.zeros(len(i), np.int64)
     np.add.at(ok, edge, (rank < k).astype(np.int64))
     return ok == 2
@@ -72,11 +77,15 @@ def leader(n: int, i: np.ndarray, j: np.ndarray, sim: np.ndarray) -> np.ndarray:
     return canonical(labels)
 
 
-def link(n: int, i: np.ndarray, j: np.ndarray, sim: np.ndarray, linkage: str, mutual_k: int = 3) -> np.ndarray:
+STRONG = 0.97  # edges at least this similar always link (mutual): near-identical copies are never template chains
+
+
+def link(n: int, i: np.ndarray, j: np.ndarray, sim: np.ndarray, linkage: str, mutual_k: int = 3,
+         strong: float = STRONG) -> np.ndarray:
     if linkage == "components":
         return components(n, i, j)
     if linkage == "mutual":
-        m = mutual_mask(i, j, sim, mutual_k)
+        m = mutual_mask(i, j, sim, mutual_k) | (sim >= strong)
         return components(n, i[m], j[m])
     if linkage == "leader":
         return leader(n, i, j, sim)

@@ -53,3 +53,21 @@ def build(resolution: int = 64, seed: int = 0) -> dict[str, Any]:
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=8)
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
             "noise_scheduler": DDPMScheduler(num_train_timesteps=1000, clip_sample=False)}
+
+
+def build_pixel(resolution: int = 32, seed: int = 0) -> dict[str, Any]:
+    """`--model tiny-pixel`: the same tiny UNet and text encoder denoising pixels directly (no VAE), which a small
+    closed-loop experiment can train to the point of replicating its training images on a CPU."""
+    import torch
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    parts = build(resolution, seed)
+    torch.manual_seed(seed + 1)
+    # attention only at half resolution: at 32x32 pixels the full-resolution self-attention cost 16x more
+    parts["unet"] = UNet2DConditionModel(sample_size=resolution, in_channels=3, out_channels=3,
+                                         block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32,
+                                         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=8)
+    parts["vae"] = None
+    parts["noise_scheduler"] = DDPMScheduler(num_train_timesteps=1000, clip_sample=True)
+    return parts

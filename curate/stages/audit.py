@@ -107,6 +107,14 @@ def generate(model_dir: str, prompts: list[str], opts: dict[str, Any]) -> list[A
     device = resolve_device(opts["device"])
     if not os.path.isdir(model_dir):
         raise CurateError(f"{model_dir}: not a diffusers pipeline folder (curate train writes OUTPUT/final)")
+    from curate.diffusion import pixel
+
+    if pixel.is_pixel_model(model_dir):
+        vocab = clip_words()
+        texts = [prompt_mitigation(p, opts["mitigation"], f"prompt{i}", opts["seed"], vocab, opts["insertions"])
+                 if opts["mitigation"] != "gni" else p for i, p in enumerate(prompts)]
+        hook = ((lambda e, g: gaussian_noise(e, opts["gni_lambda"], 1.0, g)) if opts["mitigation"] == "gni" else None)
+        return pixel.generate(model_dir, texts, opts["steps"], opts["guidance_scale"], opts["seed"], device, hook)
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None, requires_safety_checker=False,
                                                    use_safetensors=True).to(device)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)

@@ -1,7 +1,7 @@
 """`curate train`: diffusers text-to-image fine-tuning over `curate export` tars, with the research's mitigations.
 
 UNet noise-prediction loss with a DDPM noise scheduler; the VAE and text encoder are frozen. `--model tiny` builds a
-~1M-parameter model in code (curate/diffusion/tiny.py) so the whole stage runs on a CPU; `--model PATH` loads a
+~1M-parameter model in code (`tiny-pixel`: the same without a VAE, denoising pixels) (curate/diffusion/tiny.py) so the whole stage runs on a CPU; `--model PATH` loads a
 local diffusers Stable Diffusion folder. Every random draw of step s comes from generators seeded by (seed, s), so a
 run resumed from a checkpoint continues exactly as the uninterrupted run would have. Checkpoints are safetensors
 (UNet) plus the optimizer state, written to a temp folder and renamed; `train.log.jsonl` has one line per step.
@@ -75,6 +75,10 @@ def load_components(model: str, resolution: int, seed: int) -> dict[str, Any]:
         from curate.diffusion.tiny import build
 
         return build(resolution, seed)
+    if model == "tiny-pixel":
+        from curate.diffusion.tiny import build_pixel
+
+        return build_pixel(resolution, seed)
     if not os.path.isdir(model):
         raise CurateError(f"--model {model}: not 'tiny' and not a local diffusers folder")
     from diffusers import DDPMScheduler, StableDiffusionPipeline
@@ -156,10 +160,11 @@ def run(train_dir: str, output: str, options: dict[str, Any], *, progress: bool 
     comp = load_components(opts["model"], opts["resolution"], opts["seed"])
     unet, vae, text_encoder, tokenizer, scheduler = (comp[k] for k in
                                                      ("unet", "vae", "text_encoder", "tokenizer", "noise_scheduler"))
-    vae.requires_grad_(False)
     text_encoder.requires_grad_(False)
-    vae.to(device).eval()
     text_encoder.to(device).eval()
+    if vae is not None:
+        vae.requires_grad_(False)
+        vae.to(device).eval()
     start = 0
     resumed = latest_checkpoint(output)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=opts["lr"])
@@ -178,10 +183,11 @@ def run(train_dir: str, output: str, options: dict[str, Any], *, progress: bool 
     comp["unet"] = unet
 
     pixels = torch.from_numpy(images)
-    with torch.no_grad():  # the VAE is frozen: encode every image once
-        moments = torch.cat([vae.encode(pixels[i : i + 32].to(device)).latent_dist.parameters.cpu()
-                             for i in range(0, len(pixels), 32)])
-    scaling = getattr(vae.config, "scaling_factor", 0.18215)
+    if vae is not None:
+        with torch.no_grad():  # the VAE is frozen: encode every image once
+            moments = torch.cat([vae.encode(pixels[i : i + 32].to(device)).latent_dist.parameters.cpu()
+                                 for i in range(0, len(pixels), 32)])
+        scaling = getattr(vae.config, "scaling_factor", 0.18215)
     log_path = os.path.join(output, "train.log.jsonl")
     applied_total: dict[str, int] = {}
     bar = tqdm(total=opts["steps"], initial=start, desc="train", unit="step", disable=not progress, file=sys.stderr)
@@ -197,8 +203,11 @@ def run(train_dir: str, output: str, options: dict[str, Any], *, progress: bool 
             captions.append(caption)
             for a in applied:
                 applied_total[a] = applied_total.get(a, 0) + 1
-        mean, logvar = moments[idx].chunk(2, dim=1)
-        latents = (mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn(mean.shape, generator=g)) * scaling
+        if vae is not None:
+            mean, logvar = moments[idx].chunk(2, dim=1)
+            latents = (mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn(mean.shape, generator=g)) * scaling
+        else:  # tiny-pixel: the model denoises pixels in [-1, 1]
+            latents = pixels[idx]
         noise = torch.randn(latents.shape, generator=g)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=g)
         noisy = scheduler.add_noise(latents, noise, t)
@@ -224,7 +233,12 @@ def run(train_dir: str, output: str, options: dict[str, Any], *, progress: bool 
         if step % opts["checkpoint_every"] == 0 or step == opts["steps"]:
             _save_checkpoint(output, step, unet, optimizer, {"options": opts, "loss": loss_value})
     bar.close()
-    save_pipeline(comp, os.path.join(output, "final"))
+    if vae is None:
+        from curate.diffusion import pixel
+
+        pixel.save(comp, os.path.join(output, "final"), opts["resolution"])
+    else:
+        save_pipeline(comp, os.path.join(output, "final"))
     summary = {"steps": opts["steps"], "resumed_from": start, "final_loss": loss_value, "samples": len(keys),
                "duplicated_samples": int(dup.sum()), "mitigations_applied": applied_total,
                "seconds": round(time.time() - t0, 2), "device": device}
