@@ -53,7 +53,7 @@ def write_image_shard(root: Path, n_dup: int, copies: int, seed: int) -> list[di
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--dup-images", type=int, default=4)
     ap.add_argument("--copies", type=int, default=25)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -86,7 +86,8 @@ def main() -> None:
         train.run(str(work / f"train_{name}"), str(work / f"model_{name}"), train_opts, progress=False)
         # same corpus, prompts (chosen from it by seed), seeds and features for both models
         rep = audit.run(str(work / f"model_{name}" / "final"), str(work / "train_raw"), str(work / f"audit_{name}"),
-                        {"prompts": 2 * len(dup_caps), "steps": 25, "resolution": 32, "seed": args.seed})
+                        {"prompts": 2 * len(dup_caps), "steps": 50, "resolution": 32, "seed": args.seed,
+                         "guidance_scale": 1.0})  # no caption dropout in training: no guidance
         results[name] = rep["metrics"]
     results["duplicated_captions"] = dup_caps
     _ = uniq_caps

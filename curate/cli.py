@@ -255,6 +255,8 @@ def export_cmd(images: str, output: str, workers: int, overwrite: bool, progress
 @click.option("--dup-weight", default=5.0, show_default=True)
 @click.option("--dup-mode", type=click.Choice(["both", "image"]), default="both", show_default=True,
               help="both: duplicated images always carry the same caption; image: a random pool caption.")
+@click.option("--caption-dropout", default=0.0, show_default=True,
+              help="Share of captions replaced by the empty one (trains the unconditional model for guidance).")
 @click.option("--checkpoint-every", default=50, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu or cuda (AMP on CUDA).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
@@ -283,6 +285,8 @@ def train(train_dir: str, output: str, mitigations: str, progress: bool, **opts:
               show_default=True, help="Inference-time mitigation on the prompts.")
 @click.option("--gni-lambda", default=0.1, show_default=True)
 @click.option("--insertions", default=2, show_default=True)
+@click.option("--guidance-scale", default=7.5, show_default=True,
+              help="Classifier-free guidance (use 1 for a model trained without --caption-dropout).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 def audit(output: str, model_dir: str | None, train_dir: str | None, generated: str | None, corpus: str | None,

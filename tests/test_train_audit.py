@@ -134,3 +134,16 @@ def test_audit_finds_exact_copies_at_similarity_one_and_the_baseline(sample_run,
     expected = np.percentile(s.max(axis=1), 95)
     assert report["metrics"]["train_vs_train_baseline"]["p95"] == pytest.approx(expected, abs=2e-3)
     assert report["metrics"]["generations"]["share_above_threshold"] == pytest.approx(3 / 4)
+
+
+def test_tiny_pixel_model_trains_saves_and_generates(train_dir, tmp_path):
+    from curate.diffusion import pixel
+
+    s = train.run(str(train_dir), str(tmp_path / "m"), {"model": "tiny-pixel", "resolution": 32, "steps": 2,
+                                                        "batch_size": 2}, progress=False)
+    assert np.isfinite(s["final_loss"]) and pixel.is_pixel_model(str(tmp_path / "m" / "final"))
+    report = audit.run(str(tmp_path / "m" / "final"), str(train_dir), str(tmp_path / "a"),
+                       {"prompts": 2, "steps": 2, "resolution": 32, "mitigation": "rt"})
+    assert report["metrics"]["generations"]["n"] == 2
+    with Image.open(tmp_path / "a" / "generations" / "00000.png") as im:
+        assert im.size == (32, 32)

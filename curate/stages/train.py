@@ -40,6 +40,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "dup_share": 0.0,  # duplication simulation: this share of images gets dup_weight x sampling weight
     "dup_weight": 5.0,
     "dup_mode": "both",  # both: always the same caption (dup_both); image: a random pool caption (dup_image)
+    "caption_dropout": 0.0,  # share of captions replaced by "" (what classifier-free guidance needs)
     "checkpoint_every": 50,
     "device": "cpu",
 }
@@ -200,6 +201,8 @@ def run(train_dir: str, output: str, options: dict[str, Any], *, progress: bool 
         for i in idx.tolist():
             fixed = bool(dup[i]) and opts["dup_mode"] == "both"
             caption, applied = train_caption(pools[i], keys[i], step, opts["seed"], mit, vocab, fixed=fixed)
+            if opts["caption_dropout"] > 0 and float(torch.rand(1, generator=g)) < opts["caption_dropout"]:
+                caption = ""
             captions.append(caption)
             for a in applied:
                 applied_total[a] = applied_total.get(a, 0) + 1
