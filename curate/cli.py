@@ -285,6 +285,8 @@ def train(train_dir: str, output: str, mitigations: str, progress: bool, **opts:
               show_default=True, help="Inference-time mitigation on the prompts.")
 @click.option("--gni-lambda", default=0.1, show_default=True)
 @click.option("--insertions", default=2, show_default=True)
+@click.option("--match-resolution/--full-resolution", default=False, show_default=True,
+              help="Compare with the training images at the generation resolution (what the model saw).")
 @click.option("--guidance-scale", default=7.5, show_default=True,
               help="Classifier-free guidance (use 1 for a model trained without --caption-dropout).")
 @click.option("--seed", default=0, show_default=True)

@@ -35,6 +35,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "seed": 0,
     "guidance_scale": 7.5,
     "device": "cpu",
+    "match_resolution": False,  # True: compare with training images cropped and resized to the generation resolution
 }
 
 
@@ -184,6 +185,12 @@ def run(model_dir: str, train_dir: str, output: str, options: dict[str, Any]) ->
     train = load_training(train_dir)
     model = load_image_model(opts["embed_model"])
     train_imgs = [_decode(s["jpg"]) for s in train]
+    if opts["match_resolution"]:
+        # what the model saw (and so what it could copy) is the training image at its resolution: a 32 px
+        # generation is compared with the 32 px training image, not with the 512 px original
+        from curate.models.preprocess import square
+
+        train_imgs = [square(im, opts["resolution"], "crop") for im in train_imgs]
     train_emb = embed_images(model, train_imgs)
     picks = choose_prompts(train, opts["prompts"], opts["seed"])
     prompts = [train[i]["caption"] for i in picks]
