@@ -17,6 +17,7 @@ BENCHES = {
     "dedup": [
         ["bench.dedup", "--n", "1000000"],
         ["bench.copydetect", "--originals", "400"],
+        ["bench.realscale", "--n", "50000"],
     ],
     "recaption": [
         ["bench.recaption", "--n", "200000"],
