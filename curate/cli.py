@@ -77,6 +77,9 @@ def serve(directory: str, port: int, host: str) -> None:
 
 
 def _common(fn):  # noqa: ANN001, ANN202 (decorator)
+    fn = click.option("--scheduler", default=None, help="--engine dask: a scheduler address (default: a local cluster).")(fn)
+    fn = click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+                      help="Run shards here, or as Dask tasks (pip install 'curate[dask]').")(fn)
     fn = click.option("--workers", default=1, show_default=True, help="Shards processed in parallel.")(fn)
     fn = click.option("--overwrite", is_flag=True, help="Redo shards that are already done.")(fn)
     fn = click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")(fn)
@@ -115,9 +118,11 @@ def download(inputs: tuple[str, ...], output: str, workers: int, overwrite: bool
     from curate.stages import download as stage
 
     options = dict(opts)
+    engine, scheduler = options.pop("engine"), options.pop("scheduler")
     options["column_map"] = parse_column_map(options.pop("column_map"))
     shards = list_shards(list(inputs))
-    summary = stage.run(shards, output, options, workers=workers, overwrite=overwrite, progress=progress)
+    summary = stage.run(shards, output, options, workers=workers, overwrite=overwrite, progress=progress,
+                        engine=engine, scheduler=scheduler)
     _echo_summary("download", summary)
 
 
@@ -147,7 +152,10 @@ def embed(images: str, output: str, workers: int, overwrite: bool, progress: boo
     """
     from curate.stages import embed as stage
 
-    summary = stage.run(images, output, dict(opts), workers=workers, overwrite=overwrite, progress=progress)
+    options = dict(opts)
+    engine, scheduler = options.pop("engine"), options.pop("scheduler")
+    summary = stage.run(images, output, options, workers=workers, overwrite=overwrite, progress=progress,
+                        engine=engine, scheduler=scheduler)
     _echo_summary("embed", summary)
 
 
@@ -216,7 +224,9 @@ def recaption(dedup_dir: str, output: str, workers: int, overwrite: bool, progre
     from curate.stages import recaption as stage
 
     options = dict(opts, ops=[o.strip() for o in ops.split(",") if o.strip()])
-    report = stage.run(dedup_dir, output, options, workers=workers, overwrite=overwrite, progress=progress)
+    engine, scheduler = options.pop("engine"), options.pop("scheduler")
+    report = stage.run(dedup_dir, output, options, workers=workers, overwrite=overwrite, progress=progress,
+                       engine=engine, scheduler=scheduler)
     same = report["same_image_same_caption_clusters"]
     click.echo(f"recaption: {report['changed']}/{report['samples']} captions changed, {report['targeted']} targeted; "
                f"same-image-same-caption clusters {same['before']} -> {same['after']}; report: {output}/report.html")
@@ -234,7 +244,10 @@ def export_cmd(images: str, output: str, workers: int, overwrite: bool, progress
     """Write training-ready webdataset tars of IMAGES (a `curate download` output) into OUTPUT."""
     from curate.stages import export as stage
 
-    summary = stage.run(images, output, dict(opts), workers=workers, overwrite=overwrite, progress=progress)
+    options = dict(opts)
+    engine, scheduler = options.pop("engine"), options.pop("scheduler")
+    summary = stage.run(images, output, options, workers=workers, overwrite=overwrite, progress=progress,
+                        engine=engine, scheduler=scheduler)
     click.echo(f"export: {summary['rows_out']} samples in {summary['shards']} tar(s) under {output}")
 
 

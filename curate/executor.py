@@ -187,8 +187,14 @@ def run_stage(
     overwrite: bool = False,
     progress: bool = True,
     rows_total: int | None = None,
+    engine: str = "local",
+    scheduler: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run `fn` over every input shard not yet done; return the stats of all shards (done before or now)."""
+    """Run `fn` over every input shard not yet done; return the stats of all shards (done before or now).
+
+    engine `local` runs shards in this process (workers=1) or in spawned processes; `dask` submits the same
+    per-shard function to a Dask cluster (curate/engines/dask.py).
+    """
     tmp_root = _local_tmp_root(output_root)
     try:
         shards = plan_shards(stage, inputs, output_root, options, overwrite)
@@ -211,7 +217,17 @@ def run_stage(
     row_bar = tqdm(total=rows_total, initial=sum(s.get("rows_in", 0) for s in done.values()),
                    desc=f"{stage} rows", unit="row", disable=not progress, file=sys.stderr, position=1)
     try:
-        if workers <= 1 or len(pending) <= 1:
+        if engine == "dask":
+            from curate.engines.dask import map_shards
+
+            calls = [(stage, fn, s, options, tmp_root) for s in pending]
+            for stats in map_shards(_run_one, calls, scheduler, workers):
+                done[stats["index"]] = stats
+                row_bar.update(stats["rows_in"])
+                shard_bar.update(1)
+        elif engine != "local":
+            raise CurateError(f"unknown engine {engine!r}: local or dask")
+        elif workers <= 1 or len(pending) <= 1:
             for shard in pending:
                 before = row_bar.n
                 stats = _run_one(stage, fn, shard, options, tmp_root, progress=row_bar.update)

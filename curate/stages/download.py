@@ -304,7 +304,8 @@ def download_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> d
 
 
 def run(inputs: list[str], output: str, options: dict[str, Any], *, workers: int = 1, overwrite: bool = False,
-        progress: bool = True) -> dict[str, Any]:
+        progress: bool = True, engine: str = "local",
+        scheduler: str | None = None) -> dict[str, Any]:
     """Check every input shard's schema, download the shards not done yet, return the summary."""
     from curate.executor import merge_options, run_stage, summarize
     from curate.io.laion import check_input_shards
@@ -314,7 +315,7 @@ def run(inputs: list[str], output: str, options: dict[str, Any], *, workers: int
     check_input_shards(inputs, opts["column_map"])
     total = sum(num_rows(p) for p in inputs)
     stats = run_stage(STAGE, download_shard, inputs, output, opts, workers=workers, overwrite=overwrite,
-                      progress=progress, rows_total=total)
+                      progress=progress, rows_total=total, engine=engine, scheduler=scheduler)
     summary = summarize(stats)
     from curate.io.fs import join, write_json_atomic
 

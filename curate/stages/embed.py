@@ -168,7 +168,8 @@ def manifest(opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(image_dir: str, output: str, options: dict[str, Any], *, workers: int = 1, overwrite: bool = False,
-        progress: bool = True) -> dict[str, Any]:
+        progress: bool = True, engine: str = "local",
+        scheduler: str | None = None) -> dict[str, Any]:
     """Embed every image shard of a `curate download` output folder (or a list/glob of its parquet files)."""
     from curate.executor import merge_options, run_stage, summarize
     from curate.io import fs
@@ -182,7 +183,7 @@ def run(image_dir: str, output: str, options: dict[str, Any], *, workers: int = 
     doc = manifest(opts)  # loads the model here: a spec without weights fails before any shard starts
     fs.ensure_dir(output)
     stats = run_stage(STAGE, embed_shard, inputs, output, opts, workers=workers, overwrite=overwrite,
-                      progress=progress, rows_total=total)
+                      progress=progress, rows_total=total, engine=engine, scheduler=scheduler)
     fs.write_json_atomic(fs.join(output, "manifest.json"), doc)
     summary = {**summarize(stats), "model": opts["model"],
                "seconds": round(sum(s.get("seconds", 0.0) for s in stats), 3)}  # shard wall time, for benchmarks

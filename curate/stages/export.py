@@ -118,7 +118,8 @@ def export_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dic
 
 
 def run(images: str, output: str, options: dict[str, Any], *, workers: int = 1, overwrite: bool = False,
-        progress: bool = True) -> dict[str, Any]:
+        progress: bool = True, engine: str = "local",
+        scheduler: str | None = None) -> dict[str, Any]:
     opts = merge_options(STAGE, DEFAULT_OPTIONS, {**options, "images": images})
     if opts["shard_size"] < 1:
         raise CurateError("--shard-size must be at least 1")
@@ -132,7 +133,7 @@ def run(images: str, output: str, options: dict[str, Any], *, workers: int = 1, 
     # the plan is part of the options: new inputs change it, and a changed plan needs --overwrite
     digest = hashlib.sha256("\n".join(table.column("key").to_pylist()).encode()).hexdigest()
     stats = run_stage(STAGE, export_shard, units, output, {**opts, "plan": digest}, workers=workers, overwrite=overwrite,
-                      progress=progress, rows_total=table.num_rows)
+                      progress=progress, rows_total=table.num_rows, engine=engine, scheduler=scheduler)
     summary = summarize(stats)
     fs.write_json_atomic(fs.join(output, "summary.json"), summary)
     return summary

@@ -128,7 +128,8 @@ def _global_pass(dedup_dir: str, work: str, vocab_name: str) -> int:
 
 
 def run(dedup_dir: str, output: str, options: dict[str, Any], *, workers: int = 1, overwrite: bool = False,
-        progress: bool = True) -> dict[str, Any]:
+        progress: bool = True, engine: str = "local",
+        scheduler: str | None = None) -> dict[str, Any]:
     opts = merge_options(STAGE, DEFAULT_OPTIONS, options)
     bad = [o for o in opts["ops"] if o not in OPS]
     if bad:
@@ -144,7 +145,7 @@ def run(dedup_dir: str, output: str, options: dict[str, Any], *, workers: int = 
     work = fs.join(output, "_work")
     total = _global_pass(dedup_dir, work, opts["vocab"])
     stats = run_stage(STAGE, recaption_shard, inputs, output, {**opts, "dedup": dedup_dir}, workers=workers,
-                      overwrite=overwrite, progress=progress, rows_total=total)
+                      overwrite=overwrite, progress=progress, rows_total=total, engine=engine, scheduler=scheduler)
     report = build_report(output, stats, opts)
     fs.write_json_atomic(fs.join(output, "report.json"), report)
     return report

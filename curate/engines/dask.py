@@ -1,0 +1,47 @@
+"""Dask distributed as curate's cluster engine: the same per-shard function, one Dask task per shard.
+
+Atomic commits, completion markers and resume stay in the executor's `_run_one`, which is what each task runs,
+so a task retried after a lost worker redoes only its own shard. Module-level caches (the embed stage's model)
+live in the worker process, so a model is loaded once per worker. With no scheduler address a LocalCluster is
+started on 127.0.0.1 with the dashboard off (it talks only over loopback). Shards must be reachable from every
+worker: a shared file system or an fsspec URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from curate.errors import CurateError
+
+
+def _client(scheduler: str | None, workers: int) -> tuple[Any, Any]:  # noqa: ANN401
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise CurateError("--engine dask needs Dask: pip install 'curate[dask]'") from None
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="20s"), None
+        except OSError as err:
+            raise CurateError(f"--scheduler {scheduler}: cannot connect ({err})") from None
+    cluster = LocalCluster(host="127.0.0.1", dashboard_address=None, n_workers=max(1, workers),
+                           threads_per_worker=1, processes=True)
+    return Client(cluster), cluster
+
+
+def map_shards(func: Callable[..., dict[str, Any]], calls: list[tuple], scheduler: str | None,
+               workers: int) -> Iterator[dict[str, Any]]:
+    """Run func(*args) for each args tuple as Dask tasks; yield results as they complete."""
+    from distributed import as_completed
+
+    client, cluster = _client(scheduler, workers)
+    try:
+        futures = [client.submit(func, *args, pure=False, key=f"curate-{args[0]}-{args[2].name}")
+                   for args in calls]
+        for fut in as_completed(futures):
+            yield fut.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

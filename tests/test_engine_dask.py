@@ -1,0 +1,64 @@
+"""--engine dask: the same per-shard functions as Dask tasks on a LocalCluster (127.0.0.1, no dashboard) give the
+same outputs as the local engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from curate.stages import dedup, download, embed, export, recaption
+from tests.conftest import jpeg, write_shard
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    cluster = distributed.LocalCluster(host="127.0.0.1", dashboard_address=None, n_workers=2, threads_per_worker=1,
+                                       processes=True)
+    yield cluster.scheduler_address
+    cluster.close()
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and "_stats" not in p.parts and p.name != "_stage.json" and "_work" not in p.parts
+            and p.name != "summary.json"}
+
+
+def test_download_embed_recaption_export_match_the_local_engine(sample_run, server, photos, scheduler, tmp_path):
+    urls = [server.put(f"{n}.jpg", jpeg(im)) for n, im, _ in photos[:8]]
+    for s in range(3):
+        write_shard(tmp_path / "in" / f"{s}.parquet",
+                    [{"url": u, "caption": f"c{s}{i}"} for i, u in enumerate(urls)] + [{"url": f"{server.base}/x", "caption": "gone"}])
+    inputs = [str(p) for p in sorted((tmp_path / "in").glob("*.parquet"))]
+    opts = {"allow_private_network": True}
+    download.run(inputs, str(tmp_path / "dl_local"), opts, progress=False)
+    download.run(inputs, str(tmp_path / "dl_dask"), opts, progress=False, engine="dask", scheduler=scheduler)
+    assert tree(tmp_path / "dl_local") == tree(tmp_path / "dl_dask")
+
+    embed.run(str(sample_run["images"]), str(tmp_path / "emb_dask"), {"text_model": "minilm"}, progress=False,
+              engine="dask", scheduler=scheduler)
+    local, dask = tree(sample_run["emb"]), tree(tmp_path / "emb_dask")
+    assert local.keys() == dask.keys()
+    import numpy as np
+
+    for name in local:
+        if name.endswith(".npy"):  # same model, other process: equal to float16 rounding
+            a = np.load(sample_run["emb"] / name).astype(np.float32)
+            b = np.load(tmp_path / "emb_dask" / name).astype(np.float32)
+            assert a.shape == b.shape and np.abs(a - b).max() < 2e-3
+        else:
+            assert local[name] == dask[name], name
+
+    dedup.run(str(sample_run["emb"]), str(tmp_path / "dd"), {}, progress=False)
+    recaption.run(str(tmp_path / "dd"), str(tmp_path / "rc_local"), {}, progress=False)
+    recaption.run(str(tmp_path / "dd"), str(tmp_path / "rc_dask"), {}, progress=False, engine="dask",
+                  scheduler=scheduler)
+    assert tree(tmp_path / "rc_local") == tree(tmp_path / "rc_dask")
+    ex = {"dedup": str(tmp_path / "dd"), "captions": str(tmp_path / "rc_local"), "shard_size": 9}
+    export.run(str(sample_run["images"]), str(tmp_path / "ex_local"), ex, progress=False)
+    export.run(str(sample_run["images"]), str(tmp_path / "ex_dask"), ex, progress=False, engine="dask",
+               scheduler=scheduler)
+    assert tree(tmp_path / "ex_local") == tree(tmp_path / "ex_dask")  # byte-identical tars
