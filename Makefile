@@ -5,7 +5,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 export NLTK_DATA := $(CURDIR)/.data/nltk_data
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo pipeline bench clean
 
 install:
 	@bash scripts/install.sh
@@ -19,6 +19,9 @@ lint: install
 
 demo: install
 	@bash scripts/demo.sh
+
+pipeline: install
+	.venv/bin/curate run $(CONFIG)
 
 bench: install
 	$(PY) -m bench.run $(BENCH)

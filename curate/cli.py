@@ -323,6 +323,15 @@ def audit(output: str, model_dir: str | None, train_dir: str | None, generated: 
                f"{100 * g['share_above_threshold']:.1f}% above {report['threshold']}; report: {output}/report.html")
 
 
+@cli.command(name="run")
+@click.argument("pipeline", type=click.Path(dir_okay=False))
+def run_cmd(pipeline: str) -> None:
+    """Run the stages of a pipeline YAML (see pipelines/) in order; a rerun resumes."""
+    from curate.pipeline import run as run_pipeline
+
+    run_pipeline(pipeline, echo=click.echo)
+
+
 @cli.command()
 @click.argument("name", required=False)
 def schema(name: str | None) -> None:

@@ -1,0 +1,51 @@
+"""`curate run`: a pipeline YAML drives the stages in order, and a rerun resumes."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+from click.testing import CliRunner
+
+from curate.cli import cli
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_pipeline_runs_stages_in_order_and_resumes(tmp_path):
+    port = free_port()
+    config = tmp_path / "p.yaml"
+    config.write_text(f"""
+root: {tmp_path / 'run'}
+stages:
+  - sample: {{output: sample, seed: 1, base_url: "http://127.0.0.1:{port}", bad_rows: true}}
+  - serve: {{directory: sample, port: {port}}}
+  - download: {{inputs: sample/input, output: images, allow_private_network: true, timeout: 5}}
+  - embed: {{images: images, output: emb, model: phash}}
+  - dedup: {{embeddings: emb, output: dedup}}
+""")
+    result = CliRunner().invoke(cli, ["run", str(config)])
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["order"] == ["sample", "download", "embed", "dedup"]
+    dl = run["stages"]["download"]["summary"]
+    assert dl["rows_in"] == run["stages"]["sample"]["summary"]["rows"] == dl["rows_out"] + dl["rows_rejected"]
+    assert dl["rows_rejected"] == 4  # the hostile rows
+    stats = sorted((tmp_path / "run" / "images" / "_stats").glob("*.json"))
+    before = [p.stat().st_mtime_ns for p in stats]
+    assert CliRunner().invoke(cli, ["run", str(config)]).exit_code == 0
+    assert [p.stat().st_mtime_ns for p in stats] == before  # finished shards were not redone
+
+
+@pytest.mark.parametrize(("text", "needle"), [("stages: 3", "needs `root`"), ("root: x\nstages:\n  - bogus: {}", "unknown stage"),
+                                              ("root: [", "not valid YAML")])
+def test_bad_pipeline_files_are_one_line_errors(tmp_path, text, needle):
+    config = tmp_path / "p.yaml"
+    config.write_text(text)
+    result = CliRunner().invoke(cli, ["run", str(config)])
+    assert result.exit_code == 2 and needle in result.output and "Traceback" not in result.output
