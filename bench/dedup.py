@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from bench.cli_run import run_curate
 
 
 def make_vectors(root: Path, n: int, dim: int, seed: int = 0, dup_share: float = 0.05) -> dict:
@@ -111,20 +111,9 @@ def main() -> None:
     gen_s = time.perf_counter() - t
 
     out = Path(tempfile.mkdtemp(prefix="curate-bench-dedup-"))
-    wrapper = (
-        "import atexit, sys\n"
-        "atexit.register(lambda: print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0],"
-        " file=sys.stderr))\n"
-        "from curate.cli import main\nsys.argv[0] = 'curate'\nmain()\n"
-    )
-    cmd = [sys.executable, "-c", wrapper, "dedup", str(root), str(out / "dd"), "--threshold", str(args.threshold),
-           "--mode", "partition", "--linkage", "components", "--no-save-index", "--no-progress"]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    curate_s = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr)
-    peak_mb = int(proc.stderr.rsplit("VmHWM:", 1)[1].split()[0]) / 1024
+    curate_s, peak_mb = run_curate("dedup", str(root), str(out / "dd"), "--threshold", str(args.threshold),
+                                   "--mode", "partition", "--linkage", "components", "--no-save-index",
+                                   "--no-progress")
     report = json.loads((out / "dd" / "report.json").read_text())
 
     # curate's pairs: rows in the same cluster (components at the threshold = the transitive closure of pairs)

@@ -8,12 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.cli_run import run_curate
 from bench.data import image_shards
 
 
@@ -56,19 +55,9 @@ def main() -> None:
     # the rate counts the shards' wall time (summary.json), not the one-off model load
     out = Path(tempfile.mkdtemp(prefix="curate-bench-embed-"))
     try:
-        wrapper = (
-            "import atexit, sys\n"
-            "atexit.register(lambda: print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0],"
-            " file=sys.stderr))\n"
-            "from curate.cli import main\nsys.argv[0] = 'curate'\nmain()\n"
-        )
-        cmd = [sys.executable, "-c", wrapper, "embed", str(root), str(out / "emb"), "--no-progress",
-               "--model", args.model, "--batch-size", str(args.batch_size), "--num-workers", str(args.num_workers)]
-        t = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        wall = time.perf_counter() - t
+        wall, stage_rss = run_curate("embed", str(root), str(out / "emb"), "--no-progress", "--model", args.model,
+                                     "--batch-size", str(args.batch_size), "--num-workers", str(args.num_workers))
         summary = json.loads((out / "emb" / "summary.json").read_text())
-        stage_rss = int(proc.stderr.rsplit("VmHWM:", 1)[1].split()[0]) / 1024
     finally:
         shutil.rmtree(out, ignore_errors=True)
     stage_rate = summary["rows_out"] / summary["seconds"]

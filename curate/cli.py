@@ -76,6 +76,12 @@ def serve(directory: str, port: int, host: str) -> None:
         server.server_close()
 
 
+def _split_exec(opts: dict) -> tuple[dict, dict]:
+    """(stage options, executor keywords) from a command's options."""
+    options = dict(opts)
+    return options, {"engine": options.pop("engine"), "scheduler": options.pop("scheduler")}
+
+
 def _common(fn):  # noqa: ANN001, ANN202 (decorator)
     fn = click.option("--scheduler", default=None, help="--engine dask: a scheduler address (default: a local cluster).")(fn)
     fn = click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
@@ -117,12 +123,10 @@ def download(inputs: tuple[str, ...], output: str, workers: int, overwrite: bool
     from curate.schemas import parse_column_map
     from curate.stages import download as stage
 
-    options = dict(opts)
-    engine, scheduler = options.pop("engine"), options.pop("scheduler")
+    options, ex = _split_exec(opts)
     options["column_map"] = parse_column_map(options.pop("column_map"))
     shards = list_shards(list(inputs))
-    summary = stage.run(shards, output, options, workers=workers, overwrite=overwrite, progress=progress,
-                        engine=engine, scheduler=scheduler)
+    summary = stage.run(shards, output, options, workers=workers, overwrite=overwrite, progress=progress, **ex)
     _echo_summary("download", summary)
 
 
@@ -152,10 +156,8 @@ def embed(images: str, output: str, workers: int, overwrite: bool, progress: boo
     """
     from curate.stages import embed as stage
 
-    options = dict(opts)
-    engine, scheduler = options.pop("engine"), options.pop("scheduler")
-    summary = stage.run(images, output, options, workers=workers, overwrite=overwrite, progress=progress,
-                        engine=engine, scheduler=scheduler)
+    options, ex = _split_exec(opts)
+    summary = stage.run(images, output, options, workers=workers, overwrite=overwrite, progress=progress, **ex)
     _echo_summary("embed", summary)
 
 
@@ -223,10 +225,8 @@ def recaption(dedup_dir: str, output: str, workers: int, overwrite: bool, progre
     """Diversify the captions of DEDUP's samples (a `curate dedup` output) into OUTPUT/captions/{i}.parquet."""
     from curate.stages import recaption as stage
 
-    options = dict(opts, ops=[o.strip() for o in ops.split(",") if o.strip()])
-    engine, scheduler = options.pop("engine"), options.pop("scheduler")
-    report = stage.run(dedup_dir, output, options, workers=workers, overwrite=overwrite, progress=progress,
-                       engine=engine, scheduler=scheduler)
+    options, ex = _split_exec(dict(opts, ops=[o.strip() for o in ops.split(",") if o.strip()]))
+    report = stage.run(dedup_dir, output, options, workers=workers, overwrite=overwrite, progress=progress, **ex)
     same = report["same_image_same_caption_clusters"]
     click.echo(f"recaption: {report['changed']}/{report['samples']} captions changed, {report['targeted']} targeted; "
                f"same-image-same-caption clusters {same['before']} -> {same['after']}; report: {output}/report.html")
@@ -244,10 +244,8 @@ def export_cmd(images: str, output: str, workers: int, overwrite: bool, progress
     """Write training-ready webdataset tars of IMAGES (a `curate download` output) into OUTPUT."""
     from curate.stages import export as stage
 
-    options = dict(opts)
-    engine, scheduler = options.pop("engine"), options.pop("scheduler")
-    summary = stage.run(images, output, options, workers=workers, overwrite=overwrite, progress=progress,
-                        engine=engine, scheduler=scheduler)
+    options, ex = _split_exec(opts)
+    summary = stage.run(images, output, options, workers=workers, overwrite=overwrite, progress=progress, **ex)
     click.echo(f"export: {summary['rows_out']} samples in {summary['shards']} tar(s) under {output}")
 
 

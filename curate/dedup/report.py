@@ -118,14 +118,7 @@ def _write_html(report: dict[str, Any], rows: dict[str, Any], pairs: Pairs, clus
         ("Highest memorisation risk", html.table(["key", "dup_count", "distinct captions", "risk", "caption"],
                                                  risk_rows) if risk_rows else "<p>No sample at risk.</p>"),
     ])
-    _, local = fs.url_to_fs(fs.join(output, "report.html"))
-    tmp = local + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    __import__("os").replace(tmp, local)
+    fs.write_text_atomic(fs.join(output, "report.html"), page)
     for name, data in (("cluster_sizes.png", size_png), ("nearest_similarity.png", nn_png),
                        ("share_removed.png", at_png)):
-        _, p = fs.url_to_fs(fs.join(output, name))
-        with open(p + ".tmp", "wb") as f:
-            f.write(data)
-        __import__("os").replace(p + ".tmp", p)
+        fs.write_bytes_atomic(fs.join(output, name), data)

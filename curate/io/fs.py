@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,38 @@ def write_json_atomic(path: str, obj: Any) -> None:
     else:
         with fsspec.open(path, "wb") as f:
             f.write(data)
+
+
+@contextmanager
+def atomic_local(path: str) -> Iterator[str]:
+    """A temp file beside local `path` to write; renamed onto `path` if the block succeeds, removed if not."""
+    _, p = url_to_fs(path)
+    d = os.path.dirname(p) or "."
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.splitext(p)[1])
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    with atomic_local(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_parquet_atomic(table: Any, path: str) -> None:  # noqa: ANN401 (a pyarrow Table)
+    import pyarrow.parquet as pq
+
+    with atomic_local(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
 
 
 def read_json(path: str) -> Any:

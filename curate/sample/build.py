@@ -9,9 +9,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from curate.io.fs import write_json_atomic
+from curate.io.fs import write_bytes_atomic, write_json_atomic, write_parquet_atomic
 from curate.sample.copies import make_copy
 from curate.sample.photos import Photo, bundled_photos, tuxpaint_stamps
 
@@ -44,13 +43,6 @@ def _jpeg_bytes(img: Any, quality: int = 92) -> bytes:  # noqa: ANN401 (PIL imag
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
-
-
-def _write_bytes(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def build_sample(
@@ -93,7 +85,7 @@ def build_sample(
     for i, photo in enumerate(photos):
         img = photo.load()
         key = f"o{i:04d}"
-        _write_bytes(os.path.join(files_dir, f"{key}.jpg"), _jpeg_bytes(img))
+        write_bytes_atomic(os.path.join(files_dir, f"{key}.jpg"), _jpeg_bytes(img))
         rows.append({"key": key, "url": f"{base}/files/{key}.jpg", "caption": photo.caption,
                      "width": img.width, "height": img.height})
         truth.append({"key": key, "source_key": key, "is_copy": False, "transform": None, "same_caption": True,
@@ -105,14 +97,14 @@ def build_sample(
             ckey = f"c{i:04d}_{j}"
             same = bool(rng.random() < same_caption_share)
             caption = photo.caption if same else str(rng.choice(CAPTION_VARIANTS)).format(c=photo.caption)
-            _write_bytes(os.path.join(files_dir, f"{ckey}.jpg"), _jpeg_bytes(copy))
+            write_bytes_atomic(os.path.join(files_dir, f"{ckey}.jpg"), _jpeg_bytes(copy))
             rows.append({"key": ckey, "url": f"{base}/files/{ckey}.jpg", "caption": caption,
                          "width": copy.width, "height": copy.height})
             truth.append({"key": ckey, "source_key": key, "is_copy": True, "transform": desc, "same_caption": same,
                           "origin": photo.source_id, "expect": "image"})
 
     if bad_rows:
-        _write_bytes(os.path.join(files_dir, "not_an_image.html"), b"<!doctype html><html><body>moved</body></html>")
+        write_bytes_atomic(os.path.join(files_dir, "not_an_image.html"), b"<!doctype html><html><body>moved</body></html>")
         hostile = [
             ("bad_404", f"{base}/files/does_not_exist.jpg", "a photo that is gone (404)"),
             ("bad_html", f"{base}/files/not_an_image.html", "an HTML page where an image should be"),
@@ -130,11 +122,9 @@ def build_sample(
     for s, part in enumerate(np.array_split(np.arange(len(rows)), n_shards)):
         table = pa.Table.from_pylist([rows[i] for i in part], schema=INPUT_SCHEMA)
         path = os.path.join(input_dir, f"{s:05d}.parquet")
-        pq.write_table(table, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        write_parquet_atomic(table, path)
     truth_table = pa.Table.from_pylist(sorted(truth, key=lambda r: r["key"]), schema=TRUTH_SCHEMA)
-    pq.write_table(truth_table, os.path.join(out_dir, "truth.parquet.tmp"))
-    os.replace(os.path.join(out_dir, "truth.parquet.tmp"), os.path.join(out_dir, "truth.parquet"))
+    write_parquet_atomic(truth_table, os.path.join(out_dir, "truth.parquet"))
     summary = {
         "seed": seed,
         "base_url": base,

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curate import __version__
 from curate.errors import CurateError
@@ -160,9 +159,7 @@ def write_report(output: str, report: dict[str, Any], pairs: list[tuple[Any, Any
         ("Distribution", html.image(hist, "top-1 similarity histogram")),
         ("Generations beside their nearest training image", gallery),
     ])
-    with open(os.path.join(output, "report.html.tmp"), "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(os.path.join(output, "report.html.tmp"), os.path.join(output, "report.html"))
+    fs.write_text_atomic(os.path.join(output, "report.html"), page)
 
 
 def _decode(data: bytes) -> Any:  # noqa: ANN401
@@ -210,7 +207,7 @@ def run(model_dir: str, train_dir: str, output: str, options: dict[str, Any]) ->
         "top1_key": [train[r]["key"] for r in rows], "top1_sim": sims.astype(np.float32),
         "top1_is_source": [train[r]["key"] == train[i]["key"] for r, i in zip(rows, picks, strict=True)],
     })
-    pq.write_table(matches, os.path.join(output, "matches.parquet"))
+    fs.write_parquet_atomic(matches, os.path.join(output, "matches.parquet"))
     t = opts["threshold"]
     report = {
         "model": model_dir, "train": train_dir, "embed_model": opts["embed_model"], "threshold": t,
@@ -257,8 +254,8 @@ def run_folder(generated: str, corpus: str, output: str, options: dict[str, Any]
     base_sims, _ = top1(corpus_emb, corpus_emb, exclude_self=True)
     keys = emb.metadata.column("key").to_pylist()
     os.makedirs(output, exist_ok=True)
-    pq.write_table(pa.table({"generation": names, "top1_key": [keys[r] for r in rows],
-                             "top1_sim": sims.astype(np.float32)}), os.path.join(output, "matches.parquet"))
+    fs.write_parquet_atomic(pa.table({"generation": names, "top1_key": [keys[r] for r in rows],
+                                      "top1_sim": sims.astype(np.float32)}), os.path.join(output, "matches.parquet"))
     t = opts["threshold"]
     report = {"generated": generated, "corpus": corpus, "embed_model": spec, "threshold": t,
               "metrics": {"generations": similarity_stats(sims, t),

@@ -203,23 +203,12 @@ def write_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dict
 
 
 def save_index(index: Any, emb: EmbeddingSet, output: str, threshold: float, model: str) -> None:  # noqa: ANN401
-    import os
-    import tempfile
-
     import faiss
 
     folder = fs.join(output, "index")
-    fs.ensure_dir(folder)
-    _, local = fs.url_to_fs(folder)
-    fd, tmp = tempfile.mkstemp(dir=local, suffix=".tmp")
-    os.close(fd)
-    if emb.kind == "bits":
-        faiss.write_index_binary(index, tmp)
-    else:
-        faiss.write_index(index, tmp)
-    os.replace(tmp, os.path.join(local, "index.faiss"))
-    pq.write_table(emb.metadata.select(["key"]), os.path.join(local, "keys.parquet.tmp"))
-    os.replace(os.path.join(local, "keys.parquet.tmp"), os.path.join(local, "keys.parquet"))
+    with fs.atomic_local(fs.join(folder, "index.faiss")) as tmp:
+        (faiss.write_index_binary if emb.kind == "bits" else faiss.write_index)(index, tmp)
+    fs.write_parquet_atomic(emb.metadata.select(["key"]), fs.join(folder, "keys.parquet"))
     fs.write_json_atomic(fs.join(folder, "info.json"), {"dim": emb.dim, "kind": emb.kind, "ntotal": int(index.ntotal),
                                                         "threshold": threshold, "model": model,
                                                         "index": type(index).__name__})
@@ -267,15 +256,9 @@ def run(emb_dir: str, output: str, options: dict[str, Any], *, overwrite: bool =
         check_against(rows, emb, opts["against"], threshold)
     exact_captions = rows.pop("_exact_captions")
     table = pa.table({name: rows[name] for name in ROWS_SCHEMA.names}, schema=ROWS_SCHEMA)
-    work = fs.join(output, "_work")
-    fs.ensure_dir(work)
-    _, local_work = fs.url_to_fs(work)
-    pq.write_table(table, f"{local_work}/rows.parquet.tmp")
-    __import__("os").replace(f"{local_work}/rows.parquet.tmp", f"{local_work}/rows.parquet")
-
+    fs.write_parquet_atomic(table, fs.join(output, "_work", "rows.parquet"))
     clusters = cluster_table(rows, exact_captions)
-    pq.write_table(clusters, f"{local_work}/clusters.parquet.tmp")
-    __import__("os").replace(f"{local_work}/clusters.parquet.tmp", fs.join(output, "clusters.parquet"))
+    fs.write_parquet_atomic(clusters, fs.join(output, "clusters.parquet"))
     if index is not None and opts["save_index"]:
         save_index(index, emb, output, threshold, manifest.get("model", "?"))
         if whitening is not None and not opts["against"]:

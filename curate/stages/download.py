@@ -137,6 +137,9 @@ class _Collector:
     def __call__(self, *args: Any, **kwargs: Any) -> _Collector:  # noqa: ANN401 (img2dataset's writer signature)
         return self
 
+    def reset(self) -> None:
+        self.results = {}
+
     def write(self, img_str: bytes | None, key: str, caption: str | None, meta: dict[str, Any]) -> None:
         with self._lock:
             self.results[int(meta["curate_row"])] = (img_str, meta)
@@ -215,6 +218,8 @@ def download_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> d
              "stage": STAGE, "reason": reason, "detail": detail}
         )
 
+    collector = _Collector()
+    downloader = _make_downloader(opts, collector, scratch)  # once per shard; each chunk reuses it
     pf = open_parquet(shard.input)
     renames = normalize_input(pf.schema_arrow, opts["column_map"], source=shard.input)
     pf.close()
@@ -253,7 +258,7 @@ def download_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> d
                              "source_key": str(rec["key"]) if has_key else None, **extras}
             fetch.append({"url": rec["url"].strip(), "caption": caption, "curate_row": row})
 
-        collector = _Collector()
+        collector.reset()
         if fetch:
             chunk_file = os.path.join(scratch, f"chunk{chunk_no}.feather")
             table = pa.Table.from_pylist(
@@ -261,7 +266,7 @@ def download_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> d
             )
             with pa.OSFile(chunk_file, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table)
-            _make_downloader(opts, collector, scratch).download_shard((chunk_no, chunk_file))
+            downloader.download_shard((chunk_no, chunk_file))
 
         kept: list[dict[str, Any]] = []
         for row in sorted(prepared):

@@ -124,10 +124,7 @@ def run(images: str, output: str, options: dict[str, Any], *, workers: int = 1, 
     if opts["shard_size"] < 1:
         raise CurateError("--shard-size must be at least 1")
     table = plan(opts)
-    fs.ensure_dir(fs.join(output, "_work"))
-    local = fs.url_to_fs(fs.join(output, "_work", "plan.parquet"))[1]
-    pq.write_table(table, local + ".tmp")
-    __import__("os").replace(local + ".tmp", local)
+    fs.write_parquet_atomic(table, fs.join(output, "_work", "plan.parquet"))
     n_out = int(table.column("out_shard").to_numpy().max()) + 1
     units = [f"export:{j}" for j in range(n_out)]
     # the plan is part of the options: new inputs change it, and a changed plan needs --overwrite

@@ -113,17 +113,16 @@ def _global_pass(dedup_dir: str, work: str, vocab_name: str) -> int:
         t = read_table(path, columns=["cluster_id", "caption"])
         for cid, cap in zip(t.column("cluster_id").to_pylist(), t.column("caption").to_pylist(), strict=True):
             n += 1
-            all_captions.append(cap)
+            if vocab_name == "dataset":  # only then are all captions needed at once
+                all_captions.append(cap)
             if cap and cap.strip():
                 per_cluster[cid].setdefault(normalize_caption(cap), cap)
     multi = {c: sorted(v.values()) for c, v in per_cluster.items() if len(v) > 1}
     table = pa.table({"cluster_id": pa.array(list(multi), pa.int64()),
                       "captions": pa.array(list(multi.values()), pa.list_(pa.string()))})
-    _, local = fs.url_to_fs(work)
-    pq.write_table(table, f"{local}/cluster_captions.parquet")
+    fs.write_parquet_atomic(table, fs.join(work, "cluster_captions.parquet"))
     if vocab_name == "dataset":
-        with open(f"{local}/vocab.txt", "w", encoding="utf-8") as f:
-            f.write("\n".join(vocabs.dataset_words(all_captions)))
+        fs.write_text_atomic(fs.join(work, "vocab.txt"), "\n".join(vocabs.dataset_words(all_captions)))
     return n
 
 
@@ -203,8 +202,5 @@ def build_report(output: str, stats: list[dict[str, Any]], opts: dict[str, Any])
                                                           for e in examples])
     page = html.page("curate recaption report", [("Summary", summary), ("Pool entries by operation",
                      html.table(["operation", "entries"], list(op_counts.most_common()))), ("Examples", ex)])
-    _, local = fs.url_to_fs(fs.join(output, "report.html"))
-    with open(local + ".tmp", "w", encoding="utf-8") as f:
-        f.write(page)
-    __import__("os").replace(local + ".tmp", local)
+    fs.write_text_atomic(fs.join(output, "report.html"), page)
     return report
