@@ -32,7 +32,7 @@ class HostileHandler(QuietHandler):
         if self.server.delay:  # type: ignore[attr-defined]
             time.sleep(self.server.delay)  # type: ignore[attr-defined]
         if self.path.startswith("/slow/"):
-            time.sleep(4)
+            time.sleep(8)  # well past the tests' download timeout (3 s), even on a loaded machine
             self.path = "/" + self.path[len("/slow/") :]
         elif self.path.startswith("/redirect/"):
             target = urllib.parse.unquote(self.path[len("/redirect/") :])
