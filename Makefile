@@ -11,6 +11,7 @@ install:
 	@bash scripts/install.sh
 
 test: install
+	@bash scripts/install_chromium.sh
 	$(VENV)/bin/ruff check curate tests scripts
 	$(PY) -m pytest -q -p no:cacheprovider
 

@@ -111,12 +111,19 @@ def load(path: str) -> dict[str, Any]:
 
 
 def run(path: str, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run a pipeline file; returns each stage's summary and seconds."""
+    """Run a pipeline file; returns each stage's summary and seconds. Writes `run.json` and the run report
+    `report.html` under the root, also when a stage fails (with the error)."""
+    from curate.report import run_report
+
     doc = load(path)
     root = str(doc.get("root", "."))
-    os.makedirs(root, exist_ok=True)
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as err:
+        raise CurateError(f"{root}: cannot create the run's root ({err.strerror or err})") from None
     results: dict[str, Any] = {}
     server = None
+    started = time.time()
     try:
         for step in doc["stages"]:
             name, options = next(iter(step.items()))
@@ -132,11 +139,21 @@ def run(path: str, echo: Callable[[str], None] = print) -> dict[str, Any]:
             summary = STAGES[name](root, options)
             results[name] = {"seconds": round(time.time() - start, 2), "summary": summary}
             echo(f"run: {name} done in {time.time() - start:.1f} s")
+    except CurateError as err:
+        _try_report(run_report.write, root, doc, results, started, f"{name}: {err}")
+        raise
     finally:
         if server is not None:
             server.shutdown()
             server.server_close()
-    from curate.io.fs import write_json_atomic
-
-    write_json_atomic(os.path.join(root, "run.json"), {"pipeline": path, "order": list(results), "stages": results})
+    run_report.write(root, doc, results, started)
+    echo(f"run: report at {os.path.join(root, 'report.html')}")
     return results
+
+
+def _try_report(write: Callable[..., Any], *args: Any) -> None:  # noqa: ANN401
+    """The run report of a failed run is a courtesy: a disk that refused the stage may refuse it too."""
+    try:
+        write(*args)
+    except OSError:
+        pass

@@ -32,10 +32,16 @@ stages:
     result = CliRunner().invoke(cli, ["run", str(config)])
     assert result.exit_code == 0, result.output
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["order"] == ["sample", "download", "embed", "dedup"]
-    dl = run["stages"]["download"]["summary"]
-    assert dl["rows_in"] == run["stages"]["sample"]["summary"]["rows"] == dl["rows_out"] + dl["rows_rejected"]
+    assert run["order"] == ["sample", "download", "embed", "dedup"] and run["status"] == "done"
+    by = {s["stage"]: s for s in run["stages"]}
+    dl = by["download"]["summary"]
+    assert dl["rows_in"] == by["sample"]["summary"]["rows"] == dl["rows_out"] + dl["rows_rejected"]
     assert dl["rows_rejected"] == 4  # the hostile rows
+    flow = by["download"]["flow"]
+    assert flow["left_total"] == 4 and flow["left"] == dl["reasons"]
+    assert by["embed"]["flow"]["rows_in"] == flow["rows_out"]
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert 'href="dedup/report.html"' in page and "unsupported_scheme" in page
     stats = sorted((tmp_path / "run" / "images" / "_stats").glob("*.json"))
     before = [p.stat().st_mtime_ns for p in stats]
     assert CliRunner().invoke(cli, ["run", str(config)]).exit_code == 0

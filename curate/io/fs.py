@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -81,9 +82,20 @@ def commit_file(local_tmp: str, final: str) -> None:
         os.unlink(local_tmp)
 
 
+def _finite(obj: Any) -> Any:  # noqa: ANN401
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: str, obj: Any) -> None:
-    """Write JSON via a temp file and a rename, so readers never see half a file."""
-    data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8")
+    """Write JSON via a temp file and a rename, so readers never see half a file. NaN and infinities become
+    null: they are not JSON, and browsers' and most languages' parsers reject them."""
+    data = json.dumps(_finite(obj), indent=2, sort_keys=True, default=str, allow_nan=False).encode("utf-8")
     if is_local(path):
         _, p = url_to_fs(path)
         d = os.path.dirname(p) or "."

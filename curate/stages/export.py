@@ -50,23 +50,29 @@ def _table_by_key(folder: str | None, sub: str, columns: list[str]) -> dict[str,
     return out
 
 
-def plan(opts: dict[str, Any]) -> pa.Table:
-    """(key, source parquet, output shard) for every sample to export, in input order."""
+def plan(opts: dict[str, Any]) -> tuple[pa.Table, dict[str, int], int]:
+    """(key, source parquet, output shard) for every sample to export, in input order; the counts of image
+    rows left out, by reason; and the number of image rows read."""
     root = fs.join(opts["images"], "images") if fs.exists(fs.join(opts["images"], "images")) else opts["images"]
     dedup = _table_by_key(opts["dedup"], "samples", ["key", "keep"])
     keys, sources = [], []
+    excluded: dict[str, int] = defaultdict(int)
+    seen = 0
     for path in fs.list_shards(root):
         for key in read_table(path, columns=["key"]).column("key").to_pylist():
+            seen += 1
             if opts["dedup"] and key not in dedup:
-                continue  # dropped by dedup --action drop (listed in its drops/)
+                excluded["dropped_by_dedup"] += 1  # dedup --action drop lists it in its drops/
+                continue
             if dedup and not dedup[key]["keep"] and not opts["include_duplicates"]:
+                excluded["duplicate_not_kept"] += 1  # dedup kept another member of its cluster
                 continue
             keys.append(key)
             sources.append(path)
     if not keys:
         raise CurateError(f"{opts['images']}: nothing to export")
     out = [i // opts["shard_size"] for i in range(len(keys))]
-    return pa.table({"key": keys, "source": sources, "out_shard": out})
+    return pa.table({"key": keys, "source": sources, "out_shard": out}), dict(sorted(excluded.items())), seen
 
 
 @functools.cache
@@ -123,7 +129,7 @@ def run(images: str, output: str, options: dict[str, Any], *, workers: int = 1, 
     opts = merge_options(STAGE, DEFAULT_OPTIONS, {**options, "images": images})
     if opts["shard_size"] < 1:
         raise CurateError("--shard-size must be at least 1")
-    table = plan(opts)
+    table, excluded, image_rows = plan(opts)
     fs.write_parquet_atomic(table, fs.join(output, "_work", "plan.parquet"))
     n_out = int(table.column("out_shard").to_numpy().max()) + 1
     units = [f"export:{j}" for j in range(n_out)]
@@ -131,6 +137,6 @@ def run(images: str, output: str, options: dict[str, Any], *, workers: int = 1, 
     digest = hashlib.sha256("\n".join(table.column("key").to_pylist()).encode()).hexdigest()
     stats = run_stage(STAGE, export_shard, units, output, {**opts, "plan": digest}, workers=workers, overwrite=overwrite,
                       progress=progress, rows_total=table.num_rows, engine=engine, scheduler=scheduler)
-    summary = summarize(stats)
+    summary = {**summarize(stats), "image_rows": image_rows, "excluded": excluded}
     fs.write_json_atomic(fs.join(output, "summary.json"), summary)
     return summary

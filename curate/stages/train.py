@@ -127,6 +127,23 @@ def save_pipeline(components: dict[str, Any], path: str) -> None:
     os.replace(tmp, path)
 
 
+def _truncate_log(path: str, last_step: int) -> None:
+    """Keep the log lines of steps <= last_step (a killed run may have logged steps past its checkpoint)."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = [ln for ln in f if ln.strip()]
+    keep = []
+    for ln in lines:
+        try:
+            if json.loads(ln)["step"] <= last_step:
+                keep.append(ln)
+        except (ValueError, KeyError):
+            break  # a torn last line
+    if len(keep) != len(lines):
+        fs.write_text_atomic(path, "".join(keep))
+
+
 def sampling_weights(keys: list[str], opts: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """(weights, duplicated mask): the duplication simulation of the reference experiments, seeded by key."""
     from curate.captions.ops import rng_for
@@ -181,6 +198,10 @@ def run(train_dir: str, output: str, options: dict[str, Any], *, progress: bool 
                                              map_location="cpu"))
         start = resumed[0]
     unet.to(device).train()
+    log_path = os.path.join(output, "train.log.jsonl")
+    applied_total: dict[str, int] = dict(prev.get("mitigations_applied", {})) if resumed is not None else {}
+    loss_value = float(prev.get("loss", "nan")) if resumed is not None else float("nan")
+    _truncate_log(log_path, start)  # steps after the checkpoint are redone, and logged once
     comp["unet"] = unet
 
     pixels = torch.from_numpy(images)
@@ -189,11 +210,8 @@ def run(train_dir: str, output: str, options: dict[str, Any], *, progress: bool 
             moments = torch.cat([vae.encode(pixels[i : i + 32].to(device)).latent_dist.parameters.cpu()
                                  for i in range(0, len(pixels), 32)])
         scaling = getattr(vae.config, "scaling_factor", 0.18215)
-    log_path = os.path.join(output, "train.log.jsonl")
-    applied_total: dict[str, int] = {}
     bar = tqdm(total=opts["steps"], initial=start, desc="train", unit="step", disable=not progress, file=sys.stderr)
     t0 = time.time()
-    loss_value = float("nan")
     for step in range(start + 1, opts["steps"] + 1):
         g = torch.Generator().manual_seed(opts["seed"] * 1_000_003 + step)
         idx = torch.multinomial(torch.from_numpy(weights), opts["batch_size"], replacement=True, generator=g)
@@ -234,7 +252,8 @@ def run(train_dir: str, output: str, options: dict[str, Any], *, progress: bool 
         bar.set_postfix(loss=f"{loss_value:.4f}")
         bar.update(1)
         if step % opts["checkpoint_every"] == 0 or step == opts["steps"]:
-            _save_checkpoint(output, step, unet, optimizer, {"options": opts, "loss": loss_value})
+            _save_checkpoint(output, step, unet, optimizer, {"options": opts, "loss": loss_value,
+                                                                 "mitigations_applied": dict(applied_total)})
     bar.close()
     if vae is None:
         from curate.diffusion import pixel
