@@ -353,6 +353,11 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted; finished shards are kept, rerun to resume", err=True)
         sys.exit(130)
+    except OSError as err:  # a full disk, a read-only or vanished folder, a permission: one line, not a traceback
+        where = f"{err.filename}: " if err.filename else ""
+        what = err.strerror or str(err).splitlines()[0]
+        click.echo(f"Error: {where}{what} (finished shards are kept; fix this and rerun to resume)", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

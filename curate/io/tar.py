@@ -27,9 +27,40 @@ class SampleTarWriter:
                 sample[ext] = value.encode("utf-8")
             else:
                 sample[ext] = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
-        self._tar.write(sample)
+        try:
+            self._tar.write(sample)
+        except BaseException:
+            self.abort()
+            raise
         self.count += 1
 
     def close(self) -> None:
-        self._tar.close()
+        try:
+            self._tar.close()
+        except BaseException:
+            self.abort()
+            raise
         self._file.close()
+
+    def abort(self) -> None:
+        """Drop a tar that failed mid-write (e.g. a full disk): close the file without the tar trailer, so
+        nothing tries to finish it later (tarfile's __del__ would, and print a traceback)."""
+        tar = getattr(self._tar, "tarstream", None)
+        if tar is not None:
+            tar.closed = True
+            stream = getattr(tar, "fileobj", None)
+            if stream is not None and hasattr(stream, "closed"):
+                stream.closed = True  # tarfile's _Stream finishes itself in __del__ unless marked closed
+        try:
+            self._file.close()
+        except OSError:
+            pass  # the bytes it could not flush belong to a tar that is being dropped
+
+    def __enter__(self) -> SampleTarWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

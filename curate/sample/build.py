@@ -92,10 +92,13 @@ def build_sample(
                       "origin": photo.source_id, "expect": "image"})
         if rng.random() >= copy_share:
             continue
+        # per duplicated photo, as on the web: either every copy carries the original caption (the case the
+        # research finds riskiest) or each copy has its own variant of it
+        same_cluster = bool(rng.random() < same_caption_share)
         for j in range(int(rng.integers(1, max_copies + 1))):
             copy, desc = make_copy(img, rng)
             ckey = f"c{i:04d}_{j}"
-            same = bool(rng.random() < same_caption_share)
+            same = same_cluster
             caption = photo.caption if same else str(rng.choice(CAPTION_VARIANTS)).format(c=photo.caption)
             write_bytes_atomic(os.path.join(files_dir, f"{ckey}.jpg"), _jpeg_bytes(copy))
             rows.append({"key": ckey, "url": f"{base}/files/{ckey}.jpg", "caption": caption,

@@ -37,7 +37,10 @@ def _overlay_text(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Ima
     import augly.image as A
 
     x, y = rng.uniform(0.0, 0.5, size=2)
-    return A.overlay_text(img, x_pos=float(x), y_pos=float(y), font_size=0.12), f"overlay_text({x:.2f},{y:.2f})"
+    # AugLy's default text is drawn from the unseeded `random` module at import: pick the characters here
+    text = [int(c) for c in rng.integers(1, 1000, size=5)]
+    return (A.overlay_text(img, text=text, x_pos=float(x), y_pos=float(y), font_size=0.12),
+            f"overlay_text({x:.2f},{y:.2f})")
 
 
 def _overlay_emoji(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, str]:

@@ -11,6 +11,7 @@ folder of images against any `curate embed` output instead.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 from typing import Any
@@ -170,6 +171,21 @@ def _decode(data: bytes) -> Any:  # noqa: ANN401
     return to_rgb(Image.open(io.BytesIO(data)))
 
 
+def _fingerprint(model_dir: str, train_dir: str, opts: dict[str, Any]) -> str:
+    """What an audit's result depends on: the model's weights, the training shards' sidecars, the options."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(opts, sort_keys=True, default=str).encode())
+    for folder, ends in ((model_dir, (".safetensors", ".json")), (train_dir, (".parquet",))):
+        for base, _, files in sorted(os.walk(folder)):
+            for name in sorted(files):
+                if name.endswith(ends) and not name.startswith("."):
+                    h.update(name.encode())
+                    with open(os.path.join(base, name), "rb") as f:
+                        h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()
+
+
 def run(model_dir: str, train_dir: str, output: str, options: dict[str, Any]) -> dict[str, Any]:
     """Generate for training captions with the model in `model_dir` and score replication against `train_dir`."""
     from curate.executor import merge_options
@@ -179,6 +195,12 @@ def run(model_dir: str, train_dir: str, output: str, options: dict[str, Any]) ->
     if opts["mitigation"] not in ("none", "gni", "rt", "cwr", "rna"):
         raise CurateError("--mitigation: none, gni, rt, cwr or rna")
     os.makedirs(output, exist_ok=True)
+    fingerprint = _fingerprint(model_dir, train_dir, opts)
+    done = os.path.join(output, "report.json")
+    if os.path.exists(done):
+        prev = fs.read_json(done)
+        if prev.get("fingerprint") == fingerprint:
+            return prev  # the same model, training set and options were audited already
     train = load_training(train_dir)
     model = load_image_model(opts["embed_model"])
     train_imgs = [_decode(s["jpg"]) for s in train]
@@ -216,7 +238,7 @@ def run(model_dir: str, train_dir: str, output: str, options: dict[str, Any]) ->
                     "generations_of_duplicated": similarity_stats(sims[is_dup], t),
                     "generations_of_unique": similarity_stats(sims[~is_dup], t),
                     "train_vs_train_baseline": similarity_stats(base_sims, t)},
-        "curate_version": __version__, "_sims": sims.tolist(),
+        "curate_version": __version__, "_sims": sims.tolist(), "fingerprint": fingerprint,
     }
     write_report(output, report, [(g, train_imgs[r], p) for g, r, p in zip(generations, rows, prompts, strict=True)])
     report.pop("_sims")

@@ -57,10 +57,14 @@ def plan(opts: dict[str, Any]) -> tuple[pa.Table, dict[str, int], int]:
     dedup = _table_by_key(opts["dedup"], "samples", ["key", "keep"])
     keys, sources = [], []
     excluded: dict[str, int] = defaultdict(int)
+    planned: set[str] = set()
     seen = 0
     for path in fs.list_shards(root):
         for key in read_table(path, columns=["key"]).column("key").to_pylist():
             seen += 1
+            if key in planned:  # the same key in two input shards: tars need unique keys, the first one wins
+                excluded["duplicate_key"] += 1
+                continue
             if opts["dedup"] and key not in dedup:
                 excluded["dropped_by_dedup"] += 1  # dedup --action drop lists it in its drops/
                 continue
@@ -68,6 +72,7 @@ def plan(opts: dict[str, Any]) -> tuple[pa.Table, dict[str, int], int]:
                 excluded["duplicate_not_kept"] += 1  # dedup kept another member of its cluster
                 continue
             keys.append(key)
+            planned.add(key)
             sources.append(path)
     if not keys:
         raise CurateError(f"{opts['images']}: nothing to export")
@@ -86,38 +91,37 @@ def export_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dic
     plan_table = pq.read_table(fs.url_to_fs(fs.join(shard.output_root, "_work", "plan.parquet"))[1],
                                filters=[("out_shard", "=", j)])
     wanted = plan_table.column("key").to_pylist()
-    order = {k: i for i, k in enumerate(wanted)}
     dedup, captions = _joined(options["dedup"], options["captions"])
     found: dict[str, tuple[dict[str, Any], bytes | None]] = {}
-    for source in dict.fromkeys(plan_table.column("source").to_pylist()):
+    planned_source = dict(zip(wanted, plan_table.column("source").to_pylist(), strict=True))
+    for source in dict.fromkeys(planned_source.values()):
         for meta, data in iter_image_samples(source):
-            if meta["key"] in order:
+            if planned_source.get(meta["key"]) == source and meta["key"] not in found:
                 found[meta["key"]] = (meta, data)
-    tar = SampleTarWriter(out.path(f"{shard.name}.tar"))
-    rows = []
-    missing = defaultdict(int)
-    for key in wanted:
-        meta, data = found.get(key, (None, None))
-        if meta is None or data is None:
-            missing["missing_image"] += 1
-            continue
-        safe = sanitize_key(key)
-        d, c = dedup.get(key, {}), captions.get(key, {})
-        caption = c.get("caption", meta.get("caption"))
-        pool = c.get("captions") or ([caption] if caption else [])
-        info = {
-            "key": safe, "caption": caption, "captions": pool, "caption_ops": c.get("ops") or ["original"] * len(pool),
-            "dup_count": d.get("dup_count", 1), "cluster_id": d.get("cluster_id"),
-            "memorization_risk": d.get("memorization_risk", 0.0), "keep": d.get("keep", True),
-            "metadata": {k: v for k, v in meta.items() if k not in ("exif",)},
-        }
-        tar.write(safe, {"jpg": data, "txt": caption or "", "json": info})
-        rows.append({"key": safe, "caption": caption, "captions": pool, "dup_count": info["dup_count"],
-                     "cluster_id": info["cluster_id"], "memorization_risk": info["memorization_risk"],
-                     "keep": info["keep"], "source_shard": meta.get("shard") if isinstance(meta.get("shard"), str)
-                     else str(meta.get("shard", "")), "url": meta.get("url"), "width": meta.get("width"),
-                     "height": meta.get("height")})
-    tar.close()
+    with SampleTarWriter(out.path(f"{shard.name}.tar")) as tar:
+        rows = []
+        missing = defaultdict(int)
+        for key in wanted:
+            meta, data = found.get(key, (None, None))
+            if meta is None or data is None:
+                missing["missing_image"] += 1
+                continue
+            safe = sanitize_key(key)
+            d, c = dedup.get(key, {}), captions.get(key, {})
+            caption = c.get("caption", meta.get("caption"))
+            pool = c.get("captions") or ([caption] if caption else [])
+            info = {
+                "key": safe, "caption": caption, "captions": pool, "caption_ops": c.get("ops") or ["original"] * len(pool),
+                "dup_count": d.get("dup_count", 1), "cluster_id": d.get("cluster_id"),
+                "memorization_risk": d.get("memorization_risk", 0.0), "keep": d.get("keep", True),
+                "metadata": {k: v for k, v in meta.items() if k not in ("exif",)},
+            }
+            tar.write(safe, {"jpg": data, "txt": caption or "", "json": info})
+            rows.append({"key": safe, "caption": caption, "captions": pool, "dup_count": info["dup_count"],
+                         "cluster_id": info["cluster_id"], "memorization_risk": info["memorization_risk"],
+                         "keep": info["keep"], "source_shard": meta.get("shard") if isinstance(meta.get("shard"), str)
+                         else str(meta.get("shard", "")), "url": meta.get("url"), "width": meta.get("width"),
+                         "height": meta.get("height")})
     write_table(pa.Table.from_pylist(rows, schema=SIDECAR_SCHEMA), out.path(f"{shard.name}.parquet"))
     return {"rows_in": len(wanted), "rows_out": len(rows), "rows_rejected": sum(missing.values()),
             "reasons": dict(missing)}

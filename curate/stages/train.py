@@ -193,6 +193,8 @@ def run(train_dir: str, output: str, options: dict[str, Any], *, progress: bool 
         from diffusers import UNet2DConditionModel
 
         unet = UNet2DConditionModel.from_pretrained(os.path.join(resumed[1], "unet"), use_safetensors=True)
+        if "_name_or_path" in unet.config:  # diffusers records where it loaded from: not part of the model
+            unet._internal_dict = type(unet.config)({k: v for k, v in unet.config.items() if k != "_name_or_path"})
         optimizer = torch.optim.AdamW(unet.parameters(), lr=opts["lr"])
         optimizer.load_state_dict(torch.load(os.path.join(resumed[1], "optimizer.pt"), weights_only=True,
                                              map_location="cpu"))
