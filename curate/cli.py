@@ -189,7 +189,12 @@ def embed(images: str, output: str, workers: int, overwrite: bool, progress: boo
 @click.option("--images", default=None, help="The `curate download` output, for the report's image gallery.")
 @click.option("--overwrite", is_flag=True, help="Recompute even when a report with these options exists.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def dedup(embeddings: str, output: str, images: str | None, overwrite: bool, progress: bool, **opts: object) -> None:
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="dask: one Dask task per k-means partition (SemDeDup plan; float embeddings).")
+@click.option("--scheduler", default=None, help="--engine dask: a scheduler address (default: a local cluster).")
+@click.option("--workers", default=1, show_default=True, help="--engine dask without --scheduler: local workers.")
+def dedup(embeddings: str, output: str, images: str | None, overwrite: bool, progress: bool, engine: str,
+          scheduler: str | None, workers: int, **opts: object) -> None:
     """Find near-duplicate clusters in EMBEDDINGS (a `curate embed` output), count them, write OUTPUT.
 
     Writes samples/{i}.parquet (cluster_id, dup_count, keep, memorization_risk, ...), drops/ with --action drop,
@@ -197,7 +202,8 @@ def dedup(embeddings: str, output: str, images: str | None, overwrite: bool, pro
     """
     from curate.stages import dedup as stage
 
-    report = stage.run(embeddings, output, dict(opts), overwrite=overwrite, progress=progress, images=images)
+    report = stage.run(embeddings, output, dict(opts), overwrite=overwrite, progress=progress, images=images,
+                       engine=engine, scheduler=scheduler, workers=workers)
     click.echo(f"dedup: {report['samples']} samples, {report['duplicate_clusters']} duplicate clusters, "
                f"{report['duplicates_marked']} marked ({100 * report['share_removed']:.1f}%), "
                f"{report['same_image_same_caption']['clusters']} same-image-same-caption clusters; "

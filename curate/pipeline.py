@@ -54,7 +54,6 @@ def _stage_dedup(root: str, o: dict[str, Any]) -> dict[str, Any]:
 
     images = _path(root, o.pop("images", None))
     ex = _exec(o)
-    ex.pop("workers", None), ex.pop("engine", None), ex.pop("scheduler", None)
     return dedup.run(_path(root, o.pop("embeddings")), _path(root, o.pop("output")), o, images=images, **ex)
 
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import faiss
@@ -66,15 +67,11 @@ def knn_pairs(emb: EmbeddingSet, index: faiss.Index, k: int, threshold: float, b
     return Pairs(i, j, s, nn, nn_sim)
 
 
-def partition_pairs(emb: EmbeddingSet, threshold: float, nlist: int = 0, n_assign: int = 2,
-                    train_per_centroid: int = 100, seed: int = 0, row_block: int = 4096) -> Pairs:
-    """SemDeDup-style exact pairs inside k-means partitions (rows near a border sit in `n_assign` partitions).
-
-    Memory: the float16 vectors, a k-means sample of `train_per_centroid` rows per centroid (at least 20k),
-    one partition block at a time, and the pairs found as 12 bytes each (pair code + similarity).
-    """
+def partitions(emb: EmbeddingSet, nlist: int = 0, n_assign: int = 2, train_per_centroid: int = 100,
+               seed: int = 0) -> list[np.ndarray]:
+    """SemDeDup's plan: spherical k-means on a sample, every row assigned (shard by shard) to its `n_assign`
+    nearest centroids; returns the sorted global rows of each partition with at least 2 members."""
     n = emb.n
-    vectors = emb.load_all(np.float16)  # the one full copy: float16, N x d
     nlist = nlist or max(1, int(np.sqrt(n)))
     nlist = min(nlist, max(1, n // 39))
     km = faiss.Kmeans(emb.dim, nlist, niter=10, spherical=True, seed=seed, verbose=False)
@@ -91,30 +88,53 @@ def partition_pairs(emb: EmbeddingSet, threshold: float, nlist: int = 0, n_assig
     del order
     bounds = np.flatnonzero(np.diff(part_of)) + 1
     del part_of
+    return [np.sort(m) for m in np.split(rows_of, bounds) if len(m) >= 2]
+
+
+@dataclass
+class PartitionResult:
+    """One partition's thresholded pairs (as codes i * n + j, i < j) and its rows' best match inside it."""
+
+    codes: np.ndarray
+    sims: np.ndarray
+    rows: np.ndarray
+    nn: np.ndarray
+    nn_sim: np.ndarray
+
+
+def partition_block(x: np.ndarray, members: np.ndarray, n: int, threshold: float,
+                    row_block: int = 4096) -> PartitionResult:
+    """Dense similarities inside one partition: `x` holds the float32 vectors of the sorted global rows
+    `members`. A pure function of its inputs, so a Dask task computes exactly what the local loop does."""
+    codes, ss = [], []
+    nn = np.full(len(members), -1, np.int64)
+    nn_sim = np.full(len(members), -np.inf, np.float32)
+    for r0 in range(0, len(members), row_block):
+        sims = x[r0 : r0 + row_block] @ x.T
+        local = np.arange(r0, r0 + len(sims))
+        sims[np.arange(len(sims)), local] = -np.inf  # not itself
+        best = sims.argmax(axis=1)
+        nn[local] = members[best]
+        nn_sim[local] = sims[np.arange(len(sims)), best]
+        r, c = np.nonzero(sims >= threshold)
+        keep = c > local[r]  # members are sorted, so c > r means j > i
+        r, c = r[keep], c[keep]
+        codes.append(members[local[r]] * n + members[c])
+        ss.append(sims[r, c])
+    return PartitionResult(np.concatenate(codes), np.concatenate(ss).astype(np.float32), members, nn, nn_sim)
+
+
+def merge_partitions(results: Iterable[PartitionResult], n: int) -> Pairs:
+    """The global pair list (each pair once) and each row's best match over all its partitions."""
     nn = np.full(n, -1, np.int64)
     nn_sim = np.full(n, -np.inf, np.float32)
     codes, ss = [], []
-    for members in np.split(rows_of, bounds):
-        if len(members) < 2:
-            continue
-        members = np.sort(members)  # so that c > r below means j > i
-        x = vectors[members].astype(np.float32)
-        for r0 in range(0, len(members), row_block):
-            sims = x[r0 : r0 + row_block] @ x.T
-            local = np.arange(r0, r0 + len(sims))
-            sims[np.arange(len(sims)), local] = -np.inf  # not itself
-            best = sims.argmax(axis=1)
-            best_sim = sims[np.arange(len(sims)), best]
-            g = members[local]
-            better = best_sim > nn_sim[g]
-            nn[g[better]] = members[best[better]]
-            nn_sim[g[better]] = best_sim[better]
-            r, c = np.nonzero(sims >= threshold)
-            keep = c > local[r]
-            r, c = r[keep], c[keep]
-            codes.append(g[r] * n + members[c])
-            ss.append(sims[r, c])
-    del vectors
+    for res in results:
+        better = res.nn_sim > nn_sim[res.rows]
+        nn[res.rows[better]] = res.nn[better]
+        nn_sim[res.rows[better]] = res.nn_sim[better]
+        codes.append(res.codes)
+        ss.append(res.sims)
     code = np.concatenate(codes) if codes else np.zeros(0, np.int64)
     del codes
     sim = np.concatenate(ss) if ss else np.zeros(0, np.float32)
@@ -122,3 +142,45 @@ def partition_pairs(emb: EmbeddingSet, threshold: float, nlist: int = 0, n_assig
     code, first = np.unique(code, return_index=True)
     sim = sim[first]
     return Pairs(code // n, code % n, sim.astype(np.float32), nn, nn_sim)
+
+
+def partition_pairs(emb: EmbeddingSet, threshold: float, nlist: int = 0, n_assign: int = 2,
+                    train_per_centroid: int = 100, seed: int = 0, row_block: int = 4096) -> Pairs:
+    """SemDeDup-style exact pairs inside k-means partitions (rows near a border sit in `n_assign` partitions).
+
+    Memory: the float16 vectors, a k-means sample of `train_per_centroid` rows per centroid (at least 20k),
+    one partition block at a time, and the pairs found as 12 bytes each (pair code + similarity).
+    """
+    parts = partitions(emb, nlist, n_assign, train_per_centroid, seed)
+    vectors = emb.load_all(np.float16)  # the one full copy: float16, N x d
+
+    def blocks() -> Iterator[PartitionResult]:
+        for members in parts:
+            yield partition_block(vectors[members].astype(np.float32), members, emb.n, threshold, row_block)
+
+    return merge_partitions(blocks(), emb.n)
+
+
+def _partition_task(emb: EmbeddingSet, index: int, members: np.ndarray, threshold: float) -> tuple[int, PartitionResult]:
+    """One Dask task: read the partition's rows from the shared embedding shards, then `partition_block`.
+    Rounded through float16 like the local engine's in-memory copy, so both give the same pairs."""
+    x = emb.gather(members).astype(np.float16).astype(np.float32)
+    return index, partition_block(x, members, emb.n, threshold)
+
+
+def partition_pairs_dask(emb: EmbeddingSet, threshold: float, nlist: int = 0, n_assign: int = 2, seed: int = 0,
+                         scheduler: str | None = None, workers: int = 1) -> Pairs:
+    """The same pairs as `partition_pairs`, with one Dask task per partition (k-means and the assignment run
+    here: they read the vectors once, shard by shard); embeddings must be readable from every worker."""
+    import dataclasses
+
+    import pyarrow as pa
+
+    from curate.engines.dask import map_tasks
+
+    parts = partitions(emb, nlist, n_assign, seed=seed)
+    light = dataclasses.replace(emb, metadata=pa.table({}))  # tasks need paths and offsets, not the metadata
+    calls = [(light, i, members, threshold) for i, members in enumerate(parts)]
+    keys = [f"curate-dedup-partition-{i:06d}" for i in range(len(parts))]
+    done = dict(map_tasks(_partition_task, calls, keys, scheduler, workers))
+    return merge_partitions((done[i] for i in range(len(parts))), emb.n)

@@ -32,13 +32,19 @@ def _client(scheduler: str | None, workers: int) -> tuple[Any, Any]:  # noqa: AN
 
 def map_shards(func: Callable[..., dict[str, Any]], calls: list[tuple], scheduler: str | None,
                workers: int) -> Iterator[dict[str, Any]]:
-    """Run func(*args) for each args tuple as Dask tasks; yield results as they complete."""
+    """Run func(*args) for each args tuple (stage, fn, shard, ...) as Dask tasks; yield results as they complete."""
+    yield from map_tasks(func, calls, [f"curate-{args[0]}-{args[2].name}" for args in calls], scheduler, workers)
+
+
+def map_tasks(func: Callable[..., Any], calls: list[tuple], keys: list[str], scheduler: str | None,
+              workers: int) -> Iterator[Any]:
+    """Run func(*args) for each args tuple as a Dask task named by `keys`; yield results as they complete.
+    A task lost with its worker is rerun by Dask on another worker (up to its allowed failures)."""
     from distributed import as_completed
 
     client, cluster = _client(scheduler, workers)
     try:
-        futures = [client.submit(func, *args, pure=False, key=f"curate-{args[0]}-{args[2].name}")
-                   for args in calls]
+        futures = [client.submit(func, *args, pure=False, key=key) for args, key in zip(calls, keys, strict=True)]
         for fut in as_completed(futures):
             yield fut.result()
     finally:

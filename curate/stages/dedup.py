@@ -20,7 +20,7 @@ from curate import __version__
 from curate.dedup import count
 from curate.dedup import index as idx
 from curate.dedup.link import link
-from curate.dedup.pairs import Pairs, knn_pairs, partition_pairs
+from curate.dedup.pairs import Pairs, knn_pairs, partition_pairs, partition_pairs_dask
 from curate.dedup.vectors import EmbeddingSet, open_embeddings
 from curate.errors import CurateError
 from curate.executor import Shard, ShardOutput, merge_options, run_stage
@@ -77,15 +77,28 @@ def default_threshold(kind: str, model: str = "") -> float:
     return 0.92
 
 
-def find_pairs(emb: EmbeddingSet, opts: dict[str, Any], floor: float) -> tuple[Pairs, Any]:
-    """Candidate pairs at similarity >= floor, and the FAISS index when one was built."""
+def find_pairs(emb: EmbeddingSet, opts: dict[str, Any], floor: float, engine: str = "local",
+               scheduler: str | None = None, workers: int = 1) -> tuple[Pairs, Any]:
+    """Candidate pairs at similarity >= floor, and the FAISS index when one was built. On `engine="dask"`
+    float embeddings use the partition (SemDeDup) plan, one Dask task per partition."""
     mode = opts["mode"]
     if mode == "auto":
-        mode = "knn" if emb.kind == "bits" or emb.n <= 200_000 else "partition"
+        if emb.kind == "bits":
+            mode = "knn"
+        else:
+            mode = "partition" if engine == "dask" or emb.n > 200_000 else "knn"
+    if engine not in ("local", "dask"):
+        raise CurateError(f"unknown engine {engine!r}: local or dask")
+    if engine == "dask" and mode != "partition":
+        raise CurateError("--engine dask runs dedup as partitions: float embeddings and --mode partition (or auto)")
     if mode == "partition":
         if emb.kind == "bits":
             raise CurateError("--mode partition needs float embeddings; hashes use the binary index (knn)")
-        pairs = partition_pairs(emb, floor, nlist=opts["nlist"], n_assign=opts["n_assign"], seed=opts["seed"])
+        if engine == "dask":
+            pairs = partition_pairs_dask(emb, floor, nlist=opts["nlist"], n_assign=opts["n_assign"],
+                                         seed=opts["seed"], scheduler=scheduler, workers=workers)
+        else:
+            pairs = partition_pairs(emb, floor, nlist=opts["nlist"], n_assign=opts["n_assign"], seed=opts["seed"])
         index = idx.build(emb, _index_spec(opts)) if opts["save_index"] else None
         return pairs, index
     index = idx.build(emb, _index_spec(opts))
@@ -215,7 +228,8 @@ def save_index(index: Any, emb: EmbeddingSet, output: str, threshold: float, mod
 
 
 def run(emb_dir: str, output: str, options: dict[str, Any], *, overwrite: bool = False, progress: bool = True,
-        images: str | None = None) -> dict[str, Any]:
+        images: str | None = None, engine: str = "local", scheduler: str | None = None,
+        workers: int = 1) -> dict[str, Any]:
     opts = merge_options(STAGE, DEFAULT_OPTIONS, options)
     emb = open_embeddings(emb_dir)
     manifest = fs.read_json(fs.join(emb_dir, "manifest.json"))
@@ -250,7 +264,7 @@ def run(emb_dir: str, output: str, options: dict[str, Any], *, overwrite: bool =
             return fs.read_json(report_path)  # done with these options: nothing to redo
     fs.ensure_dir(output)
 
-    pairs, index = find_pairs(emb, opts, floor)
+    pairs, index = find_pairs(emb, opts, floor, engine, scheduler, workers)
     rows = cluster(emb, pairs, opts, threshold)
     if opts["against"]:
         check_against(rows, emb, opts["against"], threshold)
