@@ -1,0 +1,74 @@
+"""The Dask engine's overhead against the local engine, same input, same run (issue 7).
+
+embed: the same image shards embedded by the local engine (one process) and by a LocalCluster with one
+single-threaded worker, so the ratio is the engine's cost (task scheduling, worker start, model load in the
+worker), not extra parallelism. dedup: the same synthetic embeddings, partition mode, local vs one task per
+partition. `python -m bench.dask_overhead --images 512 --vectors 200000` prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from bench.data import image_shards
+
+
+def timed(fn, *args, **kwargs) -> float:  # noqa: ANN001
+    t = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--shards", type=int, default=8)
+    ap.add_argument("--vectors", type=int, default=200_000)
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--data", default="bench/.data")
+    args = ap.parse_args()
+
+    import distributed
+
+    from bench.dedup import make_vectors
+    from curate.stages import dedup, embed
+
+    images = image_shards(Path(args.data) / f"jpegs-{args.images}-{args.shards}", args.images, shards=args.shards)
+    tmp = Path(tempfile.mkdtemp(prefix="curate-bench-dask-"))
+    cluster = distributed.LocalCluster(host="127.0.0.1", dashboard_address=None, n_workers=1, threads_per_worker=1,
+                                       processes=True)
+    try:
+        opts = {"model": "effnet-lite0", "num_workers": 1}
+        embed_local = timed(embed.run, str(images), str(tmp / "emb_local"), opts, progress=False)
+        embed_dask = timed(embed.run, str(images), str(tmp / "emb_dask"), opts, progress=False, engine="dask",
+                           scheduler=cluster.scheduler_address)
+
+        make_vectors(tmp / "vec", args.vectors, args.dim)
+        dopts = {"mode": "partition", "threshold": 0.95, "save_index": False}
+        dedup_local = timed(dedup.run, str(tmp / "vec"), str(tmp / "dd_local"), dopts, progress=False)
+        dedup_dask = timed(dedup.run, str(tmp / "vec"), str(tmp / "dd_dask"), dopts, progress=False, engine="dask",
+                           scheduler=cluster.scheduler_address)
+        same = (json.loads((tmp / "dd_local" / "report.json").read_text())["duplicate_clusters"]
+                == json.loads((tmp / "dd_dask" / "report.json").read_text())["duplicate_clusters"])
+    finally:
+        cluster.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps({
+        "bench": "dask_overhead", "images": args.images, "shards": args.shards, "vectors": args.vectors,
+        "dim": args.dim, "workers": 1,
+        "embed_local_s": round(embed_local, 2), "embed_dask_s": round(embed_dask, 2),
+        "embed_ratio_dask_over_local": round(embed_dask / embed_local, 3),
+        "embed_local_img_per_s": round(args.images / embed_local, 1),
+        "dedup_local_s": round(dedup_local, 2), "dedup_dask_s": round(dedup_dask, 2),
+        "dedup_ratio_dask_over_local": round(dedup_dask / dedup_local, 3),
+        "dedup_same_clusters": same,
+    }))
+
+
+if __name__ == "__main__":
+    main()
