@@ -22,6 +22,9 @@ BENCHES = {
     "recaption": [
         ["bench.recaption", "--n", "200000"],
     ],
+    "dask": [
+        ["bench.dask_overhead", "--images", "512", "--vectors", "200000"],
+    ],
 }
 
 
