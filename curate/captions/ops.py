@@ -1,7 +1,8 @@
 """Caption operations from the research, as pure seeded functions of (caption, key, seed).
 
-The random generator of every call is derived from (seed, key, operation, variant) by hashing, so a caption's
-result does not depend on shard order, worker count or what else was processed. None of these functions
+The random choices of every call come from (seed, key, operation, variant) by hashing, so a caption's result
+does not depend on shard order, worker count or what else was processed. RT, CWR, RNA and RC are implemented
+once, over whole Arrow columns (curate/captions/batch.py); the functions here apply them to one caption. None of these functions
 returns an empty caption for a non-empty one; an empty or null caption is returned as it is.
 
   paraphrase  replace up to k content words with WordNet synonyms of their most frequent sense (by WordNet's
@@ -21,6 +22,10 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pyarrow as pa
+
+from curate.captions import batch
+
 OPS = ("paraphrase", "rt", "cwr", "rna", "rc")
 
 # a short stop-word list (nltk's stopwords corpus is not available offline)
@@ -39,17 +44,6 @@ def rng_for(seed: int, key: str, op: str, variant: int = 0) -> random.Random:
     digest = hashlib.blake2b(f"{seed}\x00{key}\x00{op}\x00{variant}".encode("utf-8", "surrogatepass"),
                              digest_size=8).digest()
     return random.Random(int.from_bytes(digest, "big"))
-
-
-def _tokens(caption: str) -> list[str]:
-    return caption.split()
-
-
-def _insert(caption: str, words: Sequence[str], rng: random.Random) -> str:
-    tokens = _tokens(caption)
-    for w in words:
-        tokens.insert(rng.randint(0, len(tokens)), w)
-    return " ".join(tokens)
 
 
 def _match_case(template: str, word: str) -> str:
@@ -125,41 +119,47 @@ def paraphrase(caption: str | None, key: str, seed: int, wordnet: Any, k: int = 
     return "".join(out)
 
 
+_ARROW: dict[int, tuple[Sequence[str], pa.Array]] = {}
+
+
+def arrow_vocab(words: Sequence[str]) -> pa.Array:
+    """A word list as an Arrow array, converted once per list object (vocabularies hold ~100k words)."""
+    if isinstance(words, pa.Array):
+        return words
+    hit = _ARROW.get(id(words))
+    if hit is None or hit[0] is not words:
+        hit = (words, pa.array(list(words), pa.large_string()))
+        _ARROW[id(words)] = hit  # holds a reference, so the id cannot be reused by another list
+    return hit[1]
+
+
+def _one(fn: Callable[..., pa.Array], caption: str | None, key: str, seed: int, op: str, variant: int,
+         *args: Any, **kwargs: Any) -> str | None:  # noqa: ANN401
+    """A batch operation (curate/captions/batch.py) on one caption: the same result as in a whole column."""
+    stream = batch.streams([key], seed, op, variant)
+    return fn(pa.array([caption], pa.string()), stream, *args, **kwargs)[0].as_py()
+
+
 def rt(caption: str | None, key: str, seed: int, vocab: Sequence[str], n: int = 2, variant: int = 0) -> str | None:
-    if not caption or not caption.strip() or not vocab:
-        return caption
-    rng = rng_for(seed, key, "rt", variant)
-    return _insert(caption, [vocab[rng.randrange(len(vocab))] for _ in range(n)], rng)
+    """Random token addition: n vocabulary words inserted at random positions."""
+    return _one(batch.rt, caption, key, seed, "rt", variant, arrow_vocab(vocab), n=n)
 
 
 def cwr(caption: str | None, key: str, seed: int, n: int = 2, variant: int = 0) -> str | None:
-    if not caption or not caption.strip():
-        return caption
-    rng = rng_for(seed, key, "cwr", variant)
-    tokens = _tokens(caption)
-    return _insert(caption, [tokens[rng.randrange(len(tokens))] for _ in range(n)], rng)
+    """Caption word repetition: n of the caption's words inserted again at random positions."""
+    return _one(batch.cwr, caption, key, seed, "cwr", variant, n=n)
 
 
 def rna(caption: str | None, key: str, seed: int, variant: int = 0) -> str | None:
-    if not caption or not caption.strip():
-        return caption
-    rng = rng_for(seed, key, "rna", variant)
-    return _insert(caption, [str(rng.randint(0, 99_999))], rng)
+    """Random number addition: a number in 0..99,999 at a random position."""
+    return _one(batch.rna, caption, key, seed, "rna", variant)
 
 
 def rc(caption: str | None, key: str, seed: int, vocab: Sequence[str] = (), captions: Sequence[str] = (),
        n: int = 4, variant: int = 0) -> str | None:
     """Replace the caption: a random caption of the dataset when `captions` is given, else n vocabulary words."""
-    if not caption or not caption.strip():
-        return caption
-    rng = rng_for(seed, key, "rc", variant)
-    if captions:
-        pick = captions[rng.randrange(len(captions))]
-        if pick and pick.strip():
-            return pick
-    if not vocab:
-        return caption
-    return " ".join(vocab[rng.randrange(len(vocab))] for _ in range(n))
+    return _one(batch.rc, caption, key, seed, "rc", variant, arrow_vocab(vocab),
+                arrow_vocab(captions) if len(captions) else None, n=n)
 
 
 def apply(op: str, caption: str | None, key: str, seed: int, context: dict[str, Any], variant: int = 0) -> str | None:

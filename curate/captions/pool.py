@@ -1,54 +1,173 @@
-"""Multi-caption pools (MC) and which samples get them (targeting by duplication)."""
+"""Multi-caption pools (MC) and which samples get them (targeting by duplication), over whole Arrow columns.
+
+A targeted sample's pool: its own caption, then its cluster's other captions, then variants of its own caption
+made by operations drawn uniformly from `op_names` (seeded by key and attempt), each entry kept only when no
+earlier entry has the same normalised text, until `pool_size` entries or 4 x pool_size attempts. One caption is
+then picked from the pool (uniform, seeded by key) as the one to use when a single caption is wanted.
+Untargeted samples keep `[caption]`; a null caption gets an empty pool, an empty or blank one `[caption]`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from curate.captions import ops
-from curate.dedup.count import normalize_caption
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.captions import batch, ops
 
 TARGETS = ("all", "duplicates", "risk")
 
 
-def is_targeted(target: str, key: str, seed: int, dup_count: int, risk: float) -> bool:
+def targeted_mask(target: str, keys: pa.Array | np.ndarray, seed: int, dup_count: np.ndarray,
+                  risk: np.ndarray) -> np.ndarray:
+    """all: every row; duplicates: rows in clusters of 2 or more; risk: with probability = memorization_risk."""
     if target == "all":
-        return True
+        return np.ones(len(dup_count), bool)
     if target == "duplicates":
-        return dup_count > 1
-    if target == "risk":  # probability grows with the sample's memorisation risk
-        return ops.rng_for(seed, key, "target").random() < risk
+        return np.asarray(dup_count) > 1
+    if target == "risk":
+        return batch.uniform(batch.streams(keys, seed, "target")) < np.nan_to_num(np.asarray(risk, np.float64))
     raise ValueError(f"unknown target {target!r}; one of {TARGETS}")
 
 
-def build_pool(caption: str | None, key: str, seed: int, cluster_captions: Sequence[str], op_names: Sequence[str],
-               pool_size: int, context: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(captions, how each was made): the sample's own caption, its cluster's other captions, then generated
-    variants of its own caption (each op drawn uniformly from `op_names`) until `pool_size` distinct ones."""
-    if caption is None or not caption.strip():
-        return ([] if caption is None else [caption]), ([] if caption is None else ["original"])
-    pool, made = [caption], ["original"]
-    seen = {normalize_caption(caption)}
-    for other in cluster_captions:
-        if len(pool) >= pool_size:
+def is_targeted(target: str, key: str, seed: int, dup_count: int, risk: float) -> bool:
+    return bool(targeted_mask(target, [key], seed, np.array([dup_count]), np.array([risk]))[0])
+
+
+def apply_op(op: str, captions: pa.Array, keys: pa.Array, hashes: np.ndarray, seed: int, context: dict[str, Any],
+             variant: int, only: np.ndarray | None = None, tokens: batch.Tokens | None = None) -> pa.Array:
+    """One operation over a caption column (rows outside `only` unchanged); paraphrase runs per row (WordNet).
+    `tokens`: the column's `batch.Tokens`, when the caller already has them."""
+    stream = batch.streams(hashes, seed, op, variant)
+    if op == "rt":
+        return batch.rt(captions, stream, ops.arrow_vocab(context["vocab"]), n=context.get("n", 2), only=only,
+                        tokens=tokens)
+    if op == "cwr":
+        return batch.cwr(captions, stream, n=context.get("n", 2), only=only, tokens=tokens)
+    if op == "rna":
+        return batch.rna(captions, stream, only=only, tokens=tokens)
+    if op == "rc":
+        dataset = context.get("captions") or None
+        return batch.rc(captions, stream, ops.arrow_vocab(context.get("vocab", ())),
+                        ops.arrow_vocab(dataset) if dataset else None, n=context.get("rc_n", 4), only=only,
+                        tokens=tokens)
+    if op == "paraphrase":
+        rows = np.flatnonzero(only) if only is not None else np.arange(len(captions))
+        caps = captions.take(pa.array(rows)).to_pylist()
+        ks = keys.take(pa.array(rows)).to_pylist()
+        out = [ops.paraphrase(c, k, seed, context["wordnet"], k=context.get("k", 2),
+                              multiword=context.get("multiword", False), variant=variant) for c, k in zip(caps, ks, strict=True)]
+        mask = np.zeros(len(captions), bool)
+        mask[rows] = True
+        return pc.replace_with_mask(batch._strings(captions), pa.array(mask), pa.array(out, pa.large_string()))
+    raise ValueError(f"unknown caption operation {op!r}; one of {', '.join(ops.OPS)}")
+
+
+def _not_blank(values: pa.Array) -> np.ndarray:
+    return pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0), False).to_numpy(
+        zero_copy_only=False)
+
+
+def build_pools(captions: pa.Array, keys: pa.Array, seed: int, cluster_captions: pa.Array | None,
+                op_names: Sequence[str], pool_size: int, context: dict[str, Any],
+                targeted: np.ndarray) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """(pools, how each entry was made, the caption to use) for every row; `cluster_captions` is a list
+    column (null where the cluster has no other captions)."""
+    caps = batch._strings(captions)
+    keys = batch._strings(keys)
+    n = len(caps)
+    hashes = batch.key_hashes(keys)
+    is_null = caps.is_null().to_numpy(zero_copy_only=False)
+    tokens = batch.Tokens(caps)  # split once, shared by every operation and attempt
+    grow = np.asarray(targeted, bool) & tokens.active
+    count = np.where(is_null, 0, 1).astype(np.int64)
+    empty = pa.nulls(n, pa.large_string())
+    cols = [caps] + [empty] * (pool_size - 1)
+    made = [pc.if_else(pa.array(is_null), empty, pa.scalar("original", pa.large_string()))] + [empty] * (pool_size - 1)
+    first = empty  # the own caption's normalised text, needed only where the pool grows
+    if grow.any():
+        first = pc.replace_with_mask(empty, pa.array(grow), batch.normalize(caps.filter(pa.array(grow))))
+    norms = [first] + [empty] * (pool_size - 1)
+
+    def offer(cand: pa.Array, label: pa.Array | str, rows: np.ndarray) -> None:
+        """Append cand[r] to row r's pool where r is in `rows`, the pool has room and no entry has its text."""
+        nonlocal count
+        ok = rows & grow & (count < pool_size) & _not_blank(cand)
+        idx = np.flatnonzero(ok)
+        if len(idx) == 0:
+            return
+        at = pa.array(idx)
+        sub, norm = cand.take(at), batch.normalize(cand.take(at))
+        fresh = np.ones(len(idx), bool)
+        for j in range(pool_size):
+            same = pc.fill_null(pc.equal(norm, norms[j].take(at)), False).to_numpy(zero_copy_only=False)
+            fresh &= ~(same & (count[idx] > j))
+        idx, sub, norm = idx[fresh], sub.filter(pa.array(fresh)), norm.filter(pa.array(fresh))
+        lab = (pa.array([label] * len(idx), pa.large_string()) if isinstance(label, str)
+               else label.take(pa.array(idx)))
+        slot = count[idx]
+        for j in range(1, pool_size):
+            here = slot == j
+            if not here.any():
+                continue
+            mask = np.zeros(n, bool)
+            mask[idx[here]] = True
+            m, pick = pa.array(mask), pa.array(here)
+            cols[j] = pc.replace_with_mask(cols[j], m, sub.filter(pick))
+            norms[j] = pc.replace_with_mask(norms[j], m, norm.filter(pick))
+            made[j] = pc.replace_with_mask(made[j], m, lab.filter(pick))
+        count[idx] += 1
+
+    if cluster_captions is not None and pool_size > 1:
+        lengths = pc.fill_null(pc.list_value_length(cluster_captions), 0).to_numpy().astype(np.int64)
+        flat = batch._strings(pc.list_flatten(cluster_captions))
+        starts = np.cumsum(lengths) - lengths
+        j = 0
+        while True:
+            has = (lengths > j) & grow & (count < pool_size)
+            if not has.any():
+                break
+            idx = pa.array(np.where(has, starts + j, 0), mask=~has)
+            offer(flat.take(idx), "cluster", has)
+            j += 1
+
+    for attempt in range(4 * pool_size):
+        need = grow & (count < pool_size)
+        if not need.any() or not op_names:
             break
-        if other and other.strip() and normalize_caption(other) not in seen:
-            seen.add(normalize_caption(other))
-            pool.append(other)
-            made.append("cluster")
-    attempt = 0
-    while len(pool) < pool_size and op_names and attempt < 4 * pool_size:
-        rng = ops.rng_for(seed, key, "pool", attempt)
-        op = op_names[rng.randrange(len(op_names))]
-        variant = ops.apply(op, caption, key, seed, context, variant=attempt)
-        attempt += 1
-        if variant and variant.strip() and normalize_caption(variant) not in seen:
-            seen.add(normalize_caption(variant))
-            pool.append(variant)
-            made.append(op)
-    return pool, made
+        which = batch.draw(batch.streams(hashes, seed, "pool", attempt), 0, len(op_names))
+        cand, labels = empty, empty
+        for o, op in enumerate(op_names):
+            rows = need & (which == o)
+            if rows.any():
+                variant = apply_op(op, caps, keys, hashes, seed, context, attempt, only=rows, tokens=tokens)
+                cand = pc.if_else(pa.array(rows), variant, cand)
+                labels = pc.if_else(pa.array(rows), pa.scalar(op, pa.large_string()), labels)
+        offer(cand, labels, need)
+
+    picked = batch.draw(batch.streams(hashes, seed, "pick"), 0, np.maximum(count, 1))
+    use = caps
+    for j in range(1, pool_size):
+        use = pc.if_else(pa.array((picked == j) & (count > j)), cols[j], use)
+    order = (np.arange(pool_size)[None, :] * n + np.arange(n)[:, None])[np.arange(pool_size)[None, :] < count[:, None]]
+    offsets = pa.array(np.concatenate([[0], np.cumsum(count)]).astype(np.int32))
+    pools = pa.ListArray.from_arrays(offsets, pa.concat_arrays(cols).cast(pa.string()).take(pa.array(order)))
+    how = pa.ListArray.from_arrays(offsets, pa.concat_arrays(made).cast(pa.string()).take(pa.array(order)))
+    return pools, how, use.cast(pa.string())
+
+
+def build_pool(caption: str | None, key: str, seed: int, cluster_captions: Sequence[str], op_names: Sequence[str],
+               pool_size: int, context: dict[str, Any], targeted: bool = True) -> tuple[list[str], list[str]]:
+    """One sample's (pool, how each entry was made): `build_pools` on a one-row column."""
+    clusters = pa.array([list(cluster_captions) or None], pa.list_(pa.string()))
+    pools, how, _ = build_pools(pa.array([caption], pa.string()), pa.array([key]), seed, clusters, op_names,
+                                pool_size, context, np.array([targeted]))
+    return pools[0].as_py(), how[0].as_py()
 
 
 def pick(pool: Sequence[str], key: str, seed: int) -> int:
     """Which pool entry a sample uses when one caption is wanted (uniform, seeded by key)."""
-    return ops.rng_for(seed, key, "pick").randrange(len(pool)) if pool else 0
+    return int(batch.draw(batch.streams([key], seed, "pick"), 0, max(len(pool), 1))[0]) if pool else 0

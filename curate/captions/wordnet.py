@@ -22,6 +22,20 @@ def _candidate_dirs() -> list[Path]:
     return dirs
 
 
+def corpus_root() -> Path:
+    """The WordNet corpus folder nltk will read (ours, NLTK_DATA's, or a regular nltk installation's)."""
+    for d in _candidate_dirs():
+        root = d / "corpora" / "wordnet"
+        if (root / "lexnames").is_file() and (root / "data.noun").is_file():
+            return root
+    import nltk  # slow to import: only when our places do not have it
+
+    try:  # a regular nltk installation (nltk.download('wordnet')) wherever nltk looks
+        return Path(str(nltk.data.find("corpora/wordnet")))
+    except LookupError:
+        raise CurateError(INSTALL_HINT) from None
+
+
 @functools.cache
 def wordnet() -> Any:  # noqa: ANN401 (nltk's corpus reader)
     import warnings
@@ -30,22 +44,31 @@ def wordnet() -> Any:  # noqa: ANN401 (nltk's corpus reader)
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    for d in _candidate_dirs():
-        root = d / "corpora" / "wordnet"
-        if (root / "lexnames").is_file() and (root / "data.noun").is_file():
-            if str(d) not in nltk.data.path:
-                nltk.data.path.insert(0, str(d))
-            return WordNetCorpusReader(str(root), None)
-    try:  # a regular nltk installation (nltk.download('wordnet')) wherever nltk looks
-        path = nltk.data.find("corpora/wordnet")
-    except LookupError:
-        raise CurateError(INSTALL_HINT) from None
-    return WordNetCorpusReader(str(path), None)
+    class _Reader(WordNetCorpusReader):
+        def map_wn(self, version: str = "wordnet") -> None:
+            # nltk builds a WordNet-to-WordNet synset map at start for its multilingual (OMW) data, which curate
+            # does not load: about 4 s of reading index.sense twice, for nothing
+            return None
+
+    root = corpus_root()
+    if str(root.parents[1]) not in nltk.data.path:
+        nltk.data.path.insert(0, str(root.parents[1]))
+    return _Reader(str(root), None)
 
 
 @functools.cache
 def single_word_lemmas() -> tuple[str, ...]:
-    """Every single-word, alphabetic WordNet lemma (sorted): a vocabulary for random insertions."""
-    wn = wordnet()
-    words = {name.lower() for name in wn.all_lemma_names() if name.isalpha()}
+    """Every single-word, alphabetic WordNet lemma (sorted): a vocabulary for random insertions. Read from the
+    index files (the lemma is each entry's first field), which is what nltk's all_lemma_names() lists, without
+    the seconds nltk's reader takes to start."""
+    root = corpus_root()
+    words: set[str] = set()
+    for pos in ("noun", "verb", "adj", "adv"):
+        with open(root / f"index.{pos}", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(" "):
+                    continue  # the license header
+                name = line.split(" ", 1)[0]
+                if name.isalpha():
+                    words.add(name.lower())
     return tuple(sorted(words))

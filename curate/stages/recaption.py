@@ -12,10 +12,13 @@ import functools
 from collections import Counter, defaultdict
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate import __version__
+from curate.captions import batch
 from curate.captions import pool as pools
 from curate.captions import vocab as vocabs
 from curate.captions.ops import OPS
@@ -58,46 +61,54 @@ def _context(work: str, vocab_name: str, k: int, n: int, rc_n: int, multiword: b
         with open(fs.url_to_fs(fs.join(work, "vocab.txt"))[1], encoding="utf-8") as f:
             dataset = f.read().split("\n")
     ctx["vocab"] = vocabs.load(vocab_name, dataset)
+    from curate.captions.ops import arrow_vocab
+
+    arrow_vocab(ctx["vocab"])  # converted once per process
     return ctx
 
 
 @functools.cache
-def _cluster_captions(work: str) -> dict[int, list[str]]:
-    table = read_table(fs.join(work, "cluster_captions.parquet"))
-    return dict(zip(table.column("cluster_id").to_pylist(), table.column("captions").to_pylist(), strict=True))
+def _cluster_captions(work: str) -> tuple[np.ndarray, pa.Array]:
+    """(sorted cluster ids, their caption lists) of the clusters with more than one distinct caption."""
+    table = read_table(fs.join(work, "cluster_captions.parquet")).sort_by("cluster_id")
+    return table.column("cluster_id").to_numpy(), table.column("captions").combine_chunks()
+
+
+def _lists_for(cluster_id: np.ndarray, work: str) -> pa.Array | None:
+    ids, lists = _cluster_captions(work)
+    if len(ids) == 0:
+        return None
+    pos = np.clip(np.searchsorted(ids, cluster_id), 0, len(ids) - 1)
+    hit = ids[pos] == cluster_id
+    return lists.take(pa.array(pos, mask=~hit))
 
 
 def recaption_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dict[str, Any]:
+    """One samples shard -> captions/{i}.parquet, as whole-column operations (no Python loop per caption
+    except for paraphrase, which looks words up in WordNet)."""
     opts = options
     work = fs.join(shard.output_root, "_work")
     ctx = _context(work, opts["vocab"], opts["k"], opts["n"], opts["rc_n"], opts["multiword"],
                    "paraphrase" in opts["ops"])
-    clusters = _cluster_captions(work)
-    rows = read_table(shard.input).to_pylist()
-    out_rows = []
-    counts: Counter[str] = Counter()
-    for r in rows:
-        key, caption = r["key"], r.get("caption")
-        targeted = pools.is_targeted(opts["target"], key, opts["seed"], r["dup_count"], r["memorization_risk"])
-        if caption is None or not caption.strip():
-            counts["empty_caption"] += 1
-            pool, made = ([] if caption is None else [caption]), ([] if caption is None else ["original"])
-            use = caption
-        elif targeted:
-            others = [c for c in clusters.get(r["cluster_id"], []) if c != caption]
-            pool, made = pools.build_pool(caption, key, opts["seed"], others, opts["ops"], opts["pool_size"], ctx)
-            use = pool[pools.pick(pool, key, opts["seed"])]
-        else:
-            pool, made, use = [caption], ["original"], caption
-        changed = use != caption
-        counts["changed"] += int(changed)
-        counts["targeted"] += int(targeted)
-        out_rows.append({"key": key, "shard": r["shard"], "cluster_id": r["cluster_id"], "dup_count": r["dup_count"],
-                         "targeted": targeted, "original_caption": caption, "caption": use, "captions": pool,
-                         "ops": made, "changed": changed})
-        out.advance(1)
-    write_table(pa.Table.from_pylist(out_rows, schema=CAPTIONS_SCHEMA), out.path(f"captions/{shard.name}.parquet"))
-    return {"rows_in": len(rows), "rows_out": len(out_rows), "rows_rejected": 0, **dict(counts)}
+    t = read_table(shard.input, columns=["key", "shard", "caption", "cluster_id", "dup_count", "memorization_risk"])
+    keys, captions = t.column("key").combine_chunks(), t.column("caption").combine_chunks()
+    cluster_id = t.column("cluster_id").to_numpy()
+    dup_count = t.column("dup_count").to_numpy()
+    risk = t.column("memorization_risk").to_numpy(zero_copy_only=False)
+    targeted = pools.targeted_mask(opts["target"], keys, opts["seed"], dup_count, risk)
+    pool, made, use = pools.build_pools(captions, keys, opts["seed"], _lists_for(cluster_id, work), opts["ops"],
+                                        opts["pool_size"], ctx, targeted)
+    changed = pc.fill_null(pc.not_equal(use, captions), False)
+    blank = ~pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(captions)), 0), False).to_numpy(
+        zero_copy_only=False)
+    table = pa.table({"key": keys, "shard": t.column("shard"), "cluster_id": t.column("cluster_id"),
+                      "dup_count": t.column("dup_count"), "targeted": pa.array(targeted),
+                      "original_caption": captions, "caption": use, "captions": pool, "ops": made,
+                      "changed": changed}, schema=CAPTIONS_SCHEMA)
+    write_table(table, out.path(f"captions/{shard.name}.parquet"))
+    out.advance(len(t))
+    return {"rows_in": len(t), "rows_out": len(t), "rows_rejected": 0, "changed": int(pc.sum(changed).as_py() or 0),
+            "targeted": int(targeted.sum()), "empty_caption": int(blank.sum())}
 
 
 def _global_pass(dedup_dir: str, work: str, vocab_name: str) -> int:
@@ -110,11 +121,14 @@ def _global_pass(dedup_dir: str, work: str, vocab_name: str) -> int:
         paths += fs.list_shards(fs.join(dedup_dir, "drops"))
     n = 0
     for path in paths:  # the documented tables: samples/ (and drops/ with --action drop)
-        t = read_table(path, columns=["cluster_id", "caption"])
+        names = pq.read_schema(fs.url_to_fs(path)[1]).names
+        t = read_table(path, columns=["cluster_id", "caption"] + (["dup_count"] if "dup_count" in names else []))
+        n += t.num_rows
+        if vocab_name == "dataset":  # only then are all captions needed at once
+            all_captions += t.column("caption").to_pylist()
+        if "dup_count" in names:  # only clusters of 2 or more have other captions (drops/ rows all do)
+            t = t.filter(pc.greater(t.column("dup_count"), 1))
         for cid, cap in zip(t.column("cluster_id").to_pylist(), t.column("caption").to_pylist(), strict=True):
-            n += 1
-            if vocab_name == "dataset":  # only then are all captions needed at once
-                all_captions.append(cap)
             if cap and cap.strip():
                 per_cluster[cid].setdefault(normalize_caption(cap), cap)
     multi = {c: sorted(v.values()) for c, v in per_cluster.items() if len(v) > 1}
@@ -136,9 +150,9 @@ def run(dedup_dir: str, output: str, options: dict[str, Any], *, workers: int = 
     if opts["target"] not in pools.TARGETS:
         raise CurateError(f"--target: one of {', '.join(pools.TARGETS)}")
     if "paraphrase" in opts["ops"] or opts["vocab"] == "wordnet":
-        from curate.captions.wordnet import wordnet
+        from curate.captions.wordnet import corpus_root
 
-        wordnet()  # fails here, with the install hint, before any shard starts
+        corpus_root()  # fails here, with the install hint, before any shard starts
     inputs = fs.list_shards(fs.join(dedup_dir, "samples"))
     fs.ensure_dir(output)
     work = fs.join(output, "_work")
@@ -155,33 +169,44 @@ def build_report(output: str, stats: list[dict[str, Any]], opts: dict[str, Any])
 
     table = pq.ParquetDataset(fs.url_to_fs(fs.join(output, "captions"))[1]).read(
         columns=["key", "cluster_id", "dup_count", "original_caption", "caption", "captions", "changed", "ops"])
-    rows = table.to_pylist()
-    before: dict[int, set[str]] = defaultdict(set)
-    after: dict[int, set[str]] = defaultdict(set)
-    pool_sets: dict[int, set[str]] = defaultdict(set)
-    for r in rows:
-        if r["dup_count"] > 1:
-            before[r["cluster_id"]].add(normalize_caption(r["original_caption"]))
-            after[r["cluster_id"]].add(normalize_caption(r["caption"]))
-            pool_sets[r["cluster_id"]].update(normalize_caption(c) for c in r["captions"])
-    members = Counter(r["cluster_id"] for r in rows)
-    dup_clusters = [c for c in before if members[c] > 1]
-    same_before = sum(1 for c in dup_clusters if len(before[c]) == 1)
-    same_after = sum(1 for c in dup_clusters if len(after[c]) == 1)
+    dups = table.filter(pc.greater(table.column("dup_count"), 1))
 
-    def mean(per_cluster: dict[int, set[str]]) -> float:
-        return round(sum(len(per_cluster[c]) for c in dup_clusters) / len(dup_clusters), 3) if dup_clusters else 0.0
+    def distinct(cluster: pa.Array, texts: pa.Array) -> pa.Table:
+        """Per cluster: rows and distinct normalised texts (null counts as the empty caption)."""
+        t = pa.table({"c": cluster, "t": pc.fill_null(batch.normalize(texts), "")})
+        return t.group_by("c").aggregate([("t", "count_distinct"), ("t", "count")])
 
-    op_counts = Counter(op for r in rows for op in r["ops"])
+    before = distinct(dups.column("cluster_id").combine_chunks(), dups.column("original_caption").combine_chunks())
+    after = distinct(dups.column("cluster_id").combine_chunks(), dups.column("caption").combine_chunks())
+    pools_col = dups.column("captions").combine_chunks()
+    in_pools = distinct(dups.column("cluster_id").combine_chunks().take(pc.list_parent_indices(pools_col)),
+                        pc.list_flatten(pools_col))
+    multi = pc.greater(before.column("t_count"), 1)  # clusters with 2 or more rows here
+    n_dup = int(pc.sum(multi).as_py() or 0)
+    keep = before.filter(multi).column("c")
+
+    def over(agg: pa.Table) -> pa.Array:
+        return agg.filter(pc.is_in(agg.column("c"), keep)).column("t_count_distinct")
+
+    same_before = int(pc.sum(pc.equal(over(before), 1)).as_py() or 0)
+    same_after = int(pc.sum(pc.equal(over(after), 1)).as_py() or 0)
+    dup_clusters = range(n_dup)
+
+    def mean(agg: pa.Table) -> float:
+        return round(float(pc.sum(over(agg)).as_py() or 0) / n_dup, 3) if n_dup else 0.0
+
+    counted = pc.value_counts(pc.list_flatten(table.column("ops"))).to_pylist()
+    op_counts = Counter({c["values"]: c["counts"] for c in counted})
+    changed = table.filter(table.column("changed"))
     examples = [{"key": r["key"], "before": r["original_caption"], "after": r["caption"], "pool": r["captions"]}
-                for r in rows if r["changed"]][:12]
+                for r in changed.slice(0, 12).to_pylist()]
     report = {
-        "samples": len(rows), "changed": sum(r["changed"] for r in rows),
+        "samples": table.num_rows, "changed": changed.num_rows,
         "targeted": sum(s.get("targeted", 0) for s in stats),
         "empty_captions": sum(s.get("empty_caption", 0) for s in stats),
         "duplicate_clusters": len(dup_clusters),
         "distinct_captions_per_duplicate_cluster": {"before": mean(before), "after": mean(after),
-                                                    "in_pools": mean(pool_sets)},
+                                                    "in_pools": mean(in_pools)},
         "same_image_same_caption_clusters": {"before": same_before, "after": same_after,
                                              "share_before": round(same_before / len(dup_clusters), 4) if dup_clusters else 0.0,
                                              "share_after": round(same_after / len(dup_clusters), 4) if dup_clusters else 0.0},

@@ -1,0 +1,209 @@
+"""The caption operations over whole Arrow columns: the one implementation of RT, CWR, RNA and RC.
+
+Every random choice is a counter-based draw from a 64-bit stream derived from (seed, key, operation, variant):
+FNV-1a over the key's UTF-8 bytes, mixed with splitmix64. A row's result therefore depends only on its own
+(caption, key) and the seed, never on the other rows of the batch, the shard order or the worker count, and the
+work is a handful of vectorised Arrow/numpy passes instead of a Python loop per caption.
+
+Tokens are whitespace-separated (Arrow's Unicode `utf8_split_whitespace`); a caption with no token (null,
+empty, only spaces) is returned as it is. Insertions pick, for each new word, one of the len+1 gaps between
+the original tokens uniformly (words drawn for the same gap keep their draw order); the result is joined with
+single spaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_SPACE = pa.scalar(" ", pa.large_string())
+_TAGS = {"paraphrase": 1, "rt": 2, "cwr": 3, "rna": 4, "rc": 5, "pool": 6, "pick": 7, "target": 8, "train": 9,
+         "dup": 10, "insert": 11}
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, elementwise on uint64 (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def _strings(values: pa.Array | pa.ChunkedArray | Sequence[str | None]) -> pa.LargeStringArray:
+    arr = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(list(values), pa.string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks else pa.array([], pa.string())
+    return arr.cast(pa.large_string())
+
+
+def key_hashes(keys: pa.Array | Sequence[str]) -> np.ndarray:
+    """FNV-1a (64-bit) of each key's UTF-8 bytes, vectorised over byte positions."""
+    arr = _strings(keys)
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset : arr.offset + n + 1]
+    data = np.frombuffer(arr.buffers()[2], np.uint8) if arr.buffers()[2] is not None else np.zeros(0, np.uint8)
+    lengths = np.diff(offsets)
+    if arr.null_count:
+        lengths = np.where(arr.is_null().to_numpy(zero_copy_only=False), 0, lengths)
+    h = np.full(n, _FNV_OFFSET, np.uint64)
+    width = int(lengths.max()) if n else 0
+    if width == 0:
+        return h
+    matrix = np.zeros((n, width), np.uint8)  # keys are short (<= 128 chars once sanitised)
+    rows = np.repeat(np.arange(n), lengths)
+    pos = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    matrix[rows, pos] = data[np.repeat(offsets[:-1], lengths) + pos]
+    with np.errstate(over="ignore"):
+        for p in range(width):
+            live = lengths > p
+            h = np.where(live, (h ^ matrix[:, p].astype(np.uint64)) * _FNV_PRIME, h)
+    return h
+
+
+def streams(keys: pa.Array | Sequence[str] | np.ndarray, seed: int, op: str, variant: int | np.ndarray = 0) -> np.ndarray:
+    """One 64-bit stream per row for (seed, key, op, variant); `keys` may be precomputed `key_hashes`."""
+    h = keys if isinstance(keys, np.ndarray) and keys.dtype == np.uint64 else key_hashes(keys)
+    salt = _mix(np.uint64((seed & 0xFFFFFFFF) << 8 | _TAGS[op]) * np.ones(1, np.uint64))[0]
+    v = np.asarray(variant, np.uint64)
+    with np.errstate(over="ignore"):
+        return _mix(h ^ salt ^ _mix(v * _GOLDEN + np.uint64(1)))
+
+
+def draw(stream: np.ndarray, i: int, bound: int | np.ndarray) -> np.ndarray:
+    """The i-th draw of each stream, uniform in [0, bound) (bound >= 1, scalar or per row)."""
+    with np.errstate(over="ignore"):
+        x = _mix(stream + np.uint64(i + 1) * _GOLDEN)
+    u = (x >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+    b = np.asarray(bound, np.int64)
+    return np.minimum((u * b).astype(np.int64), np.maximum(b - 1, 0))
+
+
+def uniform(stream: np.ndarray, i: int = 0) -> np.ndarray:
+    """The i-th draw of each stream as a float in [0, 1)."""
+    with np.errstate(over="ignore"):
+        x = _mix(stream + np.uint64(i + 1) * _GOLDEN)
+    return (x >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+class Tokens:
+    """Whitespace tokens of a caption column: flat values and per-row offsets/lengths (0 for null)."""
+
+    def __init__(self, captions: pa.Array) -> None:
+        lists = pc.utf8_split_whitespace(captions)
+        flat = pc.list_flatten(lists)
+        parent = pc.list_parent_indices(lists).to_numpy()
+        keep = pc.greater(pc.utf8_length(flat), 0).to_numpy(zero_copy_only=False)  # Arrow keeps edge blanks
+        self.flat = flat.filter(pa.array(keep)).cast(pa.large_string())
+        self.lengths = np.bincount(parent[keep], minlength=len(captions)).astype(np.int64)
+        self.starts = np.cumsum(self.lengths) - self.lengths
+
+    @property
+    def active(self) -> np.ndarray:
+        return self.lengths > 0
+
+
+def _insert(captions: pa.Array, tokens: Tokens, rows: np.ndarray, words: list[pa.Array],
+            stream: np.ndarray) -> pa.Array:
+    """Insert words[i][r] into caption r (for r in `rows`) at gaps drawn from `stream` (draws 100 + i).
+
+    No sort: with k words per row, a token's output position is its index plus the number of words placed in
+    gaps at or before it, and a word's is its gap plus the tokens before the gap plus the words placed
+    earlier (smaller gap, or the same gap and an earlier draw) - O(tokens x k) array arithmetic."""
+    if len(rows) == 0:
+        return captions
+    k = len(words)
+    lengths = tokens.lengths[rows]
+    m = len(rows)
+    gaps = np.stack([draw(stream[rows], 100 + i, lengths + 1) for i in range(k)], axis=1)  # (m, k)
+    out_len = lengths + k
+    out_start = np.cumsum(out_len) - out_len
+    total_tok = int(lengths.sum())
+    tok_row = np.repeat(np.arange(m), lengths)
+    tok_j = np.arange(total_tok) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    shift = (gaps[tok_row] <= tok_j[:, None]).sum(axis=1)  # words placed before token j
+    tok_dest = out_start[tok_row] + tok_j + shift
+    before = (gaps[:, None, :] < gaps[:, :, None]) | (
+        (gaps[:, None, :] == gaps[:, :, None]) & (np.arange(k)[None, None, :] < np.arange(k)[None, :, None]))
+    word_dest = out_start[:, None] + gaps + before.sum(axis=2)  # (m, k)
+    tok_src = np.repeat(tokens.starts[rows], lengths) + tok_j
+    # gather: out[dest] = source; sources are [tokens..., words (word-major: i * m + r)]
+    source = np.empty(total_tok + m * k, np.int64)
+    source[tok_dest] = tok_src
+    source[word_dest.T.reshape(-1)] = len(tokens.flat) + np.arange(m * k)
+    values = pa.concat_arrays([tokens.flat] + [w.cast(pa.large_string()) for w in words]).take(pa.array(source))
+    offsets = np.concatenate([[0], np.cumsum(out_len)]).astype(np.int64)
+    joined = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets), values), _SPACE)
+    mask = np.zeros(len(captions), bool)
+    mask[rows] = True
+    return pc.replace_with_mask(_strings(captions), pa.array(mask), joined)
+
+
+def _rows(tokens: Tokens, only: np.ndarray | None) -> np.ndarray:
+    ok = tokens.active if only is None else tokens.active & only
+    return np.flatnonzero(ok)
+
+
+def rt(captions: pa.Array, stream: np.ndarray, vocab: pa.Array, n: int = 2, only: np.ndarray | None = None,
+       tokens: Tokens | None = None) -> pa.Array:
+    """Random token addition: n vocabulary words at random gaps."""
+    tokens = tokens or Tokens(captions)
+    rows = _rows(tokens, only) if len(vocab) else np.zeros(0, np.int64)
+    words = [vocab.take(pa.array(draw(stream[rows], i, len(vocab)))) for i in range(n)]
+    return _insert(captions, tokens, rows, words, stream)
+
+
+def cwr(captions: pa.Array, stream: np.ndarray, n: int = 2, only: np.ndarray | None = None,
+        tokens: Tokens | None = None) -> pa.Array:
+    """Caption word repetition: n of the caption's own tokens, repeated at random gaps."""
+    tokens = tokens or Tokens(captions)
+    rows = _rows(tokens, only)
+    words = [tokens.flat.take(pa.array(tokens.starts[rows] + draw(stream[rows], i, tokens.lengths[rows]))) for i in range(n)]
+    return _insert(captions, tokens, rows, words, stream)
+
+
+def rna(captions: pa.Array, stream: np.ndarray, only: np.ndarray | None = None,
+        tokens: Tokens | None = None) -> pa.Array:
+    """Random number addition: a number in 0..99,999 at a random gap."""
+    tokens = tokens or Tokens(captions)
+    rows = _rows(tokens, only)
+    number = pc.cast(pa.array(draw(stream[rows], 0, 100_000)), pa.large_string())
+    return _insert(captions, tokens, rows, [number], stream)
+
+
+def rc(captions: pa.Array, stream: np.ndarray, vocab: pa.Array, dataset: pa.Array | None = None, n: int = 4,
+       only: np.ndarray | None = None, tokens: Tokens | None = None) -> pa.Array:
+    """Random caption: a random caption of the dataset (when given and not blank), else n vocabulary words."""
+    tokens = tokens or Tokens(captions)
+    rows = _rows(tokens, only)
+    out = _strings(captions)
+    if len(rows) == 0:
+        return out
+    picked = pa.nulls(len(rows), pa.large_string())
+    if dataset is not None and len(dataset):
+        picked = _strings(dataset).take(pa.array(draw(stream[rows], 0, len(dataset))))
+        blank = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(picked)), 0), True)
+        picked = pc.if_else(blank, pa.nulls(len(rows), pa.large_string()), picked)
+    if len(vocab):
+        words = [vocab.cast(pa.large_string()).take(pa.array(draw(stream[rows], 1 + i, len(vocab)))) for i in range(n)]
+        flat = pa.concat_arrays(words).take(pa.array(
+            (np.arange(n)[None, :] * len(rows) + np.arange(len(rows))[:, None]).reshape(-1)))
+        made = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(np.arange(len(rows) + 1) * n), flat), _SPACE)
+        picked = pc.coalesce(picked, made)
+    picked = pc.coalesce(picked, out.take(pa.array(rows)))  # nothing to replace it with: unchanged
+    mask = np.zeros(len(captions), bool)
+    mask[rows] = True
+    return pc.replace_with_mask(out, pa.array(mask), picked)
+
+
+def normalize(captions: pa.Array) -> pa.Array:
+    """Arrow twin of dedup's `normalize_caption` for comparing pool entries: NFKC, lower case, single spaces,
+    edge punctuation removed (lower() where Python uses casefold(): they differ on a few letters such as ß)."""
+    t = pc.utf8_lower(pc.utf8_normalize(_strings(captions), "NFKC"))
+    t = pc.binary_join(pc.utf8_split_whitespace(t), _SPACE)  # single spaces, none at the ends (faster than a regex)
+    return pc.replace_substring_regex(t, r"^[\W_]+|[\W_]+$", "")
