@@ -77,6 +77,7 @@ def main() -> None:
         copy_s = time.perf_counter() - t
         results = {}
         for name, opts in {"insertions_all": {"ops": ["rt", "cwr", "rna"], "target": "all"},
+                           "one_insertion_all": {"ops": ["rt", "cwr", "rna"], "target": "all", "pool_size": 2},
                            "default_duplicates": {}}.items():
             t = time.perf_counter()
             recaption.run(str(root), str(out / name), opts, progress=False)

@@ -20,7 +20,7 @@ BENCHES = {
         ["bench.realscale", "--n", "50000"],
     ],
     "recaption": [
-        ["bench.recaption", "--n", "200000"],
+        ["bench.recaption", "--n", "1000000"],
     ],
     "dask": [
         ["bench.dask_overhead", "--images", "512", "--vectors", "200000"],
