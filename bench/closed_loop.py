@@ -15,6 +15,7 @@ import io
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--audit-seeds", type=int, default=3, help="Generation seeds per prompt set (more samples).")
+    ap.add_argument("--caption-dropout", type=float, default=0.0)
+    ap.add_argument("--guidance", type=float, default=1.0, help="Classifier-free guidance (needs caption dropout).")
     args = ap.parse_args()
     from curate.stages import audit, dedup, embed, export, recaption, train
 
@@ -75,22 +79,38 @@ def main() -> None:
                                                                "include_duplicates": True}, progress=False)
 
     train_opts = {"model": "tiny-pixel", "resolution": 32, "steps": args.steps, "batch_size": args.batch_size,
-                  "lr": 1e-3, "seed": args.seed, "checkpoint_every": args.steps}
-    # prompts: the captions of the duplicated photos and as many unique ones, the same for both models
+                  "lr": 1e-3, "seed": args.seed, "checkpoint_every": args.steps,
+                  "caption_dropout": args.caption_dropout}
+    # prompts: chosen from the raw corpus by each audit seed (half from duplicated photos), the same for both
     dup_caps = list(dict.fromkeys(r["caption"] for r in rows if r["duplicated"]))
-    uniq_caps = [r["caption"] for r in rows if not r["duplicated"]][: len(dup_caps)]
     results = {"seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "images": len(rows),
-               "duplicated_photos": args.dup_images, "copies_each": args.copies,
+               "duplicated_photos": args.dup_images, "copies_each": args.copies, "audit_seeds": args.audit_seeds,
+               "caption_dropout": args.caption_dropout, "guidance": args.guidance,
                "dedup_marked": dd["duplicates_marked"]}
     for name in ("raw", "curated"):
+        start = time.time()
         train.run(str(work / f"train_{name}"), str(work / f"model_{name}"), train_opts, progress=False)
-        # same corpus, prompts (chosen from it by seed), seeds and features for both models
-        rep = audit.run(str(work / f"model_{name}" / "final"), str(work / "train_raw"), str(work / f"audit_{name}"),
-                        {"prompts": 2 * len(dup_caps), "steps": 50, "resolution": 32, "seed": args.seed,
-                         "guidance_scale": 1.0})  # no caption dropout in training: no guidance
-        results[name] = rep["metrics"]
+        train_s = time.time() - start
+        tables = []
+        for s in range(args.audit_seeds):
+            out = work / f"audit_{name}_{s}"
+            audit.run(str(work / f"model_{name}" / "final"), str(work / "train_raw"), str(out),
+                      {"prompts": 2 * len(dup_caps), "steps": 50, "resolution": 32, "seed": args.seed * 1000 + s,
+                       "guidance_scale": args.guidance})
+            tables.append(pq.read_table(out / "matches.parquet"))
+        m = pa.concat_tables(tables).to_pydict()
+        sims, dup = np.array(m["top1_sim"]), np.array(m["source_dup_count"]) > 1
+        src = np.array(m["top1_is_source"], bool)
+        results[name] = {
+            "train_seconds": round(train_s, 1),
+            "generations": audit.similarity_stats(sims, 0.5),
+            "generations_of_duplicated": audit.similarity_stats(sims[dup], 0.5),
+            "generations_of_unique": audit.similarity_stats(sims[~dup], 0.5),
+            "top1_is_source_share": {"all": round(float(src.mean()), 3), "duplicated": round(float(src[dup].mean()), 3),
+                                     "unique": round(float(src[~dup].mean()), 3),
+                                     "chance": round(1 / len({r["caption"] for r in rows}), 3)},
+        }
     results["duplicated_captions"] = dup_caps
-    _ = uniq_caps
     print(json.dumps(results))
     if args.out is None:
         shutil.rmtree(work, ignore_errors=True)

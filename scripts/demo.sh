@@ -22,4 +22,5 @@ rows = pq.ParquetDataset(f"{out}/dedup/samples").read().to_pylist()
 print("demo: planted copies vs the sample's ground truth:", pair_scores({r["key"]: r["cluster_id"] for r in rows}, truth))
 PY
 echo "demo: outputs under $OUT/: images/ (downloaded tars + rejects), emb/, dedup/, recaption/, train/ (training"
-echo "      tars), model/ (checkpoints + final pipeline), audit/; open the report.html files in dedup/, recaption/, audit/"
+echo "      tars), model/ (checkpoints + final pipeline), audit/; the run report: $OUT/report.html (and run.json),"
+echo "      which links the stage reports in dedup/, recaption/ and audit/"

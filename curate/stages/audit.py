@@ -48,6 +48,10 @@ def similarity_stats(sims: np.ndarray, threshold: float) -> dict[str, Any]:
             "p95": round(float(np.percentile(sims, 95)), 4), "share_above_threshold": round(float((sims > threshold).mean()), 4)}
 
 
+def _share(mask: np.ndarray) -> float | None:
+    return round(float(mask.mean()), 4) if len(mask) else None
+
+
 def embed_images(model: Any, images: list[Any], batch: int = 32) -> np.ndarray:  # noqa: ANN401
     out = [model.embed([model.preprocess(im) for im in images[i : i + batch]]) for i in range(0, len(images), batch)]
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, model.dim), np.float32)
@@ -79,7 +83,7 @@ def load_training(train_dir: str) -> list[dict[str, Any]]:
     for s in wds.WebDataset(fs.list_shards(train_dir, suffix=".tar"), shardshuffle=False):
         info = json.loads(s["json"]) if "json" in s else {}
         out.append({"key": s["__key__"], "jpg": s["jpg"], "caption": s.get("txt", b"").decode("utf-8"),
-                    "dup_count": int(info.get("dup_count", 1))})
+                    "dup_count": int(info.get("dup_count", 1)), "cluster_id": info.get("cluster_id")})
     if not out:
         raise CurateError(f"{train_dir}: no training samples")
     return out
@@ -223,11 +227,15 @@ def run(model_dir: str, train_dir: str, output: str, options: dict[str, Any]) ->
     sims, rows = top1(train_emb, gen_emb)
     base_sims, _ = top1(train_emb, train_emb, exclude_self=True)
     is_dup = np.array([train[i]["dup_count"] > 1 for i in picks], bool)
+    # the generation's nearest training image is its prompt's own image (or a duplicate of it: same cluster)
+    is_source = [r == i or (train[i]["cluster_id"] is not None and train[r]["cluster_id"] == train[i]["cluster_id"])
+                 for r, i in zip(rows, picks, strict=True)]
+    src = np.array(is_source, bool)
     matches = pa.table({
         "generation": [f"generations/{i:05d}.png" for i in range(len(picks))], "prompt": prompts,
         "source_key": [train[i]["key"] for i in picks], "source_dup_count": [train[i]["dup_count"] for i in picks],
         "top1_key": [train[r]["key"] for r in rows], "top1_sim": sims.astype(np.float32),
-        "top1_is_source": [train[r]["key"] == train[i]["key"] for r, i in zip(rows, picks, strict=True)],
+        "top1_is_source": is_source,
     })
     fs.write_parquet_atomic(matches, os.path.join(output, "matches.parquet"))
     t = opts["threshold"]
@@ -238,6 +246,9 @@ def run(model_dir: str, train_dir: str, output: str, options: dict[str, Any]) ->
                     "generations_of_duplicated": similarity_stats(sims[is_dup], t),
                     "generations_of_unique": similarity_stats(sims[~is_dup], t),
                     "train_vs_train_baseline": similarity_stats(base_sims, t)},
+        "top1_is_source_share": {"all": _share(src), "duplicated": _share(src[is_dup]), "unique": _share(src[~is_dup]),
+                                 "chance": round(1 / max(1, len({s["cluster_id"] if s["cluster_id"] is not None
+                                                                 else s["key"] for s in train})), 4)},
         "curate_version": __version__, "_sims": sims.tolist(), "fingerprint": fingerprint,
     }
     write_report(output, report, [(g, train_imgs[r], p) for g, r, p in zip(generations, rows, prompts, strict=True)])
