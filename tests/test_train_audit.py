@@ -6,6 +6,7 @@ import json
 import shutil
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -150,5 +151,9 @@ def test_tiny_pixel_model_trains_saves_and_generates(train_dir, tmp_path):
     report = audit.run(str(tmp_path / "m" / "final"), str(train_dir), str(tmp_path / "a"),
                        {"prompts": 2, "steps": 2, "resolution": 32, "mitigation": "rt"})
     assert report["metrics"]["generations"]["n"] == 2
+    share = report["top1_is_source_share"]
+    n_distinct = len({r["cluster_id"] if r["cluster_id"] is not None else r["key"]
+                      for r in pq.read_table(train_dir / "00000.parquet").to_pylist()})
+    assert share["chance"] == round(1 / n_distinct, 4) and 0.0 <= share["all"] <= 1.0
     with Image.open(tmp_path / "a" / "generations" / "00000.png") as im:
         assert im.size == (32, 32)
