@@ -68,6 +68,7 @@ def finish(proc: subprocess.Popen) -> None:
     assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
 
 
+@pytest.mark.timeout(1200)  # ~80 s alone on 2 cores; eight runs of the whole chain, so room for a loaded machine
 def test_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run(tmp_path):
     root = tmp_path / "run"
     config = tmp_path / "p.yaml"
