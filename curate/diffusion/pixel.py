@@ -21,6 +21,9 @@ def save(components: dict[str, Any], path: str, resolution: int) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     components["unet"].save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
     components["text_encoder"].save_pretrained(os.path.join(tmp, "text_encoder"), safe_serialization=True)
+    from curate.diffusion.tiny import reset_call_state
+
+    reset_call_state(components["tokenizer"])
     components["tokenizer"].save_pretrained(os.path.join(tmp, "tokenizer"))
     components["noise_scheduler"].save_pretrained(os.path.join(tmp, "scheduler"))
     with open(os.path.join(tmp, MARKER), "w") as f:

@@ -32,6 +32,15 @@ def clip_tokenizer(max_length: int = 77) -> Any:  # noqa: ANN401 (transformers' 
         return CLIPTokenizer(vocab_file, merges_file, model_max_length=max_length)
 
 
+def reset_call_state(tokenizer: Any) -> None:  # noqa: ANN401
+    """Forget the padding/truncation a fast tokenizer's backend keeps from its last call: it is saved into
+    tokenizer.json, so a model saved after tokenizing would differ from the same model saved after a resume."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_truncation()
+        backend.no_padding()
+
+
 def build(resolution: int = 64, seed: int = 0) -> dict[str, Any]:
     """unet, vae, text_encoder, tokenizer, noise_scheduler: about 1M parameters, trains on a CPU."""
     import torch

@@ -116,6 +116,10 @@ def _save_checkpoint(output: str, step: int, unet: Any, optimizer: Any, state: d
 def save_pipeline(components: dict[str, Any], path: str) -> None:
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
+    from curate.diffusion.tiny import reset_call_state
+
+    reset_call_state(components["tokenizer"])
+
     pipe = StableDiffusionPipeline(vae=components["vae"], text_encoder=components["text_encoder"],
                                    tokenizer=components["tokenizer"], unet=components["unet"],
                                    scheduler=DDIMScheduler.from_config(components["noise_scheduler"].config),
