@@ -51,3 +51,23 @@ def test_export_without_dedup_keeps_everything(sample_run, tmp_path):
     summary = export.run(str(sample_run["images"]), str(out), {"shard_size": 1000}, progress=False)
     n = sum(pq.read_metadata(p).num_rows for p in (sample_run["images"] / "images").glob("*.parquet"))
     assert summary["rows_out"] == n and len(list(out.glob("*.tar"))) == 1
+
+
+def test_a_redone_dedup_is_read_again_by_the_same_process(sample_run, tmp_path):
+    """Per-process caches (a Dask worker serves many runs) are keyed by the inputs' manifests, not paths only."""
+    dd = tmp_path / "dd"
+
+    def exported_counts(threshold: float, out: str) -> tuple[dict, dict]:
+        dedup.run(str(sample_run["emb"]), str(dd), {"threshold": threshold}, overwrite=True, progress=False)
+        recaption.run(str(dd), str(tmp_path / "rc"), {}, overwrite=True, progress=False)
+        export.run(str(sample_run["images"]), str(tmp_path / out), {"dedup": str(dd), "captions": str(tmp_path / "rc"),
+                                                                      "include_duplicates": True}, progress=False)
+        sidecar = {r["key"]: r["dup_count"] for r in pq.read_table(tmp_path / out / "00000.parquet").to_pylist()}
+        truth = {r["key"]: r["dup_count"] for p in sorted((dd / "samples").glob("*.parquet"))
+                 for r in pq.read_table(p).to_pylist()}
+        return sidecar, truth
+
+    loose, loose_truth = exported_counts(0.5, "a")
+    strict, strict_truth = exported_counts(0.99, "b")
+    assert loose == loose_truth and strict == strict_truth
+    assert loose != strict  # the two dedup runs really differ

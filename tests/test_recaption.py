@@ -196,3 +196,31 @@ def test_caption_tables_match_their_schema(sample_run, tmp_path):
     words = set((tmp_path / "rc" / "_work" / "vocab.txt").read_text().split("\n"))
     assert {"cat", "coffee"} <= words
     assert any("rt" in r["ops"] for r in rows)
+
+
+def test_column_operations_give_each_row_what_it_gets_alone(wn):
+    """The column code (captions/batch.py) against the same code on one row at a time: a row's result must not
+    depend on the other rows of its shard (else worker count or shard size would change captions)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from curate.captions import batch
+    from curate.captions.pool import apply_op, build_pool, build_pools
+
+    voc = vocab.load("wordnet")
+    caps = LAION_LIKE + ["", None, "   ", "one"] + [c.upper() for c in LAION_LIKE]
+    keys = [f"key{i}" for i in range(len(caps))]
+    ctx = {"wordnet": wn, "vocab": voc, "n": 2, "k": 2, "rc_n": 4}
+    col, kcol = pa.array(caps, pa.string()), pa.array(keys)
+    for op in ("rt", "cwr", "rna", "rc", "paraphrase"):
+        whole = apply_op(op, col, kcol, batch.key_hashes(kcol), 3, ctx, 1).to_pylist()
+        alone = [ops.apply(op, c, k, 3, ctx, variant=1) for c, k in zip(caps, keys, strict=True)]
+        assert whole == alone, op
+    others = pa.array([[c, "another caption"] if i % 3 == 0 else None for i, c in enumerate(caps)],
+                      pa.list_(pa.string()))
+    targeted = np.array([i % 2 == 0 for i in range(len(caps))])
+    pools, how, _ = build_pools(col, kcol, 3, others, ["rt", "cwr", "rna", "paraphrase"], 5, ctx, targeted)
+    for i, (c, k) in enumerate(zip(caps, keys, strict=True)):
+        one = build_pool(c, k, 3, others[i].as_py() or [], ["rt", "cwr", "rna", "paraphrase"], 5, ctx,
+                         bool(targeted[i]))
+        assert (pools[i].as_py(), how[i].as_py()) == one, i

@@ -39,14 +39,16 @@ def test_tiny_model_trains_and_resumes_exactly(train_dir, tmp_path):
     assert [r["step"] for r in log] == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in log)
     assert (tmp_path / "a" / "final" / "model_index.json").exists()
 
-    # a run killed after its step-2 checkpoint, then resumed, ends with the same weights as the uninterrupted one
+    # a run killed while renaming its step-4 checkpoint into place (complete in step-000004.tmp, steps 3-4
+    # already logged), then resumed from step 2, ends with the same weights, log and counts as the uninterrupted one
     shutil.copytree(tmp_path / "a", tmp_path / "b")
-    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step-000004")
+    (tmp_path / "b" / "checkpoints" / "step-000004").rename(tmp_path / "b" / "checkpoints" / "step-000004.tmp")
     shutil.rmtree(tmp_path / "b" / "final")
-    lines = (tmp_path / "b" / "train.log.jsonl").read_text().splitlines()[:2]
-    (tmp_path / "b" / "train.log.jsonl").write_text("\n".join(lines) + "\n")
     b = train.run(str(train_dir), str(tmp_path / "b"), opts, progress=False)
     assert b["resumed_from"] == 2
+    assert (tmp_path / "b" / "train.log.jsonl").read_text() == (tmp_path / "a" / "train.log.jsonl").read_text()
+    assert b["mitigations_applied"] == a["mitigations_applied"] and b["final_loss"] == a["final_loss"]
+    assert not (tmp_path / "b" / "checkpoints" / "step-000004.tmp").exists()
     wa = unet_weights(tmp_path / "a" / "final")
     wb = unet_weights(tmp_path / "b" / "final")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -17,19 +16,17 @@ def is_pixel_model(path: str) -> bool:
 
 
 def save(components: dict[str, Any], path: str, resolution: int) -> None:
-    tmp = path + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    components["unet"].save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
-    components["text_encoder"].save_pretrained(os.path.join(tmp, "text_encoder"), safe_serialization=True)
     from curate.diffusion.tiny import reset_call_state
+    from curate.io.fs import atomic_dir
 
     reset_call_state(components["tokenizer"])
-    components["tokenizer"].save_pretrained(os.path.join(tmp, "tokenizer"))
-    components["noise_scheduler"].save_pretrained(os.path.join(tmp, "scheduler"))
-    with open(os.path.join(tmp, MARKER), "w") as f:
-        json.dump({"kind": "pixel", "resolution": resolution}, f)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    with atomic_dir(path) as tmp:
+        components["unet"].save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
+        components["text_encoder"].save_pretrained(os.path.join(tmp, "text_encoder"), safe_serialization=True)
+        components["tokenizer"].save_pretrained(os.path.join(tmp, "tokenizer"))
+        components["noise_scheduler"].save_pretrained(os.path.join(tmp, "scheduler"))
+        with open(os.path.join(tmp, MARKER), "w") as f:
+            json.dump({"kind": "pixel", "resolution": resolution}, f)
 
 
 def generate(path: str, prompts: list[str], steps: int, guidance: float, seed: int, device: str,

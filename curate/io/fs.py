@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -130,6 +131,31 @@ def atomic_local(path: str) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def stamp(path: str) -> tuple[int, int] | None:
+    """(mtime_ns, size) of a local file, or None: part of a per-process cache key, so that a long-lived worker
+    (a Dask worker serving several runs) never reuses what it read from a file that was rewritten since."""
+    try:
+        st = os.stat(url_to_fs(path)[1])
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+@contextmanager
+def atomic_dir(path: str) -> Iterator[str]:
+    """A fresh `path.tmp` folder to fill; it replaces local folder `path` if the block succeeds. A kill leaves
+    either the old folder or none (and a `.tmp` the next call clears), never a half-written one."""
+    tmp = path + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes_atomic(path: str, data: bytes) -> None:

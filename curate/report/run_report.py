@@ -8,7 +8,6 @@ and links to each stage's own report.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -23,12 +22,8 @@ def _work_seconds(folder: str) -> float | None:
     stats = os.path.join(folder, "_stats")
     if not os.path.isdir(stats):
         return None
-    total = 0.0
-    for name in sorted(os.listdir(stats)):
-        if name.endswith(".json"):
-            with open(os.path.join(stats, name), encoding="utf-8") as f:
-                total += float(json.load(f).get("seconds", 0.0))
-    return round(total, 2)
+    return round(sum(float(fs.read_json(os.path.join(stats, name)).get("seconds", 0.0))
+                     for name in sorted(os.listdir(stats)) if name.endswith(".json")), 2)
 
 
 def row_flow(name: str, summary: dict[str, Any]) -> dict[str, Any]:

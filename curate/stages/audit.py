@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 from typing import Any
 
 import numpy as np
@@ -218,11 +217,9 @@ def run(model_dir: str, train_dir: str, output: str, options: dict[str, Any]) ->
     picks = choose_prompts(train, opts["prompts"], opts["seed"])
     prompts = [train[i]["caption"] for i in picks]
     generations = generate(model_dir, prompts, opts)
-    gen_dir = os.path.join(output, "generations")
-    shutil.rmtree(gen_dir, ignore_errors=True)
-    os.makedirs(gen_dir)
-    for i, img in enumerate(generations):
-        img.save(os.path.join(gen_dir, f"{i:05d}.png"))
+    with fs.atomic_dir(os.path.join(output, "generations")) as gen_dir:
+        for i, img in enumerate(generations):
+            img.save(os.path.join(gen_dir, f"{i:05d}.png"))
     gen_emb = embed_images(model, generations)
     sims, rows = top1(train_emb, gen_emb)
     base_sims, _ = top1(train_emb, train_emb, exclude_self=True)

@@ -81,7 +81,7 @@ def plan(opts: dict[str, Any]) -> tuple[pa.Table, dict[str, int], int]:
 
 
 @functools.cache
-def _joined(dedup: str | None, captions: str | None) -> tuple[dict, dict]:
+def _joined(dedup: str | None, captions: str | None, _stamps: object = None) -> tuple[dict, dict]:
     return (_table_by_key(dedup, "samples", ["key", "cluster_id", "dup_count", "memorization_risk", "keep"]),
             _table_by_key(captions, "captions", ["key", "caption", "captions", "ops"]))
 
@@ -91,7 +91,9 @@ def export_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dic
     plan_table = pq.read_table(fs.url_to_fs(fs.join(shard.output_root, "_work", "plan.parquet"))[1],
                                filters=[("out_shard", "=", j)])
     wanted = plan_table.column("key").to_pylist()
-    dedup, captions = _joined(options["dedup"], options["captions"])
+    # keyed by the inputs' manifests too: a Dask worker may serve a later run whose dedup/captions were redone
+    stamps = tuple(fs.stamp(fs.join(d, "_stage.json")) if d else None for d in (options["dedup"], options["captions"]))
+    dedup, captions = _joined(options["dedup"], options["captions"], stamps)
     found: dict[str, tuple[dict[str, Any], bytes | None]] = {}
     planned_source = dict(zip(wanted, plan_table.column("source").to_pylist(), strict=True))
     for source in dict.fromkeys(planned_source.values()):

@@ -49,7 +49,8 @@ CAPTIONS_SCHEMA = pa.schema([
 
 
 @functools.cache
-def _context(work: str, vocab_name: str, k: int, n: int, rc_n: int, multiword: bool, needs_wordnet: bool) -> dict:
+def _context(work: str, vocab_name: str, k: int, n: int, rc_n: int, multiword: bool, needs_wordnet: bool,
+             _stamp: object = None) -> dict:
     """Loaded once per process: WordNet, the vocabulary, the dataset's captions (for rc)."""
     ctx: dict[str, Any] = {"k": k, "n": n, "rc_n": rc_n, "multiword": multiword}
     if needs_wordnet:
@@ -68,14 +69,15 @@ def _context(work: str, vocab_name: str, k: int, n: int, rc_n: int, multiword: b
 
 
 @functools.cache
-def _cluster_captions(work: str) -> tuple[np.ndarray, pa.Array]:
+def _cluster_captions(work: str, _stamp: object = None) -> tuple[np.ndarray, pa.Array]:
     """(sorted cluster ids, their caption lists) of the clusters with more than one distinct caption."""
     table = read_table(fs.join(work, "cluster_captions.parquet")).sort_by("cluster_id")
     return table.column("cluster_id").to_numpy(), table.column("captions").combine_chunks()
 
 
 def _lists_for(cluster_id: np.ndarray, work: str) -> pa.Array | None:
-    ids, lists = _cluster_captions(work)
+    table = fs.join(work, "cluster_captions.parquet")
+    ids, lists = _cluster_captions(work, fs.stamp(table))
     if len(ids) == 0:
         return None
     pos = np.clip(np.searchsorted(ids, cluster_id), 0, len(ids) - 1)
@@ -89,7 +91,7 @@ def recaption_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> 
     opts = options
     work = fs.join(shard.output_root, "_work")
     ctx = _context(work, opts["vocab"], opts["k"], opts["n"], opts["rc_n"], opts["multiword"],
-                   "paraphrase" in opts["ops"])
+                   "paraphrase" in opts["ops"], fs.stamp(fs.join(work, "vocab.txt")))
     t = read_table(shard.input, columns=["key", "shard", "caption", "cluster_id", "dup_count", "memorization_risk"])
     keys, captions = t.column("key").combine_chunks(), t.column("caption").combine_chunks()
     cluster_id = t.column("cluster_id").to_numpy()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import sys
 import time
 from typing import Any
@@ -94,7 +93,8 @@ def latest_checkpoint(output: str) -> tuple[int, str] | None:
     folder = os.path.join(output, "checkpoints")
     if not os.path.isdir(folder):
         return None
-    steps = sorted(int(d.split("-")[1]) for d in os.listdir(folder) if d.startswith("step-") and
+    # finished checkpoints only: a kill may leave `step-N.tmp`, complete inside but never renamed
+    steps = sorted(int(d[5:]) for d in os.listdir(folder) if d.startswith("step-") and d[5:].isdigit() and
                    os.path.exists(os.path.join(folder, d, "trainer_state.json")))
     return (steps[-1], os.path.join(folder, f"step-{steps[-1]:06d}")) if steps else None
 
@@ -102,15 +102,11 @@ def latest_checkpoint(output: str) -> tuple[int, str] | None:
 def _save_checkpoint(output: str, step: int, unet: Any, optimizer: Any, state: dict[str, Any]) -> None:  # noqa: ANN401
     import torch
 
-    final = os.path.join(output, "checkpoints", f"step-{step:06d}")
-    tmp = final + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    unet.save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
-    torch.save(optimizer.state_dict(), os.path.join(tmp, "optimizer.pt"))
-    with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
-        json.dump({**state, "step": step}, f, indent=2)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    with fs.atomic_dir(os.path.join(output, "checkpoints", f"step-{step:06d}")) as tmp:
+        unet.save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
+        torch.save(optimizer.state_dict(), os.path.join(tmp, "optimizer.pt"))
+        with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
+            json.dump({**state, "step": step}, f, indent=2)
 
 
 def save_pipeline(components: dict[str, Any], path: str) -> None:
@@ -124,11 +120,8 @@ def save_pipeline(components: dict[str, Any], path: str) -> None:
                                    tokenizer=components["tokenizer"], unet=components["unet"],
                                    scheduler=DDIMScheduler.from_config(components["noise_scheduler"].config),
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    tmp = path + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    with fs.atomic_dir(path) as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
 
 
 def _truncate_log(path: str, last_step: int) -> None:
@@ -191,7 +184,7 @@ def run(train_dir: str, output: str, options: dict[str, Any], *, progress: bool 
     resumed = latest_checkpoint(output)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=opts["lr"])
     if resumed is not None:
-        prev = json.load(open(os.path.join(resumed[1], "trainer_state.json")))
+        prev = fs.read_json(os.path.join(resumed[1], "trainer_state.json"))
         if prev.get("options") != json.loads(json.dumps(opts)):
             raise CurateError(f"{output}: has checkpoints of a run with other options; choose another output folder")
         from diffusers import UNet2DConditionModel
