@@ -23,6 +23,7 @@ _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _SPACE = pa.scalar(" ", pa.large_string())
+_ASCII_NOT_ALNUM = "".join(chr(c) for c in range(128) if not chr(c).isalnum())
 _TAGS = {"paraphrase": 1, "rt": 2, "cwr": 3, "rna": 4, "rc": 5, "pool": 6, "pick": 7, "target": 8, "train": 9,
          "dup": 10, "insert": 11}
 
@@ -91,16 +92,31 @@ def uniform(stream: np.ndarray, i: int = 0) -> np.ndarray:
     return (x >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
+# Arrow's whitespace (utf8_split_whitespace): ASCII \t\n\v\f\r, 0x1c-0x1f, U+0085 and Unicode Zs/Zl/Zp.
+_ODD_SPACE = (r"[\t\n\v\f\r\x{1c}-\x{1f}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}"
+              r"\x{205f}\x{3000}]|  |^ | $")
+
+
+def single_spaced(captions: pa.Array) -> pa.LargeStringArray:
+    """Tokens joined by one ASCII space, none at the ends. Only rows with other whitespace, runs of spaces or
+    edge spaces are split and re-joined (most captions already are single-spaced: one regex scan)."""
+    caps = _strings(captions)
+    odd = pc.fill_null(pc.match_substring_regex(caps, _ODD_SPACE), False)
+    if not pc.any(odd).as_py():
+        return caps
+    rows = pc.utf8_trim_whitespace(pc.filter(caps, odd))  # split keeps edge blanks: trim first
+    return pc.replace_with_mask(caps, odd, pc.binary_join(pc.utf8_split_whitespace(rows), _SPACE))
+
+
 class Tokens:
-    """Whitespace tokens of a caption column: flat values and per-row offsets/lengths (0 for null)."""
+    """Whitespace tokens of a caption column: flat values and per-row offsets/lengths (0 for null or blank)."""
 
     def __init__(self, captions: pa.Array) -> None:
-        lists = pc.utf8_split_whitespace(captions)
-        flat = pc.list_flatten(lists)
-        parent = pc.list_parent_indices(lists).to_numpy()
-        keep = pc.greater(pc.utf8_length(flat), 0).to_numpy(zero_copy_only=False)  # Arrow keeps edge blanks
-        self.flat = flat.filter(pa.array(keep)).cast(pa.large_string())
-        self.lengths = np.bincount(parent[keep], minlength=len(captions)).astype(np.int64)
+        text = single_spaced(captions)
+        text = pc.if_else(pc.equal(pc.binary_length(text), 0), pa.scalar(None, pa.large_string()), text)
+        lists = pc.split_pattern(text, " ")
+        self.flat = pc.list_flatten(lists)
+        self.lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy().astype(np.int64)
         self.starts = np.cumsum(self.lengths) - self.lengths
 
     @property
@@ -203,7 +219,38 @@ def rc(captions: pa.Array, stream: np.ndarray, vocab: pa.Array, dataset: pa.Arra
 
 def normalize(captions: pa.Array) -> pa.Array:
     """Arrow twin of dedup's `normalize_caption` for comparing pool entries: NFKC, lower case, single spaces,
-    edge punctuation removed (lower() where Python uses casefold(): they differ on a few letters such as ß)."""
-    t = pc.utf8_lower(pc.utf8_normalize(_strings(captions), "NFKC"))
-    t = pc.binary_join(pc.utf8_split_whitespace(t), _SPACE)  # single spaces, none at the ends (faster than a regex)
-    return pc.replace_substring_regex(t, r"^[\W_]+|[\W_]+$", "")
+    edge characters that are neither letters nor digits removed, in any script (lower() where Python uses
+    casefold(): they differ on a few letters such as ß)."""
+    t = single_spaced(pc.utf8_lower(pc.utf8_normalize(_strings(captions), "NFKC")))
+    ascii_rows = pc.fill_null(pc.string_is_ascii(t), True)
+    trimmed = pc.ascii_trim(t, _ASCII_NOT_ALNUM)  # the same as the regex below on ASCII text, 20x faster
+    if pc.all(ascii_rows).as_py():
+        return trimmed
+    other = pc.invert(ascii_rows)
+    edges = pc.replace_substring_regex(pc.filter(t, other), r"^[^\p{L}\p{N}]+|[^\p{L}\p{N}]+$", "")
+    return pc.replace_with_mask(trimmed, other, edges)
+
+
+def text_codes(texts: pa.Array) -> np.ndarray:
+    """An integer per row, equal exactly where the normalised texts are equal (null counts as the empty text)."""
+    enc = pc.fill_null(normalize(texts), "").dictionary_encode()
+    return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def first_distinct(groups: np.ndarray, texts: pa.Array) -> np.ndarray:
+    """Row indices of the first row of each (group, normalised text), in row order."""
+    codes = text_codes(texts)
+    order = np.lexsort((np.arange(len(codes)), codes, np.asarray(groups)))
+    g, c = np.asarray(groups)[order], codes[order]
+    start = np.ones(len(order), bool)
+    start[1:] = (g[1:] != g[:-1]) | (c[1:] != c[:-1])
+    return np.sort(order[start])
+
+
+def distinct_per_group(groups: np.ndarray, texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(group ids, rows, distinct normalised texts) for each group."""
+    groups = np.asarray(groups, np.int64)
+    firsts = first_distinct(groups, texts)
+    ids, rows = np.unique(groups, return_counts=True)
+    distinct = np.bincount(np.searchsorted(ids, groups[firsts]), minlength=len(ids))
+    return ids, rows, distinct

@@ -75,8 +75,41 @@ def build_pools(captions: pa.Array, keys: pa.Array, seed: int, cluster_captions:
                 op_names: Sequence[str], pool_size: int, context: dict[str, Any],
                 targeted: np.ndarray) -> tuple[pa.Array, pa.Array, pa.Array]:
     """(pools, how each entry was made, the caption to use) for every row; `cluster_captions` is a list
-    column (null where the cluster has no other captions)."""
+    column (null where the cluster has no other captions). The work runs on the rows whose pool can grow
+    (targeted, with a word) only, so its cost follows the targeted share; the others keep `[caption]`."""
     caps = batch._strings(captions)
+    n = len(caps)
+    grow = np.asarray(targeted, bool) & _not_blank(caps)
+    if grow.all() or pool_size <= 1:
+        return _grow_pools(caps, keys, seed, cluster_captions, op_names, pool_size, context, grow)
+    rows = pa.array(np.flatnonzero(grow))
+    sub_pools, sub_how, sub_use = _grow_pools(
+        caps.take(rows), batch._strings(keys).take(rows), seed,
+        cluster_captions.take(rows) if cluster_captions is not None else None, op_names, pool_size, context,
+        np.ones(len(rows), bool))
+    count = np.where(caps.is_null().to_numpy(zero_copy_only=False), 0, 1).astype(np.int64)
+    sub_count = pc.list_value_length(sub_pools).to_numpy().astype(np.int64)
+    count[grow] = sub_count
+    start = np.cumsum(count) - count
+    source = np.empty(int(count.sum()), np.int64)  # into [caps..., the grown pools' entries...]
+    alone = np.flatnonzero(~grow & (count == 1))
+    source[start[alone]] = alone
+    grown_start = np.repeat(start[grow], sub_count)
+    within = np.arange(len(grown_start)) - np.repeat(np.cumsum(sub_count) - sub_count, sub_count)
+    source[grown_start + within] = n + np.arange(len(grown_start))
+    at = pa.array(source)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(count)]).astype(np.int32))
+    pools = pa.ListArray.from_arrays(offsets, pa.concat_arrays(
+        [caps.cast(pa.string()), pc.list_flatten(sub_pools)]).take(at))
+    original = pa.repeat(pa.scalar("original", pa.string()), n)
+    how = pa.ListArray.from_arrays(offsets, pa.concat_arrays([original, pc.list_flatten(sub_how)]).take(at))
+    use = pc.replace_with_mask(caps.cast(pa.string()), pa.array(grow), sub_use)
+    return pools, how, use
+
+
+def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_captions: pa.Array | None,
+                op_names: Sequence[str], pool_size: int, context: dict[str, Any],
+                targeted: np.ndarray) -> tuple[pa.Array, pa.Array, pa.Array]:
     keys = batch._strings(keys)
     n = len(caps)
     hashes = batch.key_hashes(keys)

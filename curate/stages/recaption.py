@@ -9,7 +9,7 @@ each pool entry was made. Targeted samples (`--target`) get a pool; the others k
 from __future__ import annotations
 
 import functools
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,6 @@ from curate.captions import batch
 from curate.captions import pool as pools
 from curate.captions import vocab as vocabs
 from curate.captions.ops import OPS
-from curate.dedup.count import normalize_caption
 from curate.errors import CurateError
 from curate.executor import Shard, ShardOutput, merge_options, run_stage
 from curate.io import fs
@@ -114,9 +113,10 @@ def recaption_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> 
 
 
 def _global_pass(dedup_dir: str, work: str, vocab_name: str) -> int:
-    """Cluster caption lists (kept and dropped members) and the dataset vocabulary, written under _work/."""
+    """Cluster caption lists (kept and dropped members) and the dataset vocabulary, written under _work/.
+    A cluster's list: the first caption of each distinct normalised text, sorted; only clusters with two or more."""
     fs.ensure_dir(work)
-    per_cluster: dict[int, dict[str, str]] = defaultdict(dict)
+    parts: list[pa.Table] = []
     all_captions: list[str | None] = []
     paths = fs.list_shards(fs.join(dedup_dir, "samples"))
     if fs.exists(fs.join(dedup_dir, "drops")):
@@ -130,12 +130,19 @@ def _global_pass(dedup_dir: str, work: str, vocab_name: str) -> int:
             all_captions += t.column("caption").to_pylist()
         if "dup_count" in names:  # only clusters of 2 or more have other captions (drops/ rows all do)
             t = t.filter(pc.greater(t.column("dup_count"), 1))
-        for cid, cap in zip(t.column("cluster_id").to_pylist(), t.column("caption").to_pylist(), strict=True):
-            if cap and cap.strip():
-                per_cluster[cid].setdefault(normalize_caption(cap), cap)
-    multi = {c: sorted(v.values()) for c, v in per_cluster.items() if len(v) > 1}
-    table = pa.table({"cluster_id": pa.array(list(multi), pa.int64()),
-                      "captions": pa.array(list(multi.values()), pa.list_(pa.string()))})
+        t = t.select(["cluster_id", "caption"])
+        parts.append(t.filter(pools._not_blank(t.column("caption").combine_chunks())))
+    t = pa.concat_tables(parts) if parts else pa.table({"cluster_id": pa.array([], pa.int64()),
+                                                        "caption": pa.array([], pa.string())})
+    cluster = t.column("cluster_id").to_numpy()
+    t = t.take(pa.array(batch.first_distinct(cluster, t.column("caption").combine_chunks()), pa.int64()))
+    ids, counts = np.unique(t.column("cluster_id").to_numpy(), return_counts=True)
+    t = t.filter(pc.is_in(t.column("cluster_id"), pa.array(ids[counts > 1]))).sort_by(
+        [("cluster_id", "ascending"), ("caption", "ascending")])
+    ids, counts = np.unique(t.column("cluster_id").to_numpy(), return_counts=True)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    table = pa.table({"cluster_id": pa.array(ids, pa.int64()),
+                      "captions": pa.ListArray.from_arrays(offsets, t.column("caption").combine_chunks())})
     fs.write_parquet_atomic(table, fs.join(work, "cluster_captions.parquet"))
     if vocab_name == "dataset":
         fs.write_text_atomic(fs.join(work, "vocab.txt"), "\n".join(vocabs.dataset_words(all_captions)))
@@ -173,29 +180,27 @@ def build_report(output: str, stats: list[dict[str, Any]], opts: dict[str, Any])
         columns=["key", "cluster_id", "dup_count", "original_caption", "caption", "captions", "changed", "ops"])
     dups = table.filter(pc.greater(table.column("dup_count"), 1))
 
-    def distinct(cluster: pa.Array, texts: pa.Array) -> pa.Table:
-        """Per cluster: rows and distinct normalised texts (null counts as the empty caption)."""
-        t = pa.table({"c": cluster, "t": pc.fill_null(batch.normalize(texts), "")})
-        return t.group_by("c").aggregate([("t", "count_distinct"), ("t", "count")])
+    def distinct(cluster: pa.Array, texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per cluster: (ids, rows, distinct normalised texts); null counts as the empty caption."""
+        return batch.distinct_per_group(cluster.to_numpy(), texts)
 
-    before = distinct(dups.column("cluster_id").combine_chunks(), dups.column("original_caption").combine_chunks())
-    after = distinct(dups.column("cluster_id").combine_chunks(), dups.column("caption").combine_chunks())
+    cid = dups.column("cluster_id").combine_chunks()
+    before = distinct(cid, dups.column("original_caption").combine_chunks())
+    after = distinct(cid, dups.column("caption").combine_chunks())
     pools_col = dups.column("captions").combine_chunks()
-    in_pools = distinct(dups.column("cluster_id").combine_chunks().take(pc.list_parent_indices(pools_col)),
-                        pc.list_flatten(pools_col))
-    multi = pc.greater(before.column("t_count"), 1)  # clusters with 2 or more rows here
-    n_dup = int(pc.sum(multi).as_py() or 0)
-    keep = before.filter(multi).column("c")
+    in_pools = distinct(cid.take(pc.list_parent_indices(pools_col)), pc.list_flatten(pools_col))
+    keep = before[0][before[1] > 1]  # clusters with 2 or more rows here
+    n_dup = len(keep)
 
-    def over(agg: pa.Table) -> pa.Array:
-        return agg.filter(pc.is_in(agg.column("c"), keep)).column("t_count_distinct")
+    def over(agg: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        return agg[2][np.isin(agg[0], keep)]
 
-    same_before = int(pc.sum(pc.equal(over(before), 1)).as_py() or 0)
-    same_after = int(pc.sum(pc.equal(over(after), 1)).as_py() or 0)
+    same_before = int((over(before) == 1).sum())
+    same_after = int((over(after) == 1).sum())
     dup_clusters = range(n_dup)
 
-    def mean(agg: pa.Table) -> float:
-        return round(float(pc.sum(over(agg)).as_py() or 0) / n_dup, 3) if n_dup else 0.0
+    def mean(agg: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:
+        return round(float(over(agg).sum()) / n_dup, 3) if n_dup else 0.0
 
     counted = pc.value_counts(pc.list_flatten(table.column("ops"))).to_pylist()
     op_counts = Counter({c["values"]: c["counts"] for c in counted})
