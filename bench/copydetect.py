@@ -19,6 +19,7 @@ import numpy as np
 
 from curate.dedup.evaluate import pair_scores
 from curate.dedup.link import link
+from curate.dedup.pairs import Pairs, hub_scored
 
 
 def build_images(n_orig: int, seed: int, debian_root: str) -> tuple[list, list[int]]:
@@ -52,10 +53,18 @@ def build_images(n_orig: int, seed: int, debian_root: str) -> tuple[list, list[i
     return images, group
 
 
-def scores_for(sims: np.ndarray, group: list[int], thresholds: list[float], default: float) -> dict:
+def scores_for(sims: np.ndarray, group: list[int], thresholds: list[float], default: float,
+               hub: bool = False) -> dict:
+    """Pair scores per linkage at the default threshold and the best of the sweep. hub: the sims become
+    `pairs.hub_scored` scores (k 5, beta 1, candidates from raw 0.5), as `curate dedup --score hub` does."""
     n = len(group)
     iu = np.triu_indices(n, 1)
     flat = sims[iu]
+    if hub:
+        cand = flat >= 0.5
+        p = Pairs(iu[0][cand], iu[1][cand], flat[cand].astype(np.float32), np.zeros(n, np.int64), np.zeros(n, np.float32))
+        p = hub_scored(p, n, k=5, beta=1.0, floor=0.5)
+        iu, flat = (p.i, p.j), p.sim
     truth = {str(i): g for i, g in enumerate(group)}
     out = {}
     for linkage in ("components", "mutual", "leader"):
@@ -82,14 +91,16 @@ def main() -> None:
 
     images, group = build_images(args.originals, args.seed, args.debian_root)
     sweep = [round(x, 3) for x in np.arange(0.5, 0.99, 0.02)]
+    hub_sweep = [round(x, 3) for x in np.arange(-0.2, 0.3, 0.02)]
     results = {"images": len(images), "originals": len(set(group)),
                "true_pairs": int(sum(c * (c - 1) // 2 for c in np.bincount(group)))}
     feats = {}
-    for spec, pooling in (("effnet-lite0", "avg"), ("effnet-lite0", "gem")):
-        m = load_image_model(spec, pooling=pooling)
+    for spec, pooling, size, resize in (("effnet-lite0", "avg", None, "crop"), ("effnet-lite0", "gem", None, "crop"),
+                                        ("effnet-lite0", "gem", 320, "pad")):
+        m = load_image_model(spec, pooling=pooling, size=size, resize=resize)
         emb = np.concatenate([m.embed([m.preprocess(im) for im in images[i : i + 64]])
                               for i in range(0, len(images), 64)])
-        feats[f"{spec}/{pooling}"] = emb
+        feats[f"{spec}/{pooling}" + (f"/{resize}{size}" if size else "")] = emb
     ph = load_image_model("phash")
     bits = np.unpackbits(ph.embed([ph.preprocess(im) for im in images]), axis=1).astype(np.float32)
     hamming = bits @ (1 - bits).T + (1 - bits) @ bits.T
@@ -110,6 +121,8 @@ def main() -> None:
                 x = w(emb)
             sims = x @ x.T
             results[f"{name}/{mode}"] = scores_for(sims, group, sweep, default_threshold("float", "effnet"))
+            results[f"{name}/{mode}/hub"] = scores_for(sims, group, hub_sweep,
+                                                       default_threshold("float", "effnet", "hub"), hub=True)
             if name.endswith("avg"):
                 # hash and embedding combined: a pair is a copy when either signal says so
                 both = np.maximum(sims, np.where(phash_sims >= default_threshold("bits"), 1.0, -1.0))

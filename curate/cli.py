@@ -144,9 +144,10 @@ def download(inputs: tuple[str, ...], output: str, workers: int, overwrite: bool
 @click.option("--runtime", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True,
               help="effnet: ONNX Runtime on CPU (auto), torch on CUDA.")
 @click.option("--pooling", type=click.Choice(["avg", "gem"]), default="avg", show_default=True, help="effnet pooling.")
-@click.option("--resize", type=click.Choice(["short", "crop", "resize"]), default="short", show_default=True,
-              help="torchscript: short edge to --size (SSCD), or a --size square by crop or resize.")
-@click.option("--size", default=288, show_default=True, help="torchscript input size.")
+@click.option("--resize", type=click.Choice(["short", "crop", "resize", "pad"]), default="short", show_default=True,
+              help="torchscript: short edge to --size (SSCD), or a --size square by crop or resize; effnet: crop "
+                   "(short means crop) or pad (the whole picture, long edge to --size).")
+@click.option("--size", default=None, type=int, help="Input size (torchscript 288, effnet its own: 224 for lite0).")
 @click.option("--max-image-area", default=89_478_485, show_default=True)
 def embed(images: str, output: str, workers: int, overwrite: bool, progress: bool, **opts: object) -> None:
     """Embed the image shards of IMAGES (a `curate download` output) into OUTPUT.
@@ -186,6 +187,12 @@ def embed(images: str, output: str, workers: int, overwrite: bool, progress: boo
 @click.option("--save-index/--no-save-index", default=True, show_default=True)
 @click.option("--whiten", type=click.Choice(["none", "center", "pca"]), default="none", show_default=True,
               help="Post-process the features, fit on this corpus (saved with the index for --against).")
+@click.option("--score", type=click.Choice(["raw", "hub"]), default="raw", show_default=True,
+              help="hub: similarity minus the pair's mean similarity to its --hub-k nearest (templates and dense "
+                   "regions need more to link); the threshold is then on that scale (default 0.05).")
+@click.option("--hub-k", default=5, show_default=True)
+@click.option("--hub-beta", default=1.0, show_default=True)
+@click.option("--hub-floor", default=0.5, show_default=True, help="--score hub: raw similarity of the candidates.")
 @click.option("--images", default=None, help="The `curate download` output, for the report's image gallery.")
 @click.option("--overwrite", is_flag=True, help="Recompute even when a report with these options exists.")
 @click.option("--progress/--no-progress", default=True, show_default=True)

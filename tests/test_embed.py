@@ -62,6 +62,34 @@ def test_effnet_real_weights_put_a_copy_closer_than_another_photo(photos):
     assert e[0] @ e[1] > 0.75 > 0.3 > e[0] @ e[2]
 
 
+def test_effnet_pad_keeps_the_whole_picture_at_its_own_size(photos):
+    """--resize pad --size N: the long edge to N on a grey square, so a meme bar or a screenshot frame stays in
+    view (crop cuts it); its own ONNX file per size; a meme of a photo stays nearer its photo than another
+    photo (measured 0.74 vs 0.21; crop, which cuts most of the bar away, 0.83 vs 0.21)."""
+    from curate.models.effnet import onnx_path
+    from curate.sample.copies import TEMPLATE_TRANSFORMS
+
+    pad, crop = load_image_model("effnet-lite0", resize="pad", size=256), load_image_model("effnet-lite0")
+    tall = Image.new("RGB", (100, 300), "white")
+    tall.paste((255, 0, 0), (0, 0, 100, 30))  # a red band across the top
+    x, y = pad.preprocess(tall), crop.preprocess(tall)
+    assert x.shape == (3, 256, 256) and y.shape == (3, 224, 224)
+    assert abs(float(x[:, :, :20].mean())) < 0.01  # the side padding is grey: about 0 once normalised
+    assert x[0, 5, 128] > 0.9 and x[1, 5, 128] < -0.9  # the red band is in the picture
+    assert y[1, 5, 112] > 0.9  # crop kept only the white middle
+    assert onnx_path("effnet-lite0", "avg", 256).exists() and onnx_path("effnet-lite0", "avg", 256) != onnx_path(
+        "effnet-lite0", "avg")
+    src = dict((n, im) for n, im, _ in photos)["astronaut"].convert("RGB")
+    other = dict((n, im) for n, im, _ in photos)["coffee"].convert("RGB")
+    meme = TEMPLATE_TRANSFORMS["meme"](src, np.random.default_rng(0))[0].convert("RGB")
+    sims = {}
+    for name, m in (("pad", pad), ("crop", crop)):
+        e = m.embed([m.preprocess(im) for im in (src, meme, other)])
+        sims[name] = (float(e[0] @ e[1]), float(e[0] @ e[2]))
+        assert sims[name][0] > sims[name][1], (name, sims)
+    assert np.allclose(np.linalg.norm(pad.embed([x]), axis=1), 1, atol=1e-4)
+
+
 def test_onnx_runtime_matches_eager_torch(photos):
     onnx = load_image_model("effnet-lite0", runtime="onnx")
     eager = load_image_model("effnet-lite0", runtime="torch")

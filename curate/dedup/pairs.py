@@ -30,6 +30,31 @@ class Pairs:
         return Pairs(self.i[m], self.j[m], self.sim[m], self.nn, self.nn_sim)
 
 
+def hub_scored(pairs: Pairs, n: int, k: int = 5, beta: float = 1.0, floor: float = 0.5,
+               strong: float = 0.97) -> Pairs:
+    """Hubness-corrected scores: s'(i, j) = s(i, j) - beta * (b_i + b_j) / 2, where b_i is the mean similarity
+    of row i to its k most similar other rows among the candidate pairs (a row with fewer than k candidates
+    counts the missing ones at `floor`, the candidates' lower bound). An image that resembles many others (a
+    screenshot frame, a meme template, a dense region of clip-art) gets a high b and must be much closer to
+    a neighbour to link, as in the score normalisation of the DISC21 copy-detection entries. Pairs at or above
+    `strong` keep their raw similarity, so near-identical copies link however large their cluster is (in a
+    cluster of 1,000 copies every member is a hub). nn / nn_sim stay raw."""
+    if len(pairs.i) == 0:
+        return pairs
+    src = np.concatenate([pairs.i, pairs.j])
+    sim = np.concatenate([pairs.sim, pairs.sim]).astype(np.float64)
+    order = np.lexsort((-sim, src))
+    src, sim = src[order], sim[order]
+    start = np.searchsorted(src, src, side="left")
+    top = (np.arange(len(src)) - start) < k
+    total = np.bincount(src[top], weights=sim[top], minlength=n)
+    count = np.bincount(src[top], minlength=n)
+    b = (total + (k - count) * floor) / k
+    adjusted = pairs.sim - beta * (b[pairs.i] + b[pairs.j]) / 2
+    scored = np.where(pairs.sim >= strong, pairs.sim, adjusted).astype(np.float32)
+    return Pairs(pairs.i, pairs.j, scored, pairs.nn, pairs.nn_sim)
+
+
 def _unique_edges(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lo, hi = np.minimum(i, j), np.maximum(i, j)
     code = lo.astype(np.int64) * n + hi

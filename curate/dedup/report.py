@@ -57,6 +57,7 @@ def build_report(rows: dict[str, Any], pairs: Pairs, clusters: pa.Table, opts: d
     captions = emb.metadata.column("caption").to_pylist() if "caption" in emb.metadata.column_names else [None] * n
     report: dict[str, Any] = {
         "model": manifest.get("model"), "kind": emb.kind, "samples": n, "threshold": threshold,
+        "score": opts.get("score", "raw"),
         "linkage": opts["linkage"], "mode": opts["mode"], "keep_policy": opts["keep"], "action": opts["action"],
         "clusters": int(len(size)), "duplicate_clusters": dup_clusters,
         "samples_in_duplicate_clusters": int(size[size > 1].sum()),
@@ -89,11 +90,12 @@ def _write_html(report: dict[str, Any], rows: dict[str, Any], pairs: Pairs, clus
     size_png = plots.histogram(size[size > 1] if (size > 1).any() else size, "Duplicate cluster sizes",
                                "members per cluster", bins=30, log=True)
     nn_png = plots.histogram(pairs.nn_sim, "Nearest-neighbour similarity", "cosine similarity", bins=60,
-                             vline=report["threshold"])
+                             vline=report["threshold"] if report["score"] == "raw" else None)
     at = report["share_removed_at_threshold"]
     at_png = plots.bars(list(at), [100 * v for v in at.values()], "Share removed by threshold", "% of samples")
     summary = html.table(["measure", "value"], [
-        ("samples", report["samples"]), ("model", report["model"]), ("threshold", report["threshold"]),
+        ("samples", report["samples"]), ("model", report["model"]),
+        ("threshold", report["threshold"] if report["score"] == "raw" else f"{report['threshold']} (hub score)"),
         ("linkage", report["linkage"]), ("clusters", report["clusters"]),
         ("duplicate clusters", report["duplicate_clusters"]),
         ("samples in duplicate clusters", report["samples_in_duplicate_clusters"]),

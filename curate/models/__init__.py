@@ -36,7 +36,8 @@ def load_image_model(spec: str, device: str = "cpu", **options: Any) -> ImageEmb
         from curate.models.effnet import EffNetEmbedder
 
         return EffNetEmbedder(spec, device, runtime=options.get("runtime", "auto"),
-                              pooling=options.get("pooling", "avg"), threads=options.get("threads"))
+                              pooling=options.get("pooling", "avg"), threads=options.get("threads"),
+                              size=options.get("size"), resize=options.get("resize", "crop"))
     if spec.startswith("open_clip:"):
         from curate.models.openclip import OpenClipImage
 
@@ -44,7 +45,8 @@ def load_image_model(spec: str, device: str = "cpu", **options: Any) -> ImageEmb
     if spec.startswith("torchscript:"):
         from curate.models.torchscript import TorchScriptEmbedder
 
-        return TorchScriptEmbedder(spec, device, resize=options.get("resize", "short"), size=options.get("size", 288))
+        return TorchScriptEmbedder(spec, device, resize=options.get("resize", "short"),
+                                   size=options.get("size") or 288)
     if spec in ("phash", "dhash"):
         from curate.models.hashes import HashEmbedder
 

@@ -26,6 +26,7 @@ from curate.models.preprocess import square, to_chw
 VARIANTS = {"effnet-lite0": ("efficientnet-lite0", 224), "effnet-lite1": ("efficientnet-lite1", 240),
             "effnet-lite2": ("efficientnet-lite2", 260)}
 MEAN = STD = (0.5, 0.5, 0.5)  # the TF-Lite models' (x - 127) / 128
+_GREY = (128, 128, 128)  # pad colour: about 0 after normalisation
 ONNX_OPSET = 17
 
 
@@ -69,21 +70,23 @@ def build_torch_model(spec: str, pooling: str = "avg") -> Any:  # noqa: ANN401 (
     return Features().eval()
 
 
-def onnx_path(spec: str, pooling: str) -> Path:
+def onnx_path(spec: str, pooling: str, size: int | None = None) -> Path:
     digest = hashlib.sha256(Path(weights_path(spec)).read_bytes()).hexdigest()[:12]
-    return cache_dir() / "onnx" / f"{spec}-{pooling}-{digest}-op{ONNX_OPSET}.onnx"
+    size = size or VARIANTS[spec][1]
+    at = "" if size == VARIANTS[spec][1] else f"-{size}px"
+    return cache_dir() / "onnx" / f"{spec}-{pooling}{at}-{digest}-op{ONNX_OPSET}.onnx"
 
 
-def export_onnx(spec: str, pooling: str) -> Path:
-    """Export the real weights to ONNX once (atomically), and return the cached file."""
-    path = onnx_path(spec, pooling)
+def export_onnx(spec: str, pooling: str, size: int | None = None) -> Path:
+    """Export the real weights to ONNX once per input size (atomically), and return the cached file."""
+    path = onnx_path(spec, pooling, size)
     if path.exists():
         return path
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
     model = build_torch_model(spec, pooling)
-    size = VARIANTS[spec][1]
+    size = size or VARIANTS[spec][1]
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
     os.close(fd)
     try:
@@ -101,11 +104,19 @@ def export_onnx(spec: str, pooling: str) -> Path:
 
 class EffNetEmbedder(ImageEmbedder):
     def __init__(self, spec: str, device: str = "cpu", runtime: str = "auto", pooling: str = "avg",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, size: int | None = None, resize: str = "crop") -> None:
+        """size: input side (default the variant's own, 224 for lite0); resize: crop (short edge, centre crop)
+        or pad (long edge, the whole picture on a grey square: frames, meme bars and pads stay in view)."""
         if spec not in VARIANTS:
             raise CurateError(f"unknown model {spec!r}; one of {', '.join(VARIANTS)}")
+        resize = "crop" if resize == "short" else resize
+        if resize not in ("crop", "pad"):
+            raise CurateError(f"{spec}: --resize crop or pad, not {resize!r}")
+        if size is not None and not 32 <= size <= 1024:
+            raise CurateError(f"{spec}: --size between 32 and 1024, not {size}")
         self.spec = spec
-        self.size = VARIANTS[spec][1]
+        self.resize = resize
+        self.size = size or VARIANTS[spec][1]
         self.dim = 1280
         self.pooling = pooling
         self.draft_size = (self.size, self.size)
@@ -120,7 +131,7 @@ class EffNetEmbedder(ImageEmbedder):
             opts.intra_op_num_threads = threads or os.cpu_count() or 1
             opts.inter_op_num_threads = 1
             opts.log_severity_level = 3
-            self.session = ort.InferenceSession(str(export_onnx(spec, pooling)), opts,
+            self.session = ort.InferenceSession(str(export_onnx(spec, pooling, self.size)), opts,
                                                 providers=["CPUExecutionProvider"])
         else:
             import torch
@@ -130,7 +141,7 @@ class EffNetEmbedder(ImageEmbedder):
                 self.model = self.model.to(memory_format=torch.channels_last)
 
     def preprocess(self, img: Image.Image) -> np.ndarray:
-        return to_chw(square(img, self.size, "crop"), MEAN, STD)
+        return to_chw(square(img.convert("RGB"), self.size, self.resize, _GREY), MEAN, STD)
 
     def warmup(self, batch_size: int) -> None:
         self.embed_batch([np.zeros((3, self.size, self.size), np.float32)] * batch_size)
@@ -152,5 +163,6 @@ class EffNetEmbedder(ImageEmbedder):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "runtime": self.runtime, "pooling": self.pooling,
-                "preprocess": {"resize": "short_edge_then_center_crop", "size": self.size, "mean": MEAN, "std": STD,
+                "preprocess": {"resize": {"crop": "short_edge_then_center_crop", "pad": "long_edge_then_pad"}[self.resize],
+                               "size": self.size, "mean": MEAN, "std": STD,
                                "interpolation": "bilinear"}}

@@ -28,12 +28,21 @@ def to_chw(img: Image.Image, mean: tuple[float, ...], std: tuple[float, ...]) ->
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def square(img: Image.Image, size: int, mode: str) -> Image.Image:
-    """`crop`: short edge to size then centre crop; `resize`: squash to size x size; `short`: short edge only."""
+def square(img: Image.Image, size: int, mode: str, fill: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
+    """`crop`: short edge to size then centre crop; `resize`: squash to size x size; `short`: short edge only;
+    `pad`: long edge to size, centred on a `fill` square (the whole picture kept, aspect ratio too)."""
+    if mode == "pad":
+        w, h = img.size
+        scale = size / max(w, h)
+        inner = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR,
+                           reducing_gap=2.0)
+        canvas = Image.new(img.mode, (size, size), fill if img.mode == "RGB" else None)
+        canvas.paste(inner, ((size - inner.width) // 2, (size - inner.height) // 2))
+        return canvas
     if mode == "crop":
         return center_crop(resize_short_edge(img, size), size)
     if mode == "resize":
         return img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
     if mode == "short":
         return resize_short_edge(img, size)
-    raise ValueError(f"unknown resize mode {mode!r} (crop, resize or short)")
+    raise ValueError(f"unknown resize mode {mode!r} (crop, pad, resize or short)")

@@ -20,7 +20,7 @@ from curate import __version__
 from curate.dedup import count
 from curate.dedup import index as idx
 from curate.dedup.link import link
-from curate.dedup.pairs import Pairs, knn_pairs, partition_pairs, partition_pairs_dask
+from curate.dedup.pairs import Pairs, hub_scored, knn_pairs, partition_pairs, partition_pairs_dask
 from curate.dedup.vectors import EmbeddingSet, open_embeddings
 from curate.errors import CurateError
 from curate.executor import Shard, ShardOutput, merge_options, run_stage
@@ -49,7 +49,12 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "save_index": True,
     "report_thresholds": list(REPORT_THRESHOLDS),
     "whiten": "none",  # none | center | pca (fit on the corpus; see curate/dedup/whiten.py)
+    "score": "raw",  # raw | hub (similarity minus the pair's mean top-k similarity; see pairs.hub_scored)
+    "hub_k": 5,
+    "hub_beta": 1.0,
+    "hub_floor": 0.5,  # score hub: the raw similarity down to which candidate pairs are gathered
 }
+HUB_REPORT_THRESHOLDS = (0.0, 0.05, 0.1, 0.2)
 
 ROWS_SCHEMA = pa.schema([
     ("key", pa.string()), ("shard", pa.int64()), ("caption", pa.string()), ("cluster_id", pa.int64()),
@@ -64,10 +69,13 @@ DROP_SCHEMA = pa.schema([("key", pa.string()), ("shard", pa.int64()), ("caption"
                          ("reason", pa.string()), ("duplicate_of", pa.string()), ("similarity", pa.float32())])
 
 
-def default_threshold(kind: str, model: str = "") -> float:
+def default_threshold(kind: str, model: str = "", score: str = "raw") -> float:
     """Per model family (measured on `curate sample` data; see the README): hashes <= 10 of 64 bits differ,
     EfficientNet-Lite ImageNet features 0.80, SSCD-style TorchScript 0.75 (SSCD's ~90%-precision copy mark),
-    CLIP-like and other float embeddings 0.92."""
+    CLIP-like and other float embeddings 0.92. Hub scores (`--score hub`): 0.05 above the pair's mean top-k
+    similarity (bench/copydetect.py's best F1 with EfficientNet-Lite lay at 0.04-0.06)."""
+    if score == "hub":
+        return 0.05
     if kind == "bits":
         return 0.84
     if model.startswith("effnet"):
@@ -248,10 +256,17 @@ def run(emb_dir: str, output: str, options: dict[str, Any], *, overwrite: bool =
         whitening = fit(emb, opts["whiten"], seed=opts["seed"])
     if whitening is not None:
         emb = emb.with_transform(whitening, whitening.dim_out)
+    if opts["score"] not in ("raw", "hub"):
+        raise CurateError(f"--score: raw or hub, not {opts['score']!r}")
+    hub = opts["score"] == "hub"
+    if hub and opts["against"]:
+        raise CurateError("--against compares with the corpus on raw similarity: use --score raw")
     threshold = float(opts["threshold"] if opts["threshold"] is not None
-                      else default_threshold(emb.kind, manifest.get("model", "")))
+                      else default_threshold(emb.kind, manifest.get("model", ""), opts["score"]))
     opts["threshold"] = threshold
-    floor = min([threshold, *opts["report_thresholds"]])
+    if hub and list(opts["report_thresholds"]) == list(REPORT_THRESHOLDS):
+        opts["report_thresholds"] = list(HUB_REPORT_THRESHOLDS)
+    floor = float(opts["hub_floor"]) if hub else min([threshold, *opts["report_thresholds"]])
     meta_paths = fs.list_shards(fs.join(emb_dir, "metadata"))
     shard_of = {p: s for p, s in zip(meta_paths, emb.shards, strict=True)}
     stage_opts = {**opts, "_shard_of": shard_of, "embeddings": emb_dir, "images": images}
@@ -265,6 +280,8 @@ def run(emb_dir: str, output: str, options: dict[str, Any], *, overwrite: bool =
     fs.ensure_dir(output)
 
     pairs, index = find_pairs(emb, opts, floor, engine, scheduler, workers)
+    if hub:
+        pairs = hub_scored(pairs, emb.n, opts["hub_k"], opts["hub_beta"], floor)
     rows = cluster(emb, pairs, opts, threshold)
     if opts["against"]:
         check_against(rows, emb, opts["against"], threshold)

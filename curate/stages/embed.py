@@ -36,8 +36,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "max_image_area": DEFAULT_MAX_IMAGE_AREA,
     "runtime": "auto",  # effnet: onnx on CPU, torch on CUDA
     "pooling": "avg",  # effnet: avg | gem
-    "resize": "short",  # torchscript: short | crop | resize
-    "size": 288,  # torchscript
+    "resize": "short",  # torchscript: short | crop | resize; effnet: crop (short means crop) | pad
+    "size": None,  # input side; None: torchscript 288, effnet its own (224 for lite0)
 }
 METADATA_DROP = ("jpg", "exif")
 
