@@ -108,6 +108,39 @@ def scores_for(sims: np.ndarray, group: list[int], thresholds: list[float], defa
     return out
 
 
+def with_templates(images: list, g: np.ndarray, model: object, floor: float = 0.5,
+                   k: int = 8) -> tuple[np.ndarray, list[int]]:
+    """The dense similarity matrix after `templates.rescore`, as `curate dedup --templates` computes it for the
+    candidate pairs (raw >= floor), and the framed rows."""
+    from curate.dedup import templates
+
+    n = len(images)
+    sims = g @ g.T
+    iu = np.triu_indices(n, 1)
+    cand = sims[iu] >= floor
+    i, j = iu[0][cand], iu[1][cand]
+    near = templates.neighbours(i, j, sims[iu][cand], n, k)
+    thumbs = {r: templates.thumb(images[r]) for r in range(n) if len(near[r])}
+    framed = templates.find_framed(thumbs, near)
+    rows = sorted(framed)
+    crops = [templates.content_image(images[r], *framed[r]) for r in rows]
+    content = {}
+    if rows:
+        v = model.embed([model.preprocess(c) for c in crops])
+        content = dict(zip(rows, v, strict=True))
+        cs = v @ g.T  # content vectors against every global vector
+        a, b = np.nonzero(cs >= floor)
+        extra = (np.array(rows)[a], b)
+    else:
+        extra = None
+    lo, hi, score = templates.rescore(i, j, lambda r: g[r], content, extra)
+    out = np.full((n, n), -1.0, np.float32)
+    out[lo, hi] = score
+    out[hi, lo] = score
+    np.fill_diagonal(out, 1.0)
+    return out, rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--originals", type=int, default=400)
@@ -157,6 +190,15 @@ def main() -> None:
                 # hash and embedding combined: a pair is a copy when either signal says so
                 both = np.maximum(sims, np.where(phash_sims >= default_threshold("bits"), 1.0, -1.0))
                 results[f"{name}/{mode}+phash"] = scores_for(both, group, sweep, default_threshold("float", "effnet"))
+    # template-framed images compared by their picture (curate/dedup/templates.py, `curate dedup --templates`)
+    model = load_image_model("effnet-lite0", pooling="gem", size=320, resize="pad")
+    framed_sims, framed = with_templates(images, feats["effnet-lite0/gem/pad320"], model)
+    results["templates"] = {"framed": len(framed), "framed_by_kind": {
+        h: sum(how[r] == h for r in framed) for h in sorted(set(how))}}
+    results["effnet-lite0/gem/pad320/none/templates"] = scores_for(
+        framed_sims, group, sweep, default_threshold("float", "effnet"), how=how)
+    results["effnet-lite0/gem/pad320/none/templates/hub"] = scores_for(
+        framed_sims, group, hub_sweep, default_threshold("float", "effnet", "hub"), hub=True, how=how)
     best = max(((k, lk, v[lk]["best"]["f1"], v[lk]["at_default"]["f1"]) for k, v in results.items()
                 if isinstance(v, dict) and "mutual" in v for lk in v), key=lambda r: r[2])
     results["best_f1"] = {"config": best[0], "linkage": best[1], "best_sweep_f1": best[2], "f1_at_default": best[3]}

@@ -193,6 +193,10 @@ def embed(images: str, output: str, workers: int, overwrite: bool, progress: boo
 @click.option("--hub-k", default=5, show_default=True)
 @click.option("--hub-beta", default=1.0, show_default=True)
 @click.option("--hub-floor", default=0.5, show_default=True, help="--score hub: raw similarity of the candidates.")
+@click.option("--templates/--no-templates", default=False, show_default=True,
+              help="Find images framed in a shared template (screenshot, meme bar, stripes) by their pixels and "
+                   "compare them by the picture they frame (needs --images; embeds each such picture again).")
+@click.option("--template-k", default=8, show_default=True, help="--templates: neighbours compared pixel for pixel.")
 @click.option("--images", default=None, help="The `curate download` output, for the report's image gallery.")
 @click.option("--overwrite", is_flag=True, help="Recompute even when a report with these options exists.")
 @click.option("--progress/--no-progress", default=True, show_default=True)

@@ -15,6 +15,7 @@ from curate.dedup.evaluate import pair_scores
 from curate.dedup.link import link, mutual_mask
 from curate.dedup.pairs import Pairs, hub_scored, knn_pairs, partition_pairs
 from curate.dedup.vectors import open_embeddings
+from curate.errors import CurateError
 from curate.stages import dedup, embed
 
 
@@ -304,3 +305,66 @@ def test_mutual_keeps_large_groups_of_copies_whole():
     labels = link(len(x), iu[0][m], iu[1][m], s[iu][m], "mutual", mutual_k=3)
     assert len(set(labels)) == 1
     assert mutual_mask(np.array([0, 0, 1]), np.array([1, 2, 2]), np.ones(3, np.float32), 1).all()  # ties share rank 0
+
+
+def test_templates_find_the_picture_inside_a_shared_frame(photos):
+    """Pixel agreement with same-aspect neighbours finds the frame; the box is AugLy's screenshot slot."""
+    import augly.image as A
+
+    from curate.dedup import templates
+    from curate.sample.copies import make_copy
+
+    framed = [A.overlay_onto_screenshot(p.convert("RGB")).convert("RGB") for _, p, _ in photos[:6]]
+    thumbs = [templates.thumb(im) for im in framed]
+    slot = (254 / 1200, 424 / 736, 783 / 1200, 710 / 736)  # augly/assets/screenshot_templates/bboxes.json
+    for i, me in enumerate(thumbs):
+        frame = templates.template_mask(me, [t for j, t in enumerate(thumbs) if j != i])
+        assert frame is not None and 0.6 < frame.mean() < 0.97
+        box = templates.content_box(frame)
+        assert box is not None
+        assert box[0] >= slot[0] - 0.02 and box[1] >= slot[1] - 0.02 and box[2] <= slot[2] + 0.02 and box[3] <= slot[3] + 0.02
+        picture = templates.content_image(framed[i], frame, box)
+        assert picture.width > 100 and picture.height > 100
+    # a photo and its plain copies are not a frame: they agree (nearly) everywhere or nowhere
+    rng = np.random.default_rng(0)
+    src = photos[7][1].convert("RGB")
+    plain = [templates.thumb(x) for x in (src, *(make_copy(src, rng)[0] for _ in range(3)))]
+    assert templates.template_mask(plain[0], plain[1:]) is None
+    # unrelated photos of one size share no frame either
+    others = [templates.thumb(p.convert("RGB").resize((300, 200))) for _, p, _ in photos[8:14]]
+    assert all(templates.template_mask(o, others[:k] + others[k + 1:]) is None for k, o in enumerate(others))
+
+
+def test_dedup_templates_finds_framed_copies_and_keeps_the_crowd_apart(photos, tmp_path):
+    import augly.image as A
+
+    from tests.conftest import jpeg
+    from tests.test_embed import image_shard
+
+    sources = [(n, p.convert("RGB")) for n, p, _ in photos[:4]]
+    samples = [(n, jpeg(p), f"photo {n}") for n, p in sources]
+    samples += [(f"{n}_shot", jpeg(A.overlay_onto_screenshot(p).convert("RGB")), f"screenshot of {n}") for n, p in sources]
+    samples += [(f"{n}_shot", jpeg(A.overlay_onto_screenshot(p.convert("RGB")).convert("RGB")), f"screenshot {n}")
+                for n, p, _ in photos[4:9]]  # framed pictures whose source is not in the set
+    samples += [(n, jpeg(p.convert("RGB")), f"photo {n}") for n, p, _ in photos[9:16]]
+    image_shard(tmp_path / "images" / "images" / "00000.parquet", samples)
+    embed.run(str(tmp_path / "images"), str(tmp_path / "emb"), {"pooling": "gem", "resize": "pad", "size": 320},
+              progress=False)
+    truth = {k: k.removesuffix("_shot") for k, _, _ in samples}
+
+    def run(name: str, **opts):
+        report = dedup.run(str(tmp_path / "emb"), str(tmp_path / name), {"score": "hub", **opts}, progress=False,
+                           images=str(tmp_path / "images"))
+        label = {r["key"]: r["cluster_id"] for r in read_samples(tmp_path / name)}
+        with_source = sum(label[f"{n}_shot"] == label[n] for n, _ in sources)
+        shots = [k for k in label if k.endswith("_shot")]
+        crowd = sum(label[a] == label[b] and truth[a] != truth[b] for x, a in enumerate(shots) for b in shots[x + 1:])
+        return report, with_source, crowd, pair_scores(label, truth)
+
+    plain_report, plain_found, plain_crowd, plain_scores = run("plain")
+    report, found, crowd, scores = run("framed", templates=True)
+    assert report["templates"]["framed"] >= 8 and report["templates"]["embedded"] == report["templates"]["framed"]
+    assert found >= 3 and found > plain_found  # measured: 4 of 4 framed copies with their source, 0 without
+    assert crowd == 0 and scores["f1"] > plain_scores["f1"]
+    with pytest.raises(CurateError, match="--images"):
+        dedup.run(str(tmp_path / "emb"), str(tmp_path / "x"), {"templates": True}, progress=False)

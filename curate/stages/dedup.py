@@ -9,12 +9,15 @@ shard executor, so they are atomic and resumable like every stage. Outputs (sche
 
 from __future__ import annotations
 
+import io
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
 from curate import __version__
 from curate.dedup import count
@@ -53,6 +56,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "hub_k": 5,
     "hub_beta": 1.0,
     "hub_floor": 0.5,  # score hub: the raw similarity down to which candidate pairs are gathered
+    "templates": False,  # compare template-framed images by their picture (curate/dedup/templates.py; needs images)
+    "template_k": 8,  # neighbours compared pixel for pixel
 }
 HUB_REPORT_THRESHOLDS = (0.0, 0.05, 0.1, 0.2)
 
@@ -267,6 +272,12 @@ def run(emb_dir: str, output: str, options: dict[str, Any], *, overwrite: bool =
     if hub and list(opts["report_thresholds"]) == list(REPORT_THRESHOLDS):
         opts["report_thresholds"] = list(HUB_REPORT_THRESHOLDS)
     floor = float(opts["hub_floor"]) if hub else min([threshold, *opts["report_thresholds"]])
+    if opts["templates"]:
+        if not images:
+            raise CurateError("--templates compares pixels: pass --images (the `curate download` output)")
+        if emb.kind == "bits":
+            raise CurateError("--templates needs float embeddings (it embeds each framed picture again)")
+        floor = min(floor, float(opts["hub_floor"]))  # a frame's mates can sit well below the threshold
     meta_paths = fs.list_shards(fs.join(emb_dir, "metadata"))
     shard_of = {p: s for p, s in zip(meta_paths, emb.shards, strict=True)}
     stage_opts = {**opts, "_shard_of": shard_of, "embeddings": emb_dir, "images": images}
@@ -280,6 +291,9 @@ def run(emb_dir: str, output: str, options: dict[str, Any], *, overwrite: bool =
     fs.ensure_dir(output)
 
     pairs, index = find_pairs(emb, opts, floor, engine, scheduler, workers)
+    template_info = None
+    if opts["templates"]:
+        pairs, template_info = framed_pairs(emb, pairs, index, images, emb_dir, opts, floor, progress)
     if hub:
         pairs = hub_scored(pairs, emb.n, opts["hub_k"], opts["hub_beta"], floor)
     rows = cluster(emb, pairs, opts, threshold)
@@ -300,11 +314,89 @@ def run(emb_dir: str, output: str, options: dict[str, Any], *, overwrite: bool =
     from curate.dedup.report import build_report
 
     report = build_report(rows, pairs, clusters, opts, emb, manifest, output, images)
+    if template_info is not None:
+        report["templates"] = template_info
     report["rows_in"] = sum(s["rows_in"] for s in stats)
     report["rows_out"] = sum(s["rows_out"] for s in stats)
     report["curate_version"] = __version__
     fs.write_json_atomic(fs.join(output, "report.json"), report)
     return report
+
+
+def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_dir: str, opts: dict[str, Any],  # noqa: ANN401
+                 floor: float, progress: bool) -> tuple[Pairs, dict[str, int]]:
+    """`--templates`: find template-framed images by their pixels (curate/dedup/templates.py), embed their
+    pictures with the embed run's own model, and rescore the candidate pairs (plus the pictures' nearest
+    global vectors) so framed images are compared by what they frame."""
+    from tqdm import tqdm
+
+    from curate.dedup import templates
+    from curate.io.image_shards import iter_image_samples
+    from curate.io.images import to_rgb
+    from curate.models import load_image_model
+
+    n = emb.n
+    near = templates.neighbours(pairs.i, pairs.j, pairs.sim, n, opts["template_k"])
+    check = [r for r in range(n) if len(near[r]) >= 2]
+    needed = set(check) | {int(m) for r in check for m in near[r]}
+    row_of = {str(k): r for r, k in enumerate(emb.metadata.column("key").to_pylist())}
+    root = fs.join(images, "images") if fs.exists(fs.join(images, "images")) else images
+
+    def pictures(rows: set[int]) -> Iterator[tuple[int, Image.Image]]:
+        """The decoded images of `rows`, shard by shard (images that no longer decode are skipped)."""
+        if not rows:
+            return
+        for path in fs.list_shards(root):
+            for meta, data in iter_image_samples(path):
+                r = row_of.get(meta["key"])
+                if r is None or r not in rows or not data:
+                    continue
+                try:
+                    yield r, to_rgb(Image.open(io.BytesIO(data)))
+                except Exception:  # noqa: BLE001 (embed decoded it once; a changed file is left as it is)
+                    continue
+
+    thumbs = {r: templates.thumb(img) for r, img in tqdm(pictures(needed), total=len(needed), disable=not progress,
+                                                          desc="dedup templates: thumbnails", unit="img")}
+    framed = templates.find_framed({r: thumbs[r] for r in check if r in thumbs}, near)
+    stage_opts = fs.read_json(fs.join(emb_dir, "_stage.json"))["options"]
+    model = load_image_model(stage_opts["model"], "cpu", runtime=stage_opts.get("runtime", "auto"),
+                             pooling=stage_opts.get("pooling", "avg"), resize=stage_opts.get("resize", "short"),
+                             size=stage_opts.get("size"))
+    content: dict[int, np.ndarray] = {}
+    batch: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        if batch:
+            v = model.embed([x for _, x in batch])
+            v = emb.transform(v) if emb.transform is not None else v
+            content.update(zip([r for r, _ in batch], np.asarray(v, np.float32), strict=True))
+            batch.clear()
+
+    for r, img in pictures(set(framed)):
+        batch.append((r, model.preprocess(templates.content_image(img, *framed[r]))))
+        if len(batch) >= 32:
+            flush()
+    flush()
+    extra = None
+    if content:
+        rows = np.array(sorted(content), np.int64)
+        q = np.stack([content[r] for r in rows.tolist()])
+        if index is not None:
+            sims, ids = idx.search(index, q, opts["k"] + 1)
+            a, b = np.nonzero((ids >= 0) & (sims >= floor))
+            extra = (rows[a], ids[a, b])
+        else:
+            parts_a, parts_b = [], []
+            for start, block in emb.iter_blocks():
+                a, b = np.nonzero(q @ block.T >= floor)
+                parts_a.append(rows[a])
+                parts_b.append(b + start)
+            extra = (np.concatenate(parts_a), np.concatenate(parts_b))
+    lo, hi, score = templates.rescore(pairs.i, pairs.j, emb.gather, content, extra)
+    keep = score >= floor
+    info = {"checked": len(check), "framed": len(framed), "embedded": len(content)}
+    return Pairs(lo[keep], hi[keep], score[keep], pairs.nn, pairs.nn_sim), info
 
 
 def cluster_table(rows: dict[str, Any], exact_captions: np.ndarray) -> pa.Table:

@@ -1,0 +1,156 @@
+"""Template-framed images: a picture inside a frame that many unrelated images share (a screenshot of a web
+page, a meme's caption bar, stripes). Global image features see the frame more than the picture, so framed
+copies sit next to each other instead of next to their source (bench/copydetect.py: 0 of 72 screenshots).
+
+Found by pixels, not features: an image is framed when at least `min_mates` of its nearest neighbours (by the
+global features, same aspect ratio) agree with it pixel for pixel on a large part (the frame, 20-97% of the
+area) and each differs from it elsewhere (the picture). The picture's bounding box is cropped from the full
+image, frame pixels inside the box are inpainted (OpenCV's Telea), and the crop is embedded again: the
+content vector. `rescore` then compares a framed image by its content vector (against the global vectors of
+the others, and against the content vectors of other framed images only), so unrelated images in one frame
+stop linking and a framed copy can find its source.
+
+Cost: one thumbnail per image with candidates (WORK px, grey), `k` pixel comparisons each, and one more
+embedding per framed image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+WORK = 160  # long edge of the grey thumbnails compared pixel for pixel
+AGREE = 10  # grey levels (0-255) within which two pixels agree
+MATE_AGREEMENT = (0.3, 0.95)  # a mate agrees on this share of the pixels: a shared frame, not a copy
+TEMPLATE_SHARE = (0.2, 0.97)  # the frame covers this share of the image
+MIN_CONTENT = 0.02  # the picture covers at least this share
+
+
+@dataclass
+class Thumb:
+    grey: np.ndarray  # uint8, long edge WORK
+    aspect: float  # width / height of the full image
+
+
+def thumb(img: Image.Image) -> Thumb:
+    import cv2
+
+    w, h = img.size
+    scale = WORK / max(w, h)
+    small = img.convert("L").resize((max(8, round(w * scale)), max(8, round(h * scale))), Image.Resampling.BOX)
+    return Thumb(cv2.GaussianBlur(np.asarray(small), (3, 3), 0), w / max(h, 1))
+
+
+def template_mask(me: Thumb, mates: Sequence[Thumb], min_mates: int = 2) -> np.ndarray | None:
+    """Pixels of `me` that at least `min_mates` of the candidate mates share (the frame), or None when `me` is
+    not framed."""
+    import cv2
+
+    h, w = me.grey.shape
+    a = me.grey.astype(np.int16)
+    votes = np.zeros((h, w), np.int16)
+    found = 0
+    for mate in mates:
+        if abs(mate.aspect - me.aspect) > 0.03 * me.aspect:
+            continue
+        b = mate.grey if mate.grey.shape == (h, w) else cv2.resize(mate.grey, (w, h), interpolation=cv2.INTER_AREA)
+        agree = np.abs(a - b.astype(np.int16)) <= AGREE
+        if MATE_AGREEMENT[0] <= agree.mean() <= MATE_AGREEMENT[1]:
+            votes += agree
+            found += 1
+    if found < min_mates:
+        return None
+    frame = votes >= min_mates
+    return frame if TEMPLATE_SHARE[0] <= frame.mean() <= TEMPLATE_SHARE[1] else None
+
+
+def content_box(frame: np.ndarray) -> tuple[float, float, float, float] | None:
+    """The picture's bounding box (x0, y0, x1, y1, as shares of width and height), or None when too small."""
+    import cv2
+
+    picture = cv2.morphologyEx((~frame).astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    ys, xs = np.nonzero(picture)
+    h, w = frame.shape
+    if len(ys) < MIN_CONTENT * h * w:
+        return None
+    return xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h
+
+
+def content_image(img: Image.Image, frame: np.ndarray, box: tuple[float, float, float, float]) -> Image.Image:
+    """The picture cropped from the full image, its frame pixels inpainted."""
+    import cv2
+
+    full = np.asarray(img.convert("RGB"))
+    H, W = full.shape[:2]
+    h, w = frame.shape
+    x0, y0, x1, y1 = (round(box[0] * W), round(box[1] * H), max(round(box[2] * W), 1), max(round(box[3] * H), 1))
+    crop = np.ascontiguousarray(full[y0:y1, x0:x1])
+    fx0, fy0, fx1, fy1 = round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)
+    mask = cv2.resize(frame[fy0:fy1, fx0:fx1].astype(np.uint8), (crop.shape[1], crop.shape[0]),
+                      interpolation=cv2.INTER_NEAREST)
+    if crop.size and mask.mean() > 0.02:
+        crop = cv2.inpaint(crop, mask, 3, cv2.INPAINT_TELEA)
+    return Image.fromarray(crop)
+
+
+def neighbours(i: np.ndarray, j: np.ndarray, sim: np.ndarray, n: int, k: int) -> list[np.ndarray]:
+    """Each row's k most similar rows among the candidate pairs."""
+    src = np.concatenate([i, j])
+    dst = np.concatenate([j, i])
+    s = np.concatenate([sim, sim])
+    order = np.lexsort((-s, src))
+    src, dst = src[order], dst[order]
+    start = np.searchsorted(src, np.arange(n + 1))
+    return [dst[start[r] : min(start[r + 1], start[r] + k)] for r in range(n)]
+
+
+def find_framed(thumbs: dict[int, Thumb], near: list[np.ndarray], min_mates: int = 2,
+                progress: Callable[[int], None] | None = None) -> dict[int, tuple[np.ndarray, tuple]]:
+    """{row: (frame mask, content box)} for the framed rows among `thumbs`."""
+    out = {}
+    for r, me in thumbs.items():
+        mates = [thumbs[m] for m in near[r] if m in thumbs]
+        frame = template_mask(me, mates, min_mates) if len(mates) >= min_mates else None
+        box = content_box(frame) if frame is not None else None
+        if box is not None:
+            out[r] = (frame, box)
+        if progress:
+            progress(1)
+    return out
+
+
+def rescore(i: np.ndarray, j: np.ndarray, vectors: Callable[[np.ndarray], np.ndarray], content: dict[int, np.ndarray],
+            extra: tuple[np.ndarray, np.ndarray] | None = None, block: int = 65536) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores of the candidate pairs (plus `extra` pairs, e.g. content vectors' neighbours) with framed rows
+    compared by their picture: both framed, content . content; one framed, the larger of the global and the
+    content-to-global similarity; neither, global. Returns unique (i < j, score)."""
+    if extra is not None:
+        i, j = np.concatenate([i, extra[0]]), np.concatenate([j, extra[1]])
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    keep = lo != hi
+    code = np.unique(lo[keep].astype(np.int64) * (1 << 32) + hi[keep])
+    lo, hi = code >> 32, code & ((1 << 32) - 1)
+    rows = np.array(sorted(content), np.int64)
+    pos = {r: p for p, r in enumerate(rows.tolist())}
+    cv = np.stack([content[r] for r in rows.tolist()]) if len(rows) else np.zeros((0, 1), np.float32)
+    score = np.empty(len(lo), np.float32)
+    for b in range(0, len(lo), block):
+        a, c = lo[b : b + block], hi[b : b + block]
+        ga, gc = vectors(a), vectors(c)
+        s = np.einsum("ij,ij->i", ga, gc)
+        fa = np.array([pos.get(x, -1) for x in a.tolist()], np.int64)
+        fc = np.array([pos.get(x, -1) for x in c.tolist()], np.int64)
+        if (fa >= 0).any():
+            m = fa >= 0
+            s[m] = np.maximum(s[m], np.einsum("ij,ij->i", cv[fa[m]], gc[m]))
+        if (fc >= 0).any():
+            m = fc >= 0
+            s[m] = np.maximum(s[m], np.einsum("ij,ij->i", ga[m], cv[fc[m]]))
+        both = (fa >= 0) & (fc >= 0)
+        if both.any():
+            s[both] = np.einsum("ij,ij->i", cv[fa[both]], cv[fc[both]])
+        score[b : b + block] = s
+    return lo, hi, score
