@@ -330,6 +330,15 @@ def test_templates_find_the_picture_inside_a_shared_frame(photos):
     src = photos[7][1].convert("RGB")
     plain = [templates.thumb(x) for x in (src, *(make_copy(src, rng)[0] for _ in range(3)))]
     assert templates.template_mask(plain[0], plain[1:]) is None
+    # clip-art on one flat background: the background agrees, but a flat background is no frame
+    from PIL import Image
+
+    stickers = []
+    for _, p, _ in photos[8:12]:
+        canvas = Image.new("RGB", (300, 300), "white")
+        canvas.paste(p.convert("RGB").resize((90, 90)), (105, 105))
+        stickers.append(templates.thumb(canvas))
+    assert all(templates.template_mask(t, stickers[:k] + stickers[k + 1:]) is None for k, t in enumerate(stickers))
     # unrelated photos of one size share no frame either
     others = [templates.thumb(p.convert("RGB").resize((300, 200))) for _, p, _ in photos[8:14]]
     assert all(templates.template_mask(o, others[:k] + others[k + 1:]) is None for k, o in enumerate(others))

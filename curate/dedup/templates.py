@@ -4,7 +4,9 @@ copies sit next to each other instead of next to their source (bench/copydetect.
 
 Found by pixels, not features: an image is framed when at least `min_mates` of its nearest neighbours (by the
 global features, same aspect ratio) agree with it pixel for pixel on a large part (the frame, 20-97% of the
-area) and each differs from it elsewhere (the picture). The picture's bounding box is cropped from the full
+area) and each differs from it elsewhere (the picture), and the frame has structure (text, icons, edges: clip-art
+on a flat background agrees with other clip-art's background, but that is no frame; flat white stripes are
+not found either). The picture's bounding box is cropped from the full
 image, frame pixels inside the box are inpainted (OpenCV's Telea), and the crop is embedded again: the
 content vector. `rescore` then compares a framed image by its content vector (against the global vectors of
 the others, and against the content vectors of other framed images only), so unrelated images in one frame
@@ -27,6 +29,7 @@ AGREE = 10  # grey levels (0-255) within which two pixels agree
 MATE_AGREEMENT = (0.3, 0.95)  # a mate agrees on this share of the pixels: a shared frame, not a copy
 TEMPLATE_SHARE = (0.2, 0.97)  # the frame covers this share of the image
 MIN_CONTENT = 0.02  # the picture covers at least this share
+MIN_FRAME_TEXTURE = 4.0  # mean |Laplacian| over the frame's pixels: text, icons, edges; a flat background is no frame
 
 
 @dataclass
@@ -64,7 +67,10 @@ def template_mask(me: Thumb, mates: Sequence[Thumb], min_mates: int = 2) -> np.n
     if found < min_mates:
         return None
     frame = votes >= min_mates
-    return frame if TEMPLATE_SHARE[0] <= frame.mean() <= TEMPLATE_SHARE[1] else None
+    if not TEMPLATE_SHARE[0] <= frame.mean() <= TEMPLATE_SHARE[1]:
+        return None
+    texture = np.abs(cv2.Laplacian(me.grey.astype(np.float32), cv2.CV_32F))[frame].mean()
+    return frame if texture >= MIN_FRAME_TEXTURE else None
 
 
 def content_box(frame: np.ndarray) -> tuple[float, float, float, float] | None:
