@@ -140,15 +140,15 @@ def rescore(i: np.ndarray, j: np.ndarray, vectors: Callable[[np.ndarray], np.nda
     code = np.unique(lo[keep].astype(np.int64) * (1 << 32) + hi[keep])
     lo, hi = code >> 32, code & ((1 << 32) - 1)
     rows = np.array(sorted(content), np.int64)
-    pos = {r: p for p, r in enumerate(rows.tolist())}
+    pos = np.full(int(max(hi.max(initial=-1), rows.max(initial=-1))) + 1, -1, np.int64)  # row -> content index
+    pos[rows] = np.arange(len(rows))
     cv = np.stack([content[r] for r in rows.tolist()]) if len(rows) else np.zeros((0, 1), np.float32)
     score = np.empty(len(lo), np.float32)
     for b in range(0, len(lo), block):
         a, c = lo[b : b + block], hi[b : b + block]
         ga, gc = vectors(a), vectors(c)
         s = np.einsum("ij,ij->i", ga, gc)
-        fa = np.array([pos.get(x, -1) for x in a.tolist()], np.int64)
-        fc = np.array([pos.get(x, -1) for x in c.tolist()], np.int64)
+        fa, fc = pos[a], pos[c]
         if (fa >= 0).any():
             m = fa >= 0
             s[m] = np.maximum(s[m], np.einsum("ij,ij->i", cv[fa[m]], gc[m]))
