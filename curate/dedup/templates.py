@@ -4,7 +4,8 @@ copies sit next to each other instead of next to their source (bench/copydetect.
 
 Found by pixels, not features: an image is framed when at least `min_mates` of its nearest neighbours (by the
 global features, same aspect ratio) agree with it pixel for pixel on a large part (the frame, 20-97% of the
-area) and each differs from it elsewhere (the picture), and the frame has structure (text, icons, edges: clip-art
+area) and differs from it elsewhere (the picture: inside its box the mates agree with it on at most half the
+pixels, so copies of one photo with different overlays are not framed), and the frame has structure (text, icons, edges: clip-art
 on a flat background agrees with other clip-art's background, but that is no frame; flat white stripes are
 not found either). The picture's bounding box is cropped from the full
 image, frame pixels inside the box are inpainted (OpenCV's Telea), and the crop is embedded again: the
@@ -29,6 +30,7 @@ AGREE = 10  # grey levels (0-255) within which two pixels agree
 MATE_AGREEMENT = (0.3, 0.95)  # a mate agrees on this share of the pixels: a shared frame, not a copy
 TEMPLATE_SHARE = (0.2, 0.97)  # the frame covers this share of the image
 MIN_CONTENT = 0.02  # the picture covers at least this share
+MAX_PICTURE_AGREEMENT = 0.5  # inside the picture's box the mates agree with it on at most this share (median)
 MIN_FRAME_TEXTURE = 4.0  # mean |Laplacian| over the frame's pixels: text, icons, edges; a flat background is no frame
 
 
@@ -55,7 +57,7 @@ def template_mask(me: Thumb, mates: Sequence[Thumb], min_mates: int = 2) -> np.n
     h, w = me.grey.shape
     a = me.grey.astype(np.int16)
     votes = np.zeros((h, w), np.int16)
-    found = 0
+    agreeing = []
     for mate in mates:
         if abs(mate.aspect - me.aspect) > 0.03 * me.aspect:
             continue
@@ -63,14 +65,21 @@ def template_mask(me: Thumb, mates: Sequence[Thumb], min_mates: int = 2) -> np.n
         agree = np.abs(a - b.astype(np.int16)) <= AGREE
         if MATE_AGREEMENT[0] <= agree.mean() <= MATE_AGREEMENT[1]:
             votes += agree
-            found += 1
-    if found < min_mates:
+            agreeing.append(agree)
+    if len(agreeing) < min_mates:
         return None
     frame = votes >= min_mates
     if not TEMPLATE_SHARE[0] <= frame.mean() <= TEMPLATE_SHARE[1]:
         return None
     texture = np.abs(cv2.Laplacian(me.grey.astype(np.float32), cv2.CV_32F))[frame].mean()
-    return frame if texture >= MIN_FRAME_TEXTURE else None
+    box = content_box(frame)
+    if texture < MIN_FRAME_TEXTURE or box is None:
+        return None
+    # the mates must show another picture in the box: copies of one photo with a caption, an emoji or a text
+    # overlay at different places agree with each other around the overlays, unrelated pictures do not
+    x0, y0, x1, y1 = round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)
+    inside = np.median([m[y0:y1, x0:x1].mean() for m in agreeing])
+    return frame if inside <= MAX_PICTURE_AGREEMENT else None
 
 
 def content_box(frame: np.ndarray) -> tuple[float, float, float, float] | None:
