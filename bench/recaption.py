@@ -20,7 +20,11 @@ WORDS = ("red blue old small large wooden modern vintage cat dog house car tree 
 
 
 def make_dedup_dir(root: Path, n: int, shards: int = 4, seed: int = 0) -> Path:
-    """A `curate dedup` samples folder with LAION-like captions; 10% of rows in duplicate clusters."""
+    """A `curate dedup` samples folder in the documented schema (schemas/dedup_samples.yaml, all 16 columns, as
+    `curate dedup` writes it) with LAION-like captions; 10% of rows in duplicate clusters of ~4."""
+    from curate.dedup.count import risk
+    from curate.stages.dedup import ROWS_SCHEMA
+
     if (root / "samples").exists():
         return root
     rng = np.random.default_rng(seed)
@@ -28,14 +32,27 @@ def make_dedup_dir(root: Path, n: int, shards: int = 4, seed: int = 0) -> Path:
     cluster = np.arange(n)
     dup = rng.choice(n, n // 10, replace=False)
     cluster[dup] = dup % (n // 40)  # groups of ~4
-    sizes = np.bincount(cluster, minlength=n)
+    sizes = np.bincount(cluster, minlength=n)[cluster]
+    _, first, which = np.unique(cluster, return_index=True, return_inverse=True)
+    leader = first[which]  # each cluster's first row represents it
+    rep = leader == np.arange(n)
+    keys = np.array([f"k{i}" for i in range(n)], object)
     caps = [" ".join(rng.choice(WORDS, size=int(rng.integers(5, 14)))) for _ in range(n)]
+    dup_of = np.where(~rep, keys[leader], None)
+    nearest = np.where(~rep, keys[leader], keys[(np.arange(n) + 1) % n])
     for s, part in enumerate(np.array_split(np.arange(n), shards)):
-        pq.write_table(pa.table({
-            "key": [f"k{i}" for i in part], "shard": np.full(len(part), s, np.int64),
-            "caption": [caps[i] for i in part], "cluster_id": cluster[part].astype(np.int64),
-            "dup_count": sizes[cluster[part]].astype(np.int64), "memorization_risk": np.zeros(len(part), np.float32),
-        }), root / "samples" / f"{s:05d}.parquet")
+        m = len(part)
+        table = pa.table({
+            "key": keys[part].tolist(), "shard": np.full(m, s, np.int64), "caption": [caps[i] for i in part],
+            "cluster_id": cluster[part].astype(np.int64), "dup_count": sizes[part].astype(np.int64),
+            "nearest_key": nearest[part].tolist(), "nearest_sim": rng.uniform(0.3, 0.99, m).astype(np.float32),
+            "is_representative": rep[part], "keep": np.ones(m, bool), "duplicate_of": dup_of[part].tolist(),
+            "duplicate_sim": np.where(rep[part], np.nan, rng.uniform(0.8, 0.99, m)).astype(np.float32),
+            "cluster_captions": sizes[part].astype(np.int64), "cluster_same_caption": np.zeros(m, bool),
+            "memorization_risk": risk(sizes[part], sizes[part]).astype(np.float32),
+            "corpus_key": pa.nulls(m, pa.string()), "corpus_sim": np.full(m, np.nan, np.float32),
+        }, schema=ROWS_SCHEMA)
+        pq.write_table(table, root / "samples" / f"{s:05d}.parquet", compression="zstd")
     return root
 
 
@@ -48,7 +65,7 @@ def main() -> None:
     from curate.captions.wordnet import wordnet
     from curate.stages import recaption
 
-    root = make_dedup_dir(Path(args.data) / f"captions-{args.n}", args.n)
+    root = make_dedup_dir(Path(args.data) / f"dedup-samples-{args.n}", args.n)
     from curate.captions import batch, pool
 
     table = pq.read_table(root / "samples" / "00000.parquet")

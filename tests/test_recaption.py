@@ -226,21 +226,26 @@ def test_column_operations_give_each_row_what_it_gets_alone(wn):
         assert (pools[i].as_py(), how[i].as_py()) == one, i
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(text=st.text(st.characters(blacklist_categories=("Cs", "Cn")), max_size=40))
 def test_column_normaliser_agrees_with_dedups_in_any_script(text):
     """Pool dedupe (Arrow) and dedup's caption counting (Python) must call the same captions equal. Arrow's
     regex classes are ASCII-only, so an earlier normaliser turned every Japanese caption into '' and merged
     them all; casefold() vs lower() is the one documented difference. (Unassigned code points are left out:
     Python 3.11 and RE2 ship different Unicode versions.)"""
+    import unicodedata
+
     import pyarrow as pa
 
     from curate.captions import batch
     from curate.dedup.count import normalize_caption
 
-    if text.casefold() != text.lower() or any(c.isspace() for c in text):
-        # lower vs casefold; Python's and Arrow's whitespace classes differ on a few control characters
-        text = "".join(c for c in text if c.casefold() == c.lower() and not c.isspace())
+    def same_case(c: str) -> bool:  # lower vs casefold, after NFKC (U+037A becomes U+0345, which folds to iota)
+        k = unicodedata.normalize("NFKC", c)
+        return k.casefold() == k.lower()
+
+    # Python's and Arrow's whitespace classes differ on a few control characters: plain spaces stay
+    text = "".join(c for c in text if same_case(c) and (c == " " or not c.isspace()))
     assert batch.normalize(pa.array([text])).to_pylist() == [normalize_caption(text)]
 
 
