@@ -377,6 +377,13 @@ def test_dedup_templates_finds_framed_copies_and_keeps_the_crowd_apart(photos, t
     assert crowd == 0 and scores["f1"] > plain_scores["f1"]
     with pytest.raises(CurateError, match="--images"):
         dedup.run(str(tmp_path / "emb"), str(tmp_path / "x"), {"templates": True}, progress=False)
+    import shutil
+
+    shutil.copytree(tmp_path / "emb", tmp_path / "foreign")  # clip-retrieval's layout from another tool
+    (tmp_path / "foreign" / "_stage.json").unlink()
+    with pytest.raises(CurateError, match="_stage.json"):
+        dedup.run(str(tmp_path / "foreign"), str(tmp_path / "y"), {"templates": True}, progress=False,
+                  images=str(tmp_path / "images"))
 
 
 def test_dedup_templates_costs_overlay_copies_nothing(photos, tmp_path):

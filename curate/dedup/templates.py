@@ -4,14 +4,14 @@ copies sit next to each other instead of next to their source (bench/copydetect.
 
 Found by pixels, not features: an image is framed when at least `min_mates` of its nearest neighbours (by the
 global features, same aspect ratio) agree with it pixel for pixel on a large part (the frame, 20-97% of the
-area) and differs from it elsewhere (the picture: inside its box the mates agree with it on at most half the
-pixels, so copies of one photo with different overlays are not framed), and the frame has structure (text, icons, edges: clip-art
-on a flat background agrees with other clip-art's background, but that is no frame; flat white stripes are
-not found either). The picture's bounding box is cropped from the full
-image, frame pixels inside the box are inpainted (OpenCV's Telea), and the crop is embedded again: the
-content vector. `rescore` then compares a framed image by its content vector (against the global vectors of
-the others, and against the content vectors of other framed images only), so unrelated images in one frame
-stop linking and a framed copy can find its source.
+area) and differ from it elsewhere (the picture). Two more tests keep look-alikes out: the frame has structure
+(text, icons, edges; clip-art on a flat background agrees with other clip-art's background, but that is no
+frame, and flat white stripes are not found either), and inside the picture's box the mates agree with it on
+at most half the pixels (copies of one photo with overlays at different places agree around the overlays).
+The picture's bounding box is cropped from the full image, frame pixels inside the box are inpainted (OpenCV's
+Telea), and the crop is embedded again: the content vector. `rescore` then compares a framed image by its
+content vector (against the global vectors of the others, and against the content vectors of other framed
+images only), so unrelated images in one frame stop linking and a framed copy can find its source.
 
 Cost: one thumbnail per image with candidates (WORK px, grey), `k` pixel comparisons each, and one more
 embedding per framed image.

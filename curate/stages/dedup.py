@@ -9,7 +9,6 @@ shard executor, so they are atomic and resumable like every stage. Outputs (sche
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -332,7 +331,7 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
 
     from curate.dedup import templates
     from curate.io.image_shards import iter_image_samples
-    from curate.io.images import to_rgb
+    from curate.io.images import DEFAULT_MAX_IMAGE_AREA, decode_image
     from curate.models import load_image_model
 
     n = emb.n
@@ -342,8 +341,16 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
     row_of = {str(k): r for r, k in enumerate(emb.metadata.column("key").to_pylist())}
     root = fs.join(images, "images") if fs.exists(fs.join(images, "images")) else images
 
-    def pictures(rows: set[int]) -> Iterator[tuple[int, Image.Image]]:
-        """The decoded images of `rows`, shard by shard (images that no longer decode are skipped)."""
+    stage_path = fs.join(emb_dir, "_stage.json")
+    if not fs.exists(stage_path):
+        raise CurateError(f"--templates: {emb_dir} has no _stage.json, so the model that made these embeddings "
+                          "is unknown (run curate embed, or dedup without --templates)")
+    stage_opts = fs.read_json(stage_path)["options"]
+    max_area = int(stage_opts.get("max_image_area") or DEFAULT_MAX_IMAGE_AREA)
+
+    def pictures(rows: set[int], draft: tuple[int, int] | None = None) -> Iterator[tuple[int, Image.Image]]:
+        """The decoded images of `rows`, shard by shard, through embed's safe decoder (area limit; JPEG draft
+        scale for thumbnails); images that no longer decode are skipped: embed accepted them once."""
         if not rows:
             return
         for path in fs.list_shards(root):
@@ -351,15 +358,15 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
                 r = row_of.get(meta["key"])
                 if r is None or r not in rows or not data:
                     continue
-                try:
-                    yield r, to_rgb(Image.open(io.BytesIO(data)))
-                except Exception:  # noqa: BLE001 (embed decoded it once; a changed file is left as it is)
-                    continue
+                img, _, _ = decode_image(data, max_area, draft)
+                if img is not None:
+                    yield r, img
 
-    thumbs = {r: templates.thumb(img) for r, img in tqdm(pictures(needed), total=len(needed), disable=not progress,
-                                                          desc="dedup templates: thumbnails", unit="img")}
-    framed = templates.find_framed({r: thumbs[r] for r in check if r in thumbs}, near)
-    stage_opts = fs.read_json(fs.join(emb_dir, "_stage.json"))["options"]
+    thumbs = {r: templates.thumb(img) for r, img in tqdm(
+        pictures(needed, (2 * templates.WORK, 2 * templates.WORK)), total=len(needed), disable=not progress,
+        desc="dedup templates: thumbnails", unit="img")}
+    with tqdm(total=len(check), disable=not progress, desc="dedup templates: pixel tests", unit="img") as bar:
+        framed = templates.find_framed({r: thumbs[r] for r in check if r in thumbs}, near, progress=bar.update)
     model = load_image_model(stage_opts["model"], "cpu", runtime=stage_opts.get("runtime", "auto"),
                              pooling=stage_opts.get("pooling", "avg"), resize=stage_opts.get("resize", "short"),
                              size=stage_opts.get("size"))
