@@ -73,7 +73,7 @@ def _distinct(images: list) -> list:
 
 
 def scores_for(sims: np.ndarray, group: list[int], thresholds: list[float], default: float,
-               hub: bool = False, how: list[str] | None = None) -> dict:
+               hub: bool = False, how: list[str] | None = None, same: np.ndarray | None = None) -> dict:
     """Pair scores per linkage at the default threshold and the best of the sweep. hub: the sims become
     `pairs.hub_scored` scores (k 5, beta 1, candidates from raw 0.5), as `curate dedup --score hub` does."""
     n = len(group)
@@ -84,6 +84,10 @@ def scores_for(sims: np.ndarray, group: list[int], thresholds: list[float], defa
         p = Pairs(iu[0][cand], iu[1][cand], flat[cand].astype(np.float32), np.zeros(n, np.int64), np.zeros(n, np.float32))
         p = hub_scored(p, n, k=5, beta=1.0, floor=0.5)
         iu, flat = (p.i, p.j), p.sim
+    if same is not None:  # --templates: same-picture pairs link as near-identical, after any hub scoring
+        from curate.dedup.templates import link_same
+
+        flat = link_same(iu[0], iu[1], flat, same, 0.97)
     truth = {str(i): g for i, g in enumerate(group)}
     out = {}
     for linkage in ("components", "mutual", "leader"):
@@ -109,9 +113,9 @@ def scores_for(sims: np.ndarray, group: list[int], thresholds: list[float], defa
 
 
 def with_templates(images: list, g: np.ndarray, model: object, floor: float = 0.5,
-                   k: int = 8) -> tuple[np.ndarray, list[int]]:
+                   k: int = 8) -> tuple[np.ndarray, list[int], np.ndarray]:
     """The dense similarity matrix after `templates.rescore`, as `curate dedup --templates` computes it for the
-    candidate pairs (raw >= floor), and the framed rows."""
+    candidate pairs (raw >= floor), the framed rows, and the same-picture pair codes (applied after scoring)."""
     from curate.dedup import templates
 
     n = len(images)
@@ -138,7 +142,7 @@ def with_templates(images: list, g: np.ndarray, model: object, floor: float = 0.
     out[lo, hi] = score
     out[hi, lo] = score
     np.fill_diagonal(out, 1.0)
-    return out, rows
+    return out, rows, templates.same_picture_pairs(thumbs, near)
 
 
 def main() -> None:
@@ -192,13 +196,13 @@ def main() -> None:
                 results[f"{name}/{mode}+phash"] = scores_for(both, group, sweep, default_threshold("float", "effnet"))
     # template-framed images compared by their picture (curate/dedup/templates.py, `curate dedup --templates`)
     model = load_image_model("effnet-lite0", pooling="gem", size=320, resize="pad")
-    framed_sims, framed = with_templates(images, feats["effnet-lite0/gem/pad320"], model)
-    results["templates"] = {"framed": len(framed), "framed_by_kind": {
+    framed_sims, framed, same = with_templates(images, feats["effnet-lite0/gem/pad320"], model)
+    results["templates"] = {"framed": len(framed), "same_picture_pairs": len(same), "framed_by_kind": {
         h: sum(how[r] == h for r in framed) for h in sorted(set(how))}}
     results["effnet-lite0/gem/pad320/none/templates"] = scores_for(
-        framed_sims, group, sweep, default_threshold("float", "effnet"), how=how)
+        framed_sims, group, sweep, default_threshold("float", "effnet"), how=how, same=same)
     results["effnet-lite0/gem/pad320/none/templates/hub"] = scores_for(
-        framed_sims, group, hub_sweep, default_threshold("float", "effnet", "hub"), hub=True, how=how)
+        framed_sims, group, hub_sweep, default_threshold("float", "effnet", "hub"), hub=True, how=how, same=same)
     best = max(((k, lk, v[lk]["best"]["f1"], v[lk]["at_default"]["f1"]) for k, v in results.items()
                 if isinstance(v, dict) and "mutual" in v for lk in v), key=lambda r: r[2])
     results["best_f1"] = {"config": best[0], "linkage": best[1], "best_sweep_f1": best[2], "f1_at_default": best[3]}

@@ -63,7 +63,7 @@ def template_mask(me: Thumb, mates: Sequence[Thumb], min_mates: int = 2) -> np.n
             continue
         b = mate.grey if mate.grey.shape == (h, w) else cv2.resize(mate.grey, (w, h), interpolation=cv2.INTER_AREA)
         agree = np.abs(a - b.astype(np.int16)) <= AGREE
-        if MATE_AGREEMENT[0] <= agree.mean() <= MATE_AGREEMENT[1]:
+        if MATE_AGREEMENT[0] <= agree.mean() <= MATE_AGREEMENT[1] and not same_picture(me, mate):
             votes += agree
             agreeing.append(agree)
     if len(agreeing) < min_mates:
@@ -80,6 +80,22 @@ def template_mask(me: Thumb, mates: Sequence[Thumb], min_mates: int = 2) -> np.n
     x0, y0, x1, y1 = round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)
     inside = np.median([m[y0:y1, x0:x1].mean() for m in agreeing])
     return frame if inside <= MAX_PICTURE_AGREEMENT else None
+
+
+def same_picture(me: Thumb, other: Thumb) -> bool:
+    """The same picture, pixel for pixel: same aspect ratio, and where the grey thumbnails disagree it is noise
+    (JPEG blocks, resampling: gone after a 5 x 5 morphological opening) rather than a region, as a frame's mates
+    disagree in the picture's box. A re-encoded or resized copy, whatever its features say."""
+    import cv2
+
+    if abs(other.aspect - me.aspect) > 0.03 * me.aspect:
+        return False
+    h, w = me.grey.shape
+    b = other.grey if other.grey.shape == (h, w) else cv2.resize(other.grey, (w, h), interpolation=cv2.INTER_AREA)
+    differ = (np.abs(me.grey.astype(np.int16) - b.astype(np.int16)) > AGREE).astype(np.uint8)
+    if differ.mean() > 0.4:
+        return False
+    return bool(cv2.morphologyEx(differ, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8)).mean() < MIN_CONTENT)
 
 
 def content_box(frame: np.ndarray) -> tuple[float, float, float, float] | None:
@@ -137,8 +153,26 @@ def find_framed(thumbs: dict[int, Thumb], near: list[np.ndarray], min_mates: int
     return out
 
 
+def same_picture_pairs(thumbs: dict[int, Thumb], near: list[np.ndarray]) -> np.ndarray:
+    """Pair codes (i << 32 | j, i < j) of neighbours that are the same picture pixel for pixel."""
+    codes = {min(r, m) << 32 | max(r, m) for r, me in thumbs.items() for m in near[r].tolist()
+             if m in thumbs and same_picture(me, thumbs[m])}
+    return np.array(sorted(codes), np.int64)
+
+
+def link_same(i: np.ndarray, j: np.ndarray, score: np.ndarray, same: np.ndarray, strong: float) -> np.ndarray:
+    """Scores where the pairs in `same` (codes from `same_picture_pairs`) are at least `strong`, so they link
+    like near-identical copies: a large group of re-encoded copies stays whole under the mutual linkage whatever
+    their features' similarity. Applied last (after hub scores, whose neighbourhood means it would inflate)."""
+    if len(same) == 0 or len(i) == 0:
+        return score
+    hit = np.isin(np.minimum(i, j).astype(np.int64) << 32 | np.maximum(i, j), same)
+    return np.where(hit, np.maximum(score, strong), score).astype(np.float32)
+
+
 def rescore(i: np.ndarray, j: np.ndarray, vectors: Callable[[np.ndarray], np.ndarray], content: dict[int, np.ndarray],
-            extra: tuple[np.ndarray, np.ndarray] | None = None, block: int = 65536) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            extra: tuple[np.ndarray, np.ndarray] | None = None,
+            block: int = 65536) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scores of the candidate pairs (plus `extra` pairs, e.g. content vectors' neighbours) with framed rows
     compared by their picture: both framed, content . content; one framed, the larger of the global and the
     content-to-global similarity; neither, global. Returns unique (i < j, score)."""

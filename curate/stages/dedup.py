@@ -21,7 +21,7 @@ from PIL import Image
 from curate import __version__
 from curate.dedup import count
 from curate.dedup import index as idx
-from curate.dedup.link import link
+from curate.dedup.link import STRONG, link
 from curate.dedup.pairs import Pairs, hub_scored, knn_pairs, partition_pairs, partition_pairs_dask
 from curate.dedup.vectors import EmbeddingSet, open_embeddings
 from curate.errors import CurateError
@@ -292,9 +292,13 @@ def run(emb_dir: str, output: str, options: dict[str, Any], *, overwrite: bool =
     pairs, index = find_pairs(emb, opts, floor, engine, scheduler, workers)
     template_info = None
     if opts["templates"]:
-        pairs, template_info = framed_pairs(emb, pairs, index, images, emb_dir, opts, floor, progress)
+        pairs, template_info, same = framed_pairs(emb, pairs, index, images, emb_dir, opts, floor, progress)
     if hub:
         pairs = hub_scored(pairs, emb.n, opts["hub_k"], opts["hub_beta"], floor)
+    if opts["templates"]:
+        from curate.dedup.templates import link_same
+
+        pairs = Pairs(pairs.i, pairs.j, link_same(pairs.i, pairs.j, pairs.sim, same, STRONG), pairs.nn, pairs.nn_sim)
     rows = cluster(emb, pairs, opts, threshold)
     if opts["against"]:
         check_against(rows, emb, opts["against"], threshold)
@@ -323,7 +327,7 @@ def run(emb_dir: str, output: str, options: dict[str, Any], *, overwrite: bool =
 
 
 def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_dir: str, opts: dict[str, Any],  # noqa: ANN401
-                 floor: float, progress: bool) -> tuple[Pairs, dict[str, int]]:
+                 floor: float, progress: bool) -> tuple[Pairs, dict[str, int], np.ndarray]:
     """`--templates`: find template-framed images by their pixels (curate/dedup/templates.py), embed their
     pictures with the embed run's own model, and rescore the candidate pairs (plus the pictures' nearest
     global vectors) so framed images are compared by what they frame."""
@@ -400,10 +404,11 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
                 parts_a.append(rows[a])
                 parts_b.append(b + start)
             extra = (np.concatenate(parts_a), np.concatenate(parts_b))
+    same = templates.same_picture_pairs({r: thumbs[r] for r in check if r in thumbs}, near)
     lo, hi, score = templates.rescore(pairs.i, pairs.j, emb.gather, content, extra)
     keep = score >= floor
-    info = {"checked": len(check), "framed": len(framed), "embedded": len(content)}
-    return Pairs(lo[keep], hi[keep], score[keep], pairs.nn, pairs.nn_sim), info
+    info = {"checked": len(check), "framed": len(framed), "embedded": len(content), "same_picture_pairs": len(same)}
+    return Pairs(lo[keep], hi[keep], score[keep], pairs.nn, pairs.nn_sim), info, same
 
 
 def cluster_table(rows: dict[str, Any], exact_captions: np.ndarray) -> pa.Table:
