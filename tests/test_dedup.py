@@ -373,6 +373,8 @@ def test_dedup_templates_finds_framed_copies_and_keeps_the_crowd_apart(photos, t
     plain_report, plain_found, plain_crowd, plain_scores = run("plain")
     report, found, crowd, scores = run("framed", templates=True)
     assert report["templates"]["framed"] >= 8 and report["templates"]["embedded"] == report["templates"]["framed"]
+    page = (tmp_path / "framed" / "report.html").read_text()
+    assert "framed in a shared template" in page and f"<td>{report['templates']['framed']}</td>" in page
     assert found >= 3 and found > plain_found  # measured: 4 of 4 framed copies with their source, 0 without
     assert crowd == 0 and scores["f1"] > plain_scores["f1"]
     with pytest.raises(CurateError, match="--images"):

@@ -40,7 +40,8 @@ def _thumbs(images: str | None, keys: set[str]) -> dict[str, bytes]:
 
 
 def build_report(rows: dict[str, Any], pairs: Pairs, clusters: pa.Table, opts: dict[str, Any], emb: EmbeddingSet,
-                 manifest: dict[str, Any], output: str, images: str | None) -> dict[str, Any]:
+                 manifest: dict[str, Any], output: str, images: str | None,
+                 templates: dict[str, int] | None = None) -> dict[str, Any]:
     n = emb.n
     size = clusters.column("size").to_numpy()
     same = clusters.column("same_caption").to_numpy(zero_copy_only=False)
@@ -58,6 +59,7 @@ def build_report(rows: dict[str, Any], pairs: Pairs, clusters: pa.Table, opts: d
     report: dict[str, Any] = {
         "model": manifest.get("model"), "kind": emb.kind, "samples": n, "threshold": threshold,
         "score": opts.get("score", "raw"),
+        **({"templates": templates} if templates else {}),
         "linkage": opts["linkage"], "mode": opts["mode"], "keep_policy": opts["keep"], "action": opts["action"],
         "clusters": int(len(size)), "duplicate_clusters": dup_clusters,
         "samples_in_duplicate_clusters": int(size[size > 1].sum()),
@@ -103,6 +105,10 @@ def _write_html(report: dict[str, Any], rows: dict[str, Any], pairs: Pairs, clus
         ("same image + same caption clusters", report["same_image_same_caption"]["clusters"]),
         ("samples in them", report["same_image_same_caption"]["samples"]),
         ("largest cluster", report["largest_cluster"]),
+        *([("pixel tests (--templates): images checked", report["templates"]["checked"]),
+           ("framed in a shared template, compared by their picture", report["templates"]["framed"]),
+           ("neighbour pairs that are the same picture", report["templates"]["same_picture_pairs"])]
+          if "templates" in report else []),
     ])
     galleries = []
     for c in order:

@@ -316,9 +316,7 @@ def run(emb_dir: str, output: str, options: dict[str, Any], *, overwrite: bool =
                       rows_total=emb.n)
     from curate.dedup.report import build_report
 
-    report = build_report(rows, pairs, clusters, opts, emb, manifest, output, images)
-    if template_info is not None:
-        report["templates"] = template_info
+    report = build_report(rows, pairs, clusters, opts, emb, manifest, output, images, template_info)
     report["rows_in"] = sum(s["rows_in"] for s in stats)
     report["rows_out"] = sum(s["rows_out"] for s in stats)
     report["curate_version"] = __version__
