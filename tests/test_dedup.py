@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -149,7 +150,16 @@ def test_risk_formula_and_keep_policies():
     a = count.representatives(labels, "random", 7, keys)
     b = count.representatives(labels[perm], "random", 7, [keys[p] for p in perm])
     assert {k for k, x in zip(keys, a, strict=True) if x} == {keys[p] for p, x in zip(perm, b, strict=True) if x}
-    assert count.normalize_caption("  A Cat!! ") == count.normalize_caption("a   cat") == "a cat"
+    from curate.captions.batch import normalize
+
+    assert normalize(pa.array(["  A Cat!! ", "a   cat"])).to_pylist() == ["a cat", "a cat"]
+    # cluster 0: two captions once normalised; cluster 1: a null and an empty caption are the same (empty);
+    # near-identical grouping by caption embeddings merges cluster 0's two ("cat" and "kitten" vectors alike)
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    caps = ["A cat", "a cat!", "a kitten", None, "", "x"]
+    emb = np.array([[1, 0], [1, 0], [0.99, 0.141], [0, 1], [0, 1], [1, 0]], np.float32)
+    exact, near = count.distinct_captions(labels, caps, emb, 0.95)
+    assert exact.tolist() == [2, 1, 1] and near.tolist() == [1, 1, 1]
 
 
 def test_components_chain_while_leader_and_mutual_do_not():

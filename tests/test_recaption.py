@@ -229,16 +229,20 @@ def test_column_operations_give_each_row_what_it_gets_alone(wn):
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(text=st.text(st.characters(blacklist_categories=("Cs", "Cn")), max_size=40))
 def test_column_normaliser_agrees_with_dedups_in_any_script(text):
-    """Pool dedupe (Arrow) and dedup's caption counting (Python) must call the same captions equal. Arrow's
-    regex classes are ASCII-only, so an earlier normaliser turned every Japanese caption into '' and merged
-    them all; casefold() vs lower() is the one documented difference. (Unassigned code points are left out:
-    Python 3.11 and RE2 ship different Unicode versions.)"""
+    """The Arrow caption normaliser (dedup's counts, recaption's pools) against its specification written in
+    plain Python. Arrow's regex classes are ASCII-only, so an earlier normaliser turned every Japanese caption
+    into '' and merged them all; casefold() vs lower() is the one documented difference. (Unassigned code points
+    are left out: Python 3.11 and RE2 ship different Unicode versions.)"""
+    import re
     import unicodedata
 
     import pyarrow as pa
 
     from curate.captions import batch
-    from curate.dedup.count import normalize_caption
+
+    def normalize_caption(t: str) -> str:  # NFKC, case-folded, single spaces, no edge non-alphanumerics
+        t = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", t).casefold()).strip()
+        return re.sub(r"^[\W_]+|[\W_]+$", "", t)
 
     def same_case(c: str) -> bool:  # lower vs casefold, after NFKC (U+037A becomes U+0345, which folds to iota)
         k = unicodedata.normalize("NFKC", c)

@@ -218,9 +218,8 @@ def rc(captions: pa.Array, stream: np.ndarray, vocab: pa.Array, dataset: pa.Arra
 
 
 def normalize(captions: pa.Array) -> pa.Array:
-    """Arrow twin of dedup's `normalize_caption` for comparing pool entries: NFKC, lower case, single spaces,
-    edge characters that are neither letters nor digits removed, in any script (lower() where Python uses
-    casefold(): they differ on a few letters such as ß)."""
+    """The caption normaliser of curate (dedup's caption counts, recaption's pool dedupe and report): NFKC,
+    lower case, single spaces, edge characters that are neither letters nor digits removed, in any script."""
     t = single_spaced(pc.utf8_lower(pc.utf8_normalize(_strings(captions), "NFKC")))
     ascii_rows = pc.fill_null(pc.string_is_ascii(t), True)
     trimmed = pc.ascii_trim(t, _ASCII_NOT_ALNUM)  # the same as the regex below on ASCII text, 20x faster

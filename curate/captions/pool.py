@@ -33,10 +33,6 @@ def targeted_mask(target: str, keys: pa.Array | np.ndarray, seed: int, dup_count
     raise ValueError(f"unknown target {target!r}; one of {TARGETS}")
 
 
-def is_targeted(target: str, key: str, seed: int, dup_count: int, risk: float) -> bool:
-    return bool(targeted_mask(target, [key], seed, np.array([dup_count]), np.array([risk]))[0])
-
-
 def apply_op(op: str, captions: pa.Array, keys: pa.Array, hashes: np.ndarray, seed: int, context: dict[str, Any],
              variant: int, only: np.ndarray | None = None, tokens: batch.Tokens | None = None) -> pa.Array:
     """One operation over a caption column (rows outside `only` unchanged); paraphrase runs per row (WordNet).
@@ -199,8 +195,3 @@ def build_pool(caption: str | None, key: str, seed: int, cluster_captions: Seque
     pools, how, _ = build_pools(pa.array([caption], pa.string()), pa.array([key]), seed, clusters, op_names,
                                 pool_size, context, np.array([targeted]))
     return pools[0].as_py(), how[0].as_py()
-
-
-def pick(pool: Sequence[str], key: str, seed: int) -> int:
-    """Which pool entry a sample uses when one caption is wanted (uniform, seeded by key)."""
-    return int(batch.draw(batch.streams([key], seed, "pick"), 0, max(len(pool), 1))[0]) if pool else 0

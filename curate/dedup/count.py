@@ -15,22 +15,11 @@ varied captions do not remove the risk entirely (hence the 0.25 floor).
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
 
 import numpy as np
+import pyarrow as pa
 
 KEEP_POLICIES = ("first", "largest", "aesthetic", "random")
-_SPACE = re.compile(r"\s+")
-_EDGE_PUNCT = re.compile(r"^[\W_]+|[\W_]+$", re.UNICODE)
-
-
-def normalize_caption(text: str | None) -> str:
-    if text is None:
-        return ""
-    t = unicodedata.normalize("NFKC", text).casefold()
-    t = _SPACE.sub(" ", t).strip()
-    return _EDGE_PUNCT.sub("", t)
 
 
 def risk(size: np.ndarray, distinct: np.ndarray) -> np.ndarray:
@@ -41,31 +30,36 @@ def risk(size: np.ndarray, distinct: np.ndarray) -> np.ndarray:
     return (d * (0.25 + 0.75 * u)).astype(np.float32)
 
 
-def distinct_captions(labels: np.ndarray, captions: list[str | None], text_emb: np.ndarray | None = None,
+def distinct_captions(labels: np.ndarray, captions: pa.Array | list[str | None], text_emb: np.ndarray | None = None,
                       near: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Per cluster: distinct normalised captions, and distinct near-identical caption groups (greedy, by
-    caption embedding similarity >= `near`; equal to the exact count without embeddings)."""
+    """Per cluster: distinct normalised captions (`captions.batch.normalize`, the normaliser recaption's pools
+    use, so both stages count alike; null counts as empty), and distinct near-identical caption groups (greedy,
+    by caption embedding similarity >= `near`; equal to the exact count without embeddings). Only the rows of
+    clusters with two or more members are looked at."""
+    from curate.captions import batch
+
     n_clusters = int(labels.max()) + 1 if len(labels) else 0
-    norm = [normalize_caption(c) for c in captions]
     exact = np.ones(n_clusters, np.int64)  # a singleton has one caption
-    nearc = np.ones(n_clusters, np.int64)
     sizes = np.bincount(labels, minlength=n_clusters)
-    multi = np.flatnonzero(sizes[labels] > 1)  # only duplicated rows need a look
-    order = multi[np.argsort(labels[multi], kind="stable")]
-    bounds = np.flatnonzero(np.diff(labels[order])) + 1
-    for members in np.split(order, bounds) if len(order) else []:
-        c = labels[members[0]]
-        uniq = {norm[m]: m for m in members}
-        exact[c] = len(uniq)
-        if text_emb is None or len(uniq) == 1:
-            nearc[c] = len(uniq)
-            continue
-        reps: list[np.ndarray] = []
-        for m in uniq.values():
-            v = text_emb[m]
-            if not any(float(v @ r) >= near for r in reps):
-                reps.append(v)
-        nearc[c] = len(reps)
+    multi = np.flatnonzero(sizes[labels] > 1)
+    if len(multi) == 0:
+        return exact, exact.copy()
+    texts = batch._strings(captions).take(pa.array(multi))
+    firsts = multi[batch.first_distinct(labels[multi], texts)]  # the first row of each (cluster, caption)
+    per_cluster = np.bincount(labels[firsts], minlength=n_clusters)
+    exact = np.where(sizes > 1, per_cluster, 1).astype(np.int64)
+    nearc = exact.copy()
+    if text_emb is not None:
+        order = firsts[np.argsort(labels[firsts], kind="stable")]
+        for members in np.split(order, np.flatnonzero(np.diff(labels[order])) + 1):
+            if len(members) < 2:
+                continue
+            reps: list[np.ndarray] = []
+            for m in members:
+                v = text_emb[m]
+                if not any(float(v @ r) >= near for r in reps):
+                    reps.append(v)
+            nearc[labels[members[0]]] = len(reps)
     return exact, nearc
 
 

@@ -127,11 +127,13 @@ def cluster(emb: EmbeddingSet, pairs: Pairs, opts: dict[str, Any], threshold: fl
     meta = emb.metadata
     n = emb.n
     keys = [str(k) for k in meta.column("key").to_pylist()]
-    captions = meta.column("caption").to_pylist() if "caption" in meta.column_names else [None] * n
+    caption_col = (meta.column("caption").combine_chunks() if "caption" in meta.column_names
+                   else pa.nulls(n, pa.string()))
+    captions = caption_col.to_pylist()
     p = pairs.above(threshold)
     labels = link(n, p.i, p.j, p.sim, opts["linkage"], opts["mutual_k"])
     size = np.bincount(labels)[labels]
-    exact, near = count.distinct_captions(labels, captions, emb.load_text(), opts["caption_near"])
+    exact, near = count.distinct_captions(labels, caption_col, emb.load_text(), opts["caption_near"])
     distinct = near[labels]
     area = None
     if "width" in meta.column_names and "height" in meta.column_names:
