@@ -114,7 +114,7 @@ def scores_for(sims: np.ndarray, group: list[int], thresholds: list[float], defa
 
 def with_templates(images: list, g: np.ndarray, model: object, floor: float = 0.5,
                    k: int = 8) -> tuple[np.ndarray, list[int], np.ndarray]:
-    """The dense similarity matrix after `templates.rescore`, as `curate dedup --templates` computes it for the
+    """The dense similarity matrix after `curate dedup --templates`'s own pass (`templates.apply`) over the
     candidate pairs (raw >= floor), the framed rows, and the same-picture pair codes (applied after scoring)."""
     from curate.dedup import templates
 
@@ -122,27 +122,22 @@ def with_templates(images: list, g: np.ndarray, model: object, floor: float = 0.
     sims = g @ g.T
     iu = np.triu_indices(n, 1)
     cand = sims[iu] >= floor
-    i, j = iu[0][cand], iu[1][cand]
-    near = templates.neighbours(i, j, sims[iu][cand], n, k)
-    thumbs = {r: templates.thumb(images[r]) for r in range(n) if len(near[r])}
-    framed = templates.find_framed(thumbs, near)
-    rows = sorted(framed)
-    crops = [templates.content_image(images[r], *framed[r]) for r in rows]
-    content = {}
-    if rows:
-        v = model.embed([model.preprocess(c) for c in crops])
-        content = dict(zip(rows, v, strict=True))
-        cs = v @ g.T  # content vectors against every global vector
-        a, b = np.nonzero(cs >= floor)
-        extra = (np.array(rows)[a], b)
-    else:
-        extra = None
-    lo, hi, score = templates.rescore(i, j, lambda r: g[r], content, extra)
+    def load(rows: set[int], small: bool):  # noqa: ANN202
+        return ((r, images[r]) for r in sorted(rows))
+
+    def embed(pictures: list) -> np.ndarray:
+        return model.embed([model.preprocess(p) for p in pictures])
+
+    def search(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.nonzero(q @ g.T >= floor)
+
+    found = templates.apply(iu[0][cand], iu[1][cand], sims[iu][cand], n, k, floor, load, embed, search,
+                            lambda r: g[r])
     out = np.full((n, n), -1.0, np.float32)
-    out[lo, hi] = score
-    out[hi, lo] = score
+    out[found.i, found.j] = found.score
+    out[found.j, found.i] = found.score
     np.fill_diagonal(out, 1.0)
-    return out, rows, templates.same_picture_pairs(thumbs, near)
+    return out, found.framed, found.same
 
 
 def main() -> None:

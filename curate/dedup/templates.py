@@ -19,7 +19,8 @@ embedding per framed image.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,26 +50,39 @@ def thumb(img: Image.Image) -> Thumb:
     return Thumb(cv2.GaussianBlur(np.asarray(small), (3, 3), 0), w / max(h, 1))
 
 
-def template_mask(me: Thumb, mates: Sequence[Thumb], min_mates: int = 2) -> np.ndarray | None:
-    """Pixels of `me` that at least `min_mates` of the candidate mates share (the frame), or None when `me` is
-    not framed."""
+@dataclass
+class Match:
+    """`me` against one neighbour, compared once: where the grey thumbnails agree, and whether they are the
+    same picture (the disagreement is noise - JPEG blocks, resampling - gone after a 5 x 5 opening - rather
+    than a region, as a frame's mates disagree in the picture's box)."""
+
+    agree: np.ndarray
+    same: bool
+
+
+def compare(me: Thumb, other: Thumb) -> Match | None:
+    """None when the aspect ratios differ (no pixel comparison then)."""
     import cv2
 
+    if abs(other.aspect - me.aspect) > 0.03 * me.aspect:
+        return None
     h, w = me.grey.shape
-    a = me.grey.astype(np.int16)
-    votes = np.zeros((h, w), np.int16)
-    agreeing = []
-    for mate in mates:
-        if abs(mate.aspect - me.aspect) > 0.03 * me.aspect:
-            continue
-        b = mate.grey if mate.grey.shape == (h, w) else cv2.resize(mate.grey, (w, h), interpolation=cv2.INTER_AREA)
-        agree = np.abs(a - b.astype(np.int16)) <= AGREE
-        if MATE_AGREEMENT[0] <= agree.mean() <= MATE_AGREEMENT[1] and not same_picture(me, mate):
-            votes += agree
-            agreeing.append(agree)
+    b = other.grey if other.grey.shape == (h, w) else cv2.resize(other.grey, (w, h), interpolation=cv2.INTER_AREA)
+    agree = np.abs(me.grey.astype(np.int16) - b.astype(np.int16)) <= AGREE
+    differ = (~agree).astype(np.uint8)
+    same = differ.mean() <= 0.4 and cv2.morphologyEx(differ, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8)).mean() < MIN_CONTENT
+    return Match(agree, bool(same))
+
+
+def _frame(me: Thumb, matches: Sequence[Match | None], min_mates: int) -> tuple[np.ndarray, tuple] | None:
+    """(frame mask, picture box) when `me` is framed, from its comparisons with its neighbours."""
+    import cv2
+
+    agreeing = [m.agree for m in matches if m is not None and not m.same
+                and MATE_AGREEMENT[0] <= m.agree.mean() <= MATE_AGREEMENT[1]]
     if len(agreeing) < min_mates:
         return None
-    frame = votes >= min_mates
+    frame = np.sum(agreeing, axis=0) >= min_mates
     if not TEMPLATE_SHARE[0] <= frame.mean() <= TEMPLATE_SHARE[1]:
         return None
     texture = np.abs(cv2.Laplacian(me.grey.astype(np.float32), cv2.CV_32F))[frame].mean()
@@ -77,25 +91,17 @@ def template_mask(me: Thumb, mates: Sequence[Thumb], min_mates: int = 2) -> np.n
         return None
     # the mates must show another picture in the box: copies of one photo with a caption, an emoji or a text
     # overlay at different places agree with each other around the overlays, unrelated pictures do not
+    h, w = frame.shape
     x0, y0, x1, y1 = round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)
     inside = np.median([m[y0:y1, x0:x1].mean() for m in agreeing])
-    return frame if inside <= MAX_PICTURE_AGREEMENT else None
+    return (frame, box) if inside <= MAX_PICTURE_AGREEMENT else None
 
 
-def same_picture(me: Thumb, other: Thumb) -> bool:
-    """The same picture, pixel for pixel: same aspect ratio, and where the grey thumbnails disagree it is noise
-    (JPEG blocks, resampling: gone after a 5 x 5 morphological opening) rather than a region, as a frame's mates
-    disagree in the picture's box. A re-encoded or resized copy, whatever its features say."""
-    import cv2
-
-    if abs(other.aspect - me.aspect) > 0.03 * me.aspect:
-        return False
-    h, w = me.grey.shape
-    b = other.grey if other.grey.shape == (h, w) else cv2.resize(other.grey, (w, h), interpolation=cv2.INTER_AREA)
-    differ = (np.abs(me.grey.astype(np.int16) - b.astype(np.int16)) > AGREE).astype(np.uint8)
-    if differ.mean() > 0.4:
-        return False
-    return bool(cv2.morphologyEx(differ, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8)).mean() < MIN_CONTENT)
+def template_mask(me: Thumb, mates: Sequence[Thumb], min_mates: int = 2) -> np.ndarray | None:
+    """Pixels of `me` that at least `min_mates` of the candidate mates share (the frame), or None when `me` is
+    not framed."""
+    found = _frame(me, [compare(me, m) for m in mates], min_mates)
+    return found[0] if found else None
 
 
 def content_box(frame: np.ndarray) -> tuple[float, float, float, float] | None:
@@ -138,30 +144,82 @@ def neighbours(i: np.ndarray, j: np.ndarray, sim: np.ndarray, n: int, k: int) ->
     return [dst[start[r] : min(start[r + 1], start[r] + k)] for r in range(n)]
 
 
-def find_framed(thumbs: dict[int, Thumb], near: list[np.ndarray], min_mates: int = 2,
-                progress: Callable[[int], None] | None = None) -> dict[int, tuple[np.ndarray, tuple]]:
-    """{row: (frame mask, content box)} for the framed rows among `thumbs`."""
-    out = {}
+@dataclass
+class Pass:
+    """What `apply` found: the rescored pairs (i < j) at >= floor, the same-picture pair codes (`link_same`),
+    the framed rows, and counts for the report."""
+
+    i: np.ndarray
+    j: np.ndarray
+    score: np.ndarray
+    same: np.ndarray
+    framed: list[int]
+    info: dict[str, int]
+
+
+def scan(thumbs: dict[int, Thumb], near: list[np.ndarray], min_mates: int = 2,
+         progress: Callable[[int], None] | None = None) -> tuple[dict[int, tuple[np.ndarray, tuple]], np.ndarray]:
+    """Each row of `thumbs` against its neighbours (among `thumbs`), each pair compared once: {row: (frame mask,
+    picture box)} for the framed rows, and the codes (i << 32 | j, i < j) of the pairs that are the same
+    picture."""
+    framed: dict[int, tuple[np.ndarray, tuple]] = {}
+    same: set[int] = set()
     for r, me in thumbs.items():
-        mates = [thumbs[m] for m in near[r] if m in thumbs]
-        frame = template_mask(me, mates, min_mates) if len(mates) >= min_mates else None
-        box = content_box(frame) if frame is not None else None
-        if box is not None:
-            out[r] = (frame, box)
+        mates = [m for m in near[r].tolist() if m in thumbs]
+        matches = [compare(me, thumbs[m]) for m in mates]
+        same.update(min(r, m) << 32 | max(r, m) for m, x in zip(mates, matches, strict=True) if x is not None and x.same)
+        found = _frame(me, matches, min_mates) if len(mates) >= min_mates else None
+        if found is not None:
+            framed[r] = found
         if progress:
             progress(1)
-    return out
+    return framed, np.array(sorted(same), np.int64)
 
 
-def same_picture_pairs(thumbs: dict[int, Thumb], near: list[np.ndarray]) -> np.ndarray:
-    """Pair codes (i << 32 | j, i < j) of neighbours that are the same picture pixel for pixel."""
-    codes = {min(r, m) << 32 | max(r, m) for r, me in thumbs.items() for m in near[r].tolist()
-             if m in thumbs and same_picture(me, thumbs[m])}
-    return np.array(sorted(codes), np.int64)
+def apply(i: np.ndarray, j: np.ndarray, sim: np.ndarray, n: int, k: int, floor: float,
+          load: Callable[[set[int], bool], Iterator[tuple[int, Image.Image]]],
+          embed: Callable[[list[Image.Image]], np.ndarray],
+          search: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+          vectors: Callable[[np.ndarray], np.ndarray],
+          progress: Callable[[str, int], Callable[[int], None]] | None = None,
+          ) -> Pass:
+    """The whole template pass over candidate pairs (i, j, sim) of n rows: thumbnails of every row with two or
+    more neighbours and of those neighbours (`load(rows, True)`: decoded images, small is enough), the pixel scan,
+    pictures of the framed rows (`load(rows, False)`: full images) embedded (`embed`, same space as `vectors`),
+    their nearest rows (`search(queries)` -> (query index, row) pairs at >= floor), and the rescored pairs."""
+    near = neighbours(i, j, sim, n, k)
+    check = [r for r in range(n) if len(near[r]) >= 2]
+    needed = set(check) | {int(m) for r in check for m in near[r]}
+    tick = progress("dedup templates: thumbnails", len(needed)) if progress else None
+    thumbs = {}
+    for r, img in load(needed, True):
+        thumbs[r] = thumb(img)
+        if tick:
+            tick(1)
+    framed, same = scan({r: thumbs[r] for r in check if r in thumbs}, near,
+                        progress=progress("dedup templates: pixel tests", len(check)) if progress else None)
+    content: dict[int, np.ndarray] = {}
+    batch: list[tuple[int, Image.Image]] = []
+    for r, img in itertools.chain(load(set(framed), False), [(-1, None)]):  # 32 pictures at a time, then the rest
+        if img is not None:
+            batch.append((r, content_image(img, *framed[r])))
+        if batch and (len(batch) == 32 or img is None):
+            content.update(zip([b for b, _ in batch], np.asarray(embed([c for _, c in batch]), np.float32),
+                               strict=True))
+            batch.clear()
+    extra = None
+    if content:
+        order = np.array(sorted(content), np.int64)
+        a, b = search(np.stack([content[r] for r in order.tolist()]))
+        extra = (order[a], b)
+    lo, hi, score = rescore(i, j, vectors, content, extra)
+    keep = score >= floor
+    info = {"checked": len(check), "framed": len(framed), "embedded": len(content), "same_picture_pairs": len(same)}
+    return Pass(lo[keep], hi[keep], score[keep], same, sorted(framed), info)
 
 
 def link_same(i: np.ndarray, j: np.ndarray, score: np.ndarray, same: np.ndarray, strong: float) -> np.ndarray:
-    """Scores where the pairs in `same` (codes from `same_picture_pairs`) are at least `strong`, so they link
+    """Scores where the pairs in `same` (codes from `scan`) are at least `strong`, so they link
     like near-identical copies: a large group of re-encoded copies stays whole under the mutual linkage whatever
     their features' similarity. Applied last (after hub scores, whose neighbourhood means it would inflate)."""
     if len(same) == 0 or len(i) == 0:

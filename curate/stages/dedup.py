@@ -10,7 +10,7 @@ shard executor, so they are atomic and resumable like every stage. Outputs (sche
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -328,87 +328,68 @@ def run(emb_dir: str, output: str, options: dict[str, Any], *, overwrite: bool =
 
 def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_dir: str, opts: dict[str, Any],  # noqa: ANN401
                  floor: float, progress: bool) -> tuple[Pairs, dict[str, int], np.ndarray]:
-    """`--templates`: find template-framed images by their pixels (curate/dedup/templates.py), embed their
-    pictures with the embed run's own model, and rescore the candidate pairs (plus the pictures' nearest
-    global vectors) so framed images are compared by what they frame."""
+    """`--templates` (curate/dedup/templates.py `apply`) with this run's inputs: images decoded from the
+    download shards through embed's safe decoder, pictures embedded with the embed run's own model (loaded as
+    embed loads it), new candidates from the index (or dense blocks when none was built). Returns the rescored
+    pairs, counts, and the codes of the same-picture pairs (`templates.link_same`)."""
     from tqdm import tqdm
 
     from curate.dedup import templates
     from curate.io.image_shards import iter_image_samples
     from curate.io.images import DEFAULT_MAX_IMAGE_AREA, decode_image
-    from curate.models import load_image_model
-
-    n = emb.n
-    near = templates.neighbours(pairs.i, pairs.j, pairs.sim, n, opts["template_k"])
-    check = [r for r in range(n) if len(near[r]) >= 2]
-    needed = set(check) | {int(m) for r in check for m in near[r]}
-    row_of = {str(k): r for r, k in enumerate(emb.metadata.column("key").to_pylist())}
-    root = fs.join(images, "images") if fs.exists(fs.join(images, "images")) else images
+    from curate.stages.embed import load_models
 
     stage_path = fs.join(emb_dir, "_stage.json")
     if not fs.exists(stage_path):
         raise CurateError(f"--templates: {emb_dir} has no _stage.json, so the model that made these embeddings "
                           "is unknown (run curate embed, or dedup without --templates)")
-    stage_opts = fs.read_json(stage_path)["options"]
-    max_area = int(stage_opts.get("max_image_area") or DEFAULT_MAX_IMAGE_AREA)
+    embed_opts = fs.read_json(stage_path)["options"]
+    max_area = int(embed_opts.get("max_image_area") or DEFAULT_MAX_IMAGE_AREA)
+    row_of = {str(k): r for r, k in enumerate(emb.metadata.column("key").to_pylist())}
+    root = fs.join(images, "images") if fs.exists(fs.join(images, "images")) else images
+    draft = (2 * templates.WORK, 2 * templates.WORK)
 
-    def pictures(rows: set[int], draft: tuple[int, int] | None = None) -> Iterator[tuple[int, Image.Image]]:
-        """The decoded images of `rows`, shard by shard, through embed's safe decoder (area limit; JPEG draft
-        scale for thumbnails); images that no longer decode are skipped: embed accepted them once."""
-        if not rows:
-            return
-        for path in fs.list_shards(root):
+    def load(rows: set[int], small: bool) -> Iterator[tuple[int, Image.Image]]:
+        """The images of `rows`, shard by shard (JPEG draft scale for thumbnails); ones that no longer decode
+        are skipped: embed accepted them once."""
+        for path in fs.list_shards(root) if rows else []:
             for meta, data in iter_image_samples(path):
                 r = row_of.get(meta["key"])
-                if r is None or r not in rows or not data:
-                    continue
-                img, _, _ = decode_image(data, max_area, draft)
-                if img is not None:
-                    yield r, img
+                if r is not None and r in rows and data:
+                    img, _, _ = decode_image(data, max_area, draft if small else None)
+                    if img is not None:
+                        yield r, img
 
-    thumbs = {r: templates.thumb(img) for r, img in tqdm(
-        pictures(needed, (2 * templates.WORK, 2 * templates.WORK)), total=len(needed), disable=not progress,
-        desc="dedup templates: thumbnails", unit="img")}
-    with tqdm(total=len(check), disable=not progress, desc="dedup templates: pixel tests", unit="img") as bar:
-        framed = templates.find_framed({r: thumbs[r] for r in check if r in thumbs}, near, progress=bar.update)
-    model = load_image_model(stage_opts["model"], "cpu", runtime=stage_opts.get("runtime", "auto"),
-                             pooling=stage_opts.get("pooling", "avg"), resize=stage_opts.get("resize", "short"),
-                             size=stage_opts.get("size"))
-    content: dict[int, np.ndarray] = {}
-    batch: list[tuple[int, np.ndarray]] = []
+    model = load_models({**embed_opts, "text_model": None, "device": "auto"})[0]  # CPU where no GPU is here
 
-    def flush() -> None:
-        if batch:
-            v = model.embed([x for _, x in batch])
-            v = emb.transform(v) if emb.transform is not None else v
-            content.update(zip([r for r, _ in batch], np.asarray(v, np.float32), strict=True))
-            batch.clear()
+    def embed(pictures: list[Image.Image]) -> np.ndarray:
+        v = model.embed([model.preprocess(p) for p in pictures])
+        return emb.transform(v) if emb.transform is not None else v
 
-    for r, img in pictures(set(framed)):
-        batch.append((r, model.preprocess(templates.content_image(img, *framed[r]))))
-        if len(batch) >= 32:
-            flush()
-    flush()
-    extra = None
-    if content:
-        rows = np.array(sorted(content), np.int64)
-        q = np.stack([content[r] for r in rows.tolist()])
+    def search(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if index is not None:
             sims, ids = idx.search(index, q, opts["k"] + 1)
-            a, b = np.nonzero((ids >= 0) & (sims >= floor))
-            extra = (rows[a], ids[a, b])
-        else:
-            parts_a, parts_b = [], []
-            for start, block in emb.iter_blocks():
-                a, b = np.nonzero(q @ block.T >= floor)
-                parts_a.append(rows[a])
-                parts_b.append(b + start)
-            extra = (np.concatenate(parts_a), np.concatenate(parts_b))
-    same = templates.same_picture_pairs({r: thumbs[r] for r in check if r in thumbs}, near)
-    lo, hi, score = templates.rescore(pairs.i, pairs.j, emb.gather, content, extra)
-    keep = score >= floor
-    info = {"checked": len(check), "framed": len(framed), "embedded": len(content), "same_picture_pairs": len(same)}
-    return Pairs(lo[keep], hi[keep], score[keep], pairs.nn, pairs.nn_sim), info, same
+            return np.nonzero((ids >= 0) & (sims >= floor))[0], ids[(ids >= 0) & (sims >= floor)]
+        qs, rows = [], []
+        for start, block in emb.iter_blocks():
+            a, b = np.nonzero(q @ block.T >= floor)
+            qs.append(a)
+            rows.append(b + start)
+        return np.concatenate(qs), np.concatenate(rows)
+
+    bars: list[Any] = []
+
+    def bar(desc: str, total: int) -> Callable[[int], None]:
+        bars.append(tqdm(total=total, disable=not progress, desc=desc, unit="img"))
+        return bars[-1].update
+
+    try:
+        found = templates.apply(pairs.i, pairs.j, pairs.sim, emb.n, opts["template_k"], floor, load, embed, search,
+                                emb.gather, bar)
+    finally:
+        for b in bars:
+            b.close()
+    return Pairs(found.i, found.j, found.score, pairs.nn, pairs.nn_sim), found.info, found.same
 
 
 def cluster_table(rows: dict[str, Any], exact_captions: np.ndarray) -> pa.Table:

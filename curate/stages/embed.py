@@ -44,7 +44,9 @@ METADATA_DROP = ("jpg", "exif")
 _MODELS: dict[tuple, Any] = {}  # loaded once per process (a worker keeps its model across shards)
 
 
-def _models(opts: dict[str, Any]) -> tuple[Any, Any]:
+def load_models(opts: dict[str, Any]) -> tuple[Any, Any]:
+    """(image model, text model or None) for embed's options, loaded and warmed up once per process (a worker
+    keeps its model across shards); dedup --templates loads the embed run's model through it too."""
     from curate.models import load_image_model, load_text_model
 
     key = (opts["model"], opts["text_model"], opts["device"], opts["runtime"], opts["pooling"], opts["resize"],
@@ -79,7 +81,7 @@ def prefetch_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, a
 
 def embed_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dict[str, Any]:
     opts = {**DEFAULT_OPTIONS, **options}
-    image_model, text_model = _models(opts)
+    image_model, text_model = load_models(opts)
     max_area = opts["max_image_area"]
 
     def prepare(sample: tuple[dict[str, Any], bytes | None]) -> tuple[Any, str | None, str | None]:
@@ -152,7 +154,7 @@ def _save_npy(path: str, arr: np.ndarray) -> None:
 
 
 def manifest(opts: dict[str, Any]) -> dict[str, Any]:
-    image_model, text_model = _models(opts)
+    image_model, text_model = load_models(opts)
     bits = image_model.kind == "bits"
     doc = {
         **image_model.describe(),
