@@ -75,14 +75,15 @@ def build_pools(captions: pa.Array, keys: pa.Array, seed: int, cluster_captions:
     (targeted, with a word) only, so its cost follows the targeted share; the others keep `[caption]`."""
     caps = batch._strings(captions)
     n = len(caps)
-    grow = np.asarray(targeted, bool) & _not_blank(caps)
-    if grow.all() or pool_size <= 1:
-        return _grow_pools(caps, keys, seed, cluster_captions, op_names, pool_size, context, grow)
+    grow = np.asarray(targeted, bool) & _not_blank(caps) & (pool_size > 1)
     rows = pa.array(np.flatnonzero(grow))
-    sub_pools, sub_how, sub_use = _grow_pools(
-        caps.take(rows), batch._strings(keys).take(rows), seed,
-        cluster_captions.take(rows) if cluster_captions is not None else None, op_names, pool_size, context,
-        np.ones(len(rows), bool))
+    if len(rows):
+        sub_pools, sub_how, sub_use = _grow_pools(
+            caps.take(rows), batch._strings(keys).take(rows), seed,
+            cluster_captions.take(rows) if cluster_captions is not None else None, op_names, pool_size, context)
+    else:
+        sub_pools = sub_how = pa.array([], pa.list_(pa.string()))
+        sub_use = pa.array([], pa.string())
     count = np.where(caps.is_null().to_numpy(zero_copy_only=False), 0, 1).astype(np.int64)
     sub_count = pc.list_value_length(sub_pools).to_numpy().astype(np.int64)
     count[grow] = sub_count
@@ -104,22 +105,19 @@ def build_pools(captions: pa.Array, keys: pa.Array, seed: int, cluster_captions:
 
 
 def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_captions: pa.Array | None,
-                op_names: Sequence[str], pool_size: int, context: dict[str, Any],
-                targeted: np.ndarray) -> tuple[pa.Array, pa.Array, pa.Array]:
+                op_names: Sequence[str], pool_size: int,
+                context: dict[str, Any]) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """`build_pools` for rows that all get a pool (targeted, each with at least one word)."""
     keys = batch._strings(keys)
     n = len(caps)
     hashes = batch.key_hashes(keys)
-    is_null = caps.is_null().to_numpy(zero_copy_only=False)
     tokens = batch.Tokens(caps)  # split once, shared by every operation and attempt
-    grow = np.asarray(targeted, bool) & tokens.active
-    count = np.where(is_null, 0, 1).astype(np.int64)
+    grow = tokens.active  # every row here; kept as a mask for the operations' `only`
+    count = np.ones(n, np.int64)
     empty = pa.nulls(n, pa.large_string())
     cols = [caps] + [empty] * (pool_size - 1)
-    made = [pc.if_else(pa.array(is_null), empty, pa.scalar("original", pa.large_string()))] + [empty] * (pool_size - 1)
-    first = empty  # the own caption's normalised text, needed only where the pool grows
-    if grow.any():
-        first = pc.replace_with_mask(empty, pa.array(grow), batch.normalize(caps.filter(pa.array(grow))))
-    norms = [first] + [empty] * (pool_size - 1)
+    made = [pa.repeat(pa.scalar("original", pa.large_string()), n)] + [empty] * (pool_size - 1)
+    norms = [batch.normalize(caps)] + [empty] * (pool_size - 1)
 
     def offer(cand: pa.Array, label: pa.Array | str, rows: np.ndarray) -> None:
         """Append cand[r] to row r's pool where r is in `rows`, the pool has room and no entry has its text."""
