@@ -100,8 +100,7 @@ def recaption_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> 
     pool, made, use = pools.build_pools(captions, keys, opts["seed"], _lists_for(cluster_id, work), opts["ops"],
                                         opts["pool_size"], ctx, targeted)
     changed = pc.fill_null(pc.not_equal(use, captions), False)
-    blank = ~pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(captions)), 0), False).to_numpy(
-        zero_copy_only=False)
+    blank = ~pools._not_blank(captions)
     table = pa.table({"key": keys, "shard": t.column("shard"), "cluster_id": t.column("cluster_id"),
                       "dup_count": t.column("dup_count"), "targeted": pa.array(targeted),
                       "original_caption": captions, "caption": use, "captions": pool, "ops": made,
@@ -180,15 +179,12 @@ def build_report(output: str, stats: list[dict[str, Any]], opts: dict[str, Any])
         columns=["key", "cluster_id", "dup_count", "original_caption", "caption", "captions", "changed", "ops"])
     dups = table.filter(pc.greater(table.column("dup_count"), 1))
 
-    def distinct(cluster: pa.Array, texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per cluster: (ids, rows, distinct normalised texts); null counts as the empty caption."""
-        return batch.distinct_per_group(cluster.to_numpy(), texts)
-
-    cid = dups.column("cluster_id").combine_chunks()
-    before = distinct(cid, dups.column("original_caption").combine_chunks())
-    after = distinct(cid, dups.column("caption").combine_chunks())
+    # per cluster: (ids, rows, distinct normalised texts); null counts as the empty caption
+    cid = dups.column("cluster_id").to_numpy()
+    before = batch.distinct_per_group(cid, dups.column("original_caption").combine_chunks())
+    after = batch.distinct_per_group(cid, dups.column("caption").combine_chunks())
     pools_col = dups.column("captions").combine_chunks()
-    in_pools = distinct(cid.take(pc.list_parent_indices(pools_col)), pc.list_flatten(pools_col))
+    in_pools = batch.distinct_per_group(cid[pc.list_parent_indices(pools_col).to_numpy()], pc.list_flatten(pools_col))
     keep = before[0][before[1] > 1]  # clusters with 2 or more rows here
     n_dup = len(keep)
 
