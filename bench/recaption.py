@@ -20,19 +20,21 @@ WORDS = ("red blue old small large wooden modern vintage cat dog house car tree 
 
 
 def make_dedup_dir(root: Path, n: int, shards: int = 4, seed: int = 0) -> Path:
-    """A `curate dedup` samples folder in the documented schema (schemas/dedup_samples.yaml, all 16 columns, as
-    `curate dedup` writes it) with LAION-like captions; 10% of rows in duplicate clusters of ~4."""
-    from curate.dedup.count import risk
-    from curate.stages.dedup import ROWS_SCHEMA
+    """A `curate dedup` output in the documented schemas (samples/ with all 16 columns, clusters.parquet, as
+    `curate dedup` writes them) with LAION-like captions; 10% of rows in duplicate clusters of ~4."""
+    from curate.dedup.count import caption_lists, risk
+    from curate.stages.dedup import ROWS_SCHEMA, cluster_table
 
-    if (root / "samples").exists():
+    if (root / "clusters.parquet").exists():
         return root
+    shutil.rmtree(root, ignore_errors=True)
     rng = np.random.default_rng(seed)
     (root / "samples").mkdir(parents=True)
     cluster = np.arange(n)
     dup = rng.choice(n, n // 10, replace=False)
     cluster[dup] = dup % (n // 40)  # groups of ~4
-    sizes = np.bincount(cluster, minlength=n)[cluster]
+    cluster = np.unique(cluster, return_inverse=True)[1]  # numbered 0.. as dedup numbers them
+    sizes = np.bincount(cluster)[cluster]
     _, first, which = np.unique(cluster, return_index=True, return_inverse=True)
     leader = first[which]  # each cluster's first row represents it
     rep = leader == np.arange(n)
@@ -53,6 +55,10 @@ def make_dedup_dir(root: Path, n: int, shards: int = 4, seed: int = 0) -> Path:
             "corpus_key": pa.nulls(m, pa.string()), "corpus_sim": np.full(m, np.nan, np.float32),
         }, schema=ROWS_SCHEMA)
         pq.write_table(table, root / "samples" / f"{s:05d}.parquet", compression="zstd")
+    rows = {"cluster_id": cluster, "key": keys.tolist(), "is_representative": rep, "cluster_captions": sizes,
+            "memorization_risk": risk(sizes, sizes)}
+    pq.write_table(cluster_table(rows, np.bincount(cluster), caption_lists(cluster, pa.array(caps))),
+                   root / "clusters.parquet")
     return root
 
 

@@ -36,7 +36,7 @@ def test_export_round_trips_through_plain_webdataset(sample_run, tmp_path):
         assert s["jpg"] == originals[key]  # not re-encoded
         Image.open(io.BytesIO(s["jpg"])).load()
         info = json.loads(s["json"])
-        assert s["txt"].decode() == captions[key]["caption"] == info["caption"]
+        assert s["txt"].decode() == captions[key]["captions"][0] == info["caption"]
         assert info["captions"] == captions[key]["captions"] and info["keep"]
     schemas.validate(pq.read_schema(out / "00000.parquet"), "train_shard", source="sidecar")
     # rerun: resumes (nothing to do), same bytes

@@ -119,6 +119,12 @@ class Tokens:
         self.lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy().astype(np.int64)
         self.starts = np.cumsum(self.lengths) - self.lengths
 
+    def take(self, rows: np.ndarray) -> Tokens:
+        """The tokens of rows `rows` (sharing the flat values)."""
+        out = object.__new__(Tokens)
+        out.flat, out.lengths, out.starts = self.flat, self.lengths[rows], self.starts[rows]
+        return out
+
     @property
     def active(self) -> np.ndarray:
         return self.lengths > 0
@@ -155,6 +161,8 @@ def _insert(captions: pa.Array, tokens: Tokens, rows: np.ndarray, words: list[pa
     values = pa.concat_arrays([tokens.flat] + [w.cast(pa.large_string()) for w in words]).take(pa.array(source))
     offsets = np.concatenate([[0], np.cumsum(out_len)]).astype(np.int64)
     joined = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets), values), _SPACE)
+    if m == len(captions):
+        return joined
     mask = np.zeros(len(captions), bool)
     mask[rows] = True
     return pc.replace_with_mask(_strings(captions), pa.array(mask), joined)
@@ -228,6 +236,12 @@ def normalize(captions: pa.Array) -> pa.Array:
     other = pc.invert(ascii_rows)
     edges = pc.replace_substring_regex(pc.filter(t, other), r"^[^\p{L}\p{N}]+|[^\p{L}\p{N}]+$", "")
     return pc.replace_with_mask(trimmed, other, edges)
+
+
+def not_blank(values: pa.Array) -> np.ndarray:
+    """True where the text has a character other than whitespace (null and blank: False)."""
+    return pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0), False).to_numpy(
+        zero_copy_only=False)
 
 
 def text_codes(texts: pa.Array) -> np.ndarray:

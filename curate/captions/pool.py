@@ -2,9 +2,9 @@
 
 A targeted sample's pool: its own caption, then its cluster's other captions, then variants of its own caption
 made by operations drawn uniformly from `op_names` (seeded by key and attempt), each entry kept only when no
-earlier entry has the same normalised text, until `pool_size` entries or 4 x pool_size attempts. One caption is
-then picked from the pool (uniform, seeded by key) as the one to use when a single caption is wanted.
-Untargeted samples keep `[caption]`; a null caption gets an empty pool, an empty or blank one `[caption]`.
+earlier entry has the same normalised text, until `pool_size` entries or 4 x pool_size attempts. One entry is
+then picked (uniform, seeded by key) as the one to use when a single caption is wanted and moved to the front;
+the others keep their order. Untargeted samples keep `[caption]`; a null caption gets an empty pool, an empty or blank one `[caption]`.
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ def targeted_mask(target: str, keys: pa.Array | np.ndarray, seed: int, dup_count
 
 
 def apply_op(op: str, captions: pa.Array, keys: pa.Array, hashes: np.ndarray, seed: int, context: dict[str, Any],
-             variant: int, only: np.ndarray | None = None, tokens: batch.Tokens | None = None) -> pa.Array:
+             variant: int | np.ndarray, only: np.ndarray | None = None,
+             tokens: batch.Tokens | None = None) -> pa.Array:
     """One operation over a caption column (rows outside `only` unchanged); paraphrase runs per row (WordNet).
-    `tokens`: the column's `batch.Tokens`, when the caller already has them."""
+    `variant`: one for all rows or one per row; `tokens`: the column's `batch.Tokens`, when the caller has them."""
     stream = batch.streams(hashes, seed, op, variant)
     if op == "rt":
         return batch.rt(captions, stream, ops.arrow_vocab(context["vocab"]), n=context.get("n", 2), only=only,
@@ -54,136 +55,160 @@ def apply_op(op: str, captions: pa.Array, keys: pa.Array, hashes: np.ndarray, se
         rows = np.flatnonzero(only) if only is not None else np.arange(len(captions))
         caps = captions.take(pa.array(rows)).to_pylist()
         ks = keys.take(pa.array(rows)).to_pylist()
+        variants = np.broadcast_to(np.asarray(variant, np.int64), (len(captions),))[rows].tolist()
         out = [ops.paraphrase(c, k, seed, context["wordnet"], k=context.get("k", 2),
-                              multiword=context.get("multiword", False), variant=variant) for c, k in zip(caps, ks, strict=True)]
+                              multiword=context.get("multiword", False), variant=v)
+               for c, k, v in zip(caps, ks, variants, strict=True)]
         mask = np.zeros(len(captions), bool)
         mask[rows] = True
         return pc.replace_with_mask(batch._strings(captions), pa.array(mask), pa.array(out, pa.large_string()))
     raise ValueError(f"unknown caption operation {op!r}; one of {', '.join(ops.OPS)}")
 
 
-def _not_blank(values: pa.Array) -> np.ndarray:
-    return pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0), False).to_numpy(
-        zero_copy_only=False)
-
-
 def build_pools(captions: pa.Array, keys: pa.Array, seed: int, cluster_captions: pa.Array | None,
-                op_names: Sequence[str], pool_size: int, context: dict[str, Any],
-                targeted: np.ndarray) -> tuple[pa.Array, pa.Array, pa.Array]:
-    """(pools, how each entry was made, the caption to use) for every row; `cluster_captions` is a list
-    column (null where the cluster has no other captions). The work runs on the rows whose pool can grow
-    (targeted, with a word) only, so its cost follows the targeted share; the others keep `[caption]`."""
+                op_names: Sequence[str], pool_size: int, context: dict[str, Any], targeted: np.ndarray,
+                cluster_norms: pa.Array | None = None) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """(pools, how each entry was made, normalised entries) for every row, the caption to use first.
+
+    `cluster_captions` is a list column (null where the cluster has no other captions), `cluster_norms` the
+    same lists normalised when the caller has them. The third result is aligned with the pools' flat values:
+    each entry's `batch.normalize` text, null for the pools that did not grow. The work runs on the rows whose
+    pool can grow (targeted, with a word) only, so its cost follows the targeted share; the others keep
+    `[caption]`."""
     caps = batch._strings(captions)
     n = len(caps)
-    grow = np.asarray(targeted, bool) & _not_blank(caps) & (pool_size > 1)
-    rows = pa.array(np.flatnonzero(grow))
+    grow = np.asarray(targeted, bool) & batch.not_blank(caps) & (pool_size > 1)
+    rows = np.flatnonzero(grow)
+    alone = np.flatnonzero(~grow & ~caps.is_null().to_numpy(zero_copy_only=False))
+    empty = pa.array([], pa.large_string())
+    entries = _Entries(np.zeros(0, np.int64), np.zeros(0, np.int64), empty, empty, empty)
     if len(rows):
-        sub_pools, sub_how, sub_use = _grow_pools(
-            caps.take(rows), batch._strings(keys).take(rows), seed,
-            cluster_captions.take(rows) if cluster_captions is not None else None, op_names, pool_size, context)
-    else:
-        sub_pools = sub_how = pa.array([], pa.list_(pa.string()))
-        sub_use = pa.array([], pa.string())
-    count = np.where(caps.is_null().to_numpy(zero_copy_only=False), 0, 1).astype(np.int64)
-    sub_count = pc.list_value_length(sub_pools).to_numpy().astype(np.int64)
-    count[grow] = sub_count
-    start = np.cumsum(count) - count
-    source = np.empty(int(count.sum()), np.int64)  # into [caps..., the grown pools' entries...]
-    alone = np.flatnonzero(~grow & (count == 1))
-    source[start[alone]] = alone
-    grown_start = np.repeat(start[grow], sub_count)
-    within = np.arange(len(grown_start)) - np.repeat(np.cumsum(sub_count) - sub_count, sub_count)
-    source[grown_start + within] = n + np.arange(len(grown_start))
-    at = pa.array(source)
+        at = pa.array(rows)
+        entries = _grow_pools(caps.take(at), batch._strings(keys).take(at), seed,
+                              cluster_captions.take(at) if cluster_captions is not None else None,
+                              cluster_norms.take(at) if cluster_norms is not None else None,
+                              op_names, pool_size, context)
+    # every entry as (row, position): grown pools' entries, then `[caption]` for the rows that keep theirs
+    row = np.concatenate([rows[entries.row], alone])
+    order = np.argsort(row * pool_size + np.concatenate([entries.pos, np.zeros(len(alone), np.int64)]),
+                      kind="stable")
+    count = np.bincount(row, minlength=n)
     offsets = pa.array(np.concatenate([[0], np.cumsum(count)]).astype(np.int32))
-    pools = pa.ListArray.from_arrays(offsets, pa.concat_arrays(
-        [caps.cast(pa.string()), pc.list_flatten(sub_pools)]).take(at))
-    original = pa.repeat(pa.scalar("original", pa.string()), n)
-    how = pa.ListArray.from_arrays(offsets, pa.concat_arrays([original, pc.list_flatten(sub_how)]).take(at))
-    use = pc.replace_with_mask(caps.cast(pa.string()), pa.array(grow), sub_use)
-    return pools, how, use
+    at = pa.array(order)
+    text = pa.concat_arrays([entries.text, caps.take(pa.array(alone))]).take(at)
+    how = pa.concat_arrays([entries.how, pa.repeat(pa.scalar("original", pa.large_string()), len(alone))]).take(at)
+    norms = pa.concat_arrays([entries.norm, pa.nulls(len(alone), pa.large_string())]).take(at)
+    return (pa.ListArray.from_arrays(offsets, text.cast(pa.string())),
+            pa.ListArray.from_arrays(offsets, how.cast(pa.string())), norms)
+
+
+def first_entries(pools: pa.Array) -> pa.Array:
+    """Each pool's first entry (the caption to use), null for an empty pool."""
+    lengths = pc.list_value_length(pools).to_numpy(zero_copy_only=False)
+    starts = pools.offsets.to_numpy()[:-1]
+    return pools.values.take(pa.array(starts, mask=lengths == 0))
+
+
+class _Entries:
+    """Pool entries of a batch of rows, flat: row, position in the pool, text, how it was made, normalised."""
+
+    def __init__(self, row: np.ndarray, pos: np.ndarray, text: pa.Array, how: pa.Array, norm: pa.Array) -> None:
+        self.row, self.pos, self.text, self.how, self.norm = row, pos, text, how, norm
+
+
+def _fresh(have_row: np.ndarray, have_norm: pa.Array, row: np.ndarray, norm: pa.Array) -> np.ndarray:
+    """For candidates (row, normalised text) in order: True where the text is in neither the row's entries
+    (`have_*`) nor an earlier candidate of the row."""
+    codes = pa.concat_arrays([have_norm, norm]).dictionary_encode().indices.to_numpy(zero_copy_only=False)
+    rows = np.concatenate([have_row, row]).astype(np.int64)
+    order = np.argsort(rows * (int(codes.max(initial=0)) + 1) + codes, kind="stable")  # entries come first
+    key = rows[order] * (int(codes.max(initial=0)) + 1) + codes[order]
+    first = np.ones(len(order), bool)
+    first[1:] = key[1:] != key[:-1]
+    ok = np.zeros(len(rows), bool)
+    ok[order[first]] = True
+    return ok[len(have_row):]
 
 
 def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_captions: pa.Array | None,
-                op_names: Sequence[str], pool_size: int,
-                context: dict[str, Any]) -> tuple[pa.Array, pa.Array, pa.Array]:
-    """`build_pools` for rows that all get a pool (targeted, each with at least one word)."""
+                cluster_norms: pa.Array | None, op_names: Sequence[str], pool_size: int,
+                context: dict[str, Any]) -> _Entries:
+    """`build_pools` for rows that all get a pool (targeted, each with at least one word).
+
+    Rounds of candidates, each row's in its order: first the cluster's captions, then variants (attempt a's
+    operation drawn by (seed, key, a)), as many attempts per round as the row has room left; a candidate joins
+    when no entry or earlier candidate of the row has its normalised text. A row's pool is thus what offering
+    its candidates one at a time would give, whatever else is in the batch."""
     keys = batch._strings(keys)
     n = len(caps)
     hashes = batch.key_hashes(keys)
     tokens = batch.Tokens(caps)  # split once, shared by every operation and attempt
-    grow = tokens.active  # every row here; kept as a mask for the operations' `only`
+    row, texts, hows = [np.arange(n)], [caps], [pa.repeat(pa.scalar("original", pa.large_string()), n)]
+    norms = [batch.normalize(caps)]
     count = np.ones(n, np.int64)
-    empty = pa.nulls(n, pa.large_string())
-    cols = [caps] + [empty] * (pool_size - 1)
-    made = [pa.repeat(pa.scalar("original", pa.large_string()), n)] + [empty] * (pool_size - 1)
-    norms = [batch.normalize(caps)] + [empty] * (pool_size - 1)
 
-    def offer(cand: pa.Array, label: pa.Array | str, rows: np.ndarray) -> None:
-        """Append cand[r] to row r's pool where r is in `rows`, the pool has room and no entry has its text."""
-        nonlocal count
-        ok = rows & grow & (count < pool_size) & _not_blank(cand)
-        idx = np.flatnonzero(ok)
-        if len(idx) == 0:
-            return
+    def offer(cand_row: np.ndarray, cand: pa.Array, how: pa.Array, norm: pa.Array | None = None) -> None:
+        """Candidates in order (rows ascending, each row's in its order); joins the fresh ones while there is room."""
+        ok = pa.array(batch.not_blank(cand))
+        cand_row, cand, how = cand_row[ok.to_numpy(zero_copy_only=False)], cand.filter(ok), how.filter(ok)
+        norm = batch.normalize(cand) if norm is None else batch._strings(norm).filter(ok)
+        live = np.zeros(n, bool)
+        live[cand_row] = True
+        have_row = np.concatenate(row)
+        mine = live[have_row]
+        fresh = _fresh(have_row[mine], pa.concat_arrays(norms).filter(pa.array(mine)), cand_row, norm)
+        # room: the row's k-th fresh candidate joins while count + k < pool_size
+        idx = np.flatnonzero(fresh)
+        r = cand_row[idx]
+        rank = np.arange(len(r)) - np.searchsorted(r, r, side="left")
+        idx = idx[count[r] + rank < pool_size]
         at = pa.array(idx)
-        sub, norm = cand.take(at), batch.normalize(cand.take(at))
-        fresh = np.ones(len(idx), bool)
-        for j in range(pool_size):
-            same = pc.fill_null(pc.equal(norm, norms[j].take(at)), False).to_numpy(zero_copy_only=False)
-            fresh &= ~(same & (count[idx] > j))
-        idx, sub, norm = idx[fresh], sub.filter(pa.array(fresh)), norm.filter(pa.array(fresh))
-        lab = (pa.array([label] * len(idx), pa.large_string()) if isinstance(label, str)
-               else label.take(pa.array(idx)))
-        slot = count[idx]
-        for j in range(1, pool_size):
-            here = slot == j
-            if not here.any():
-                continue
-            mask = np.zeros(n, bool)
-            mask[idx[here]] = True
-            m, pick = pa.array(mask), pa.array(here)
-            cols[j] = pc.replace_with_mask(cols[j], m, sub.filter(pick))
-            norms[j] = pc.replace_with_mask(norms[j], m, norm.filter(pick))
-            made[j] = pc.replace_with_mask(made[j], m, lab.filter(pick))
-        count[idx] += 1
+        row.append(cand_row[idx])
+        texts.append(cand.take(at))
+        hows.append(how.take(at))
+        norms.append(norm.take(at))
+        np.add.at(count, cand_row[idx], 1)
 
-    if cluster_captions is not None and pool_size > 1:
+    if cluster_captions is not None:
         lengths = pc.fill_null(pc.list_value_length(cluster_captions), 0).to_numpy().astype(np.int64)
         flat = batch._strings(pc.list_flatten(cluster_captions))
-        starts = np.cumsum(lengths) - lengths
-        j = 0
-        while True:
-            has = (lengths > j) & grow & (count < pool_size)
-            if not has.any():
-                break
-            idx = pa.array(np.where(has, starts + j, 0), mask=~has)
-            offer(flat.take(idx), "cluster", has)
-            j += 1
+        if len(flat):
+            offer(np.repeat(np.arange(n), lengths), flat, pa.repeat(pa.scalar("cluster", pa.large_string()), len(flat)),
+                  pc.list_flatten(cluster_norms) if cluster_norms is not None else None)
 
-    for attempt in range(4 * pool_size):
-        need = grow & (count < pool_size)
-        if not need.any() or not op_names:
+    attempt = np.zeros(n, np.int64)  # each row's next attempt
+    while op_names:
+        want = np.where(attempt < 4 * pool_size, np.minimum(pool_size - count, 4 * pool_size - attempt), 0)
+        if not want.any():
             break
-        which = batch.draw(batch.streams(hashes, seed, "pool", attempt), 0, len(op_names))
-        cand, labels = empty, empty
+        v_row = np.repeat(np.arange(n), want)  # one virtual row per (row, attempt), rows ascending
+        v_att = attempt[v_row] + np.arange(len(v_row)) - np.repeat(np.cumsum(want) - want, want)
+        attempt += want
+        which = batch.draw(batch.streams(hashes[v_row], seed, "pool", v_att), 0, len(op_names))
+        cand = pa.nulls(len(v_row), pa.large_string())
+        how = pa.nulls(len(v_row), pa.large_string())
         for o, op in enumerate(op_names):
-            rows = need & (which == o)
-            if rows.any():
-                variant = apply_op(op, caps, keys, hashes, seed, context, attempt, only=rows, tokens=tokens)
-                cand = pc.if_else(pa.array(rows), variant, cand)
-                labels = pc.if_else(pa.array(rows), pa.scalar(op, pa.large_string()), labels)
-        offer(cand, labels, need)
+            sel = which == o
+            if not sel.any():
+                continue
+            r, at = v_row[sel], pa.array(v_row[sel])
+            variant = apply_op(op, caps.take(at), keys.take(at), hashes[r], seed, context, v_att[sel],
+                               tokens=tokens.take(r))
+            mask = pa.array(sel)
+            cand = pc.replace_with_mask(cand, mask, variant)
+            how = pc.replace_with_mask(how, mask, pa.repeat(pa.scalar(op, pa.large_string()), int(sel.sum())))
+        offer(v_row, cand, how)
 
-    picked = batch.draw(batch.streams(hashes, seed, "pick"), 0, np.maximum(count, 1))
-    use = caps
-    for j in range(1, pool_size):
-        use = pc.if_else(pa.array((picked == j) & (count > j)), cols[j], use)
-    order = (np.arange(pool_size)[None, :] * n + np.arange(n)[:, None])[np.arange(pool_size)[None, :] < count[:, None]]
-    offsets = pa.array(np.concatenate([[0], np.cumsum(count)]).astype(np.int32))
-    pools = pa.ListArray.from_arrays(offsets, pa.concat_arrays(cols).cast(pa.string()).take(pa.array(order)))
-    how = pa.ListArray.from_arrays(offsets, pa.concat_arrays(made).cast(pa.string()).take(pa.array(order)))
-    return pools, how, use.cast(pa.string())
+    # the caption to use (drawn by key) goes first, the others keep their order
+    all_row = np.concatenate(row)
+    order = np.argsort(all_row, kind="stable")
+    all_row = all_row[order]
+    slot = np.arange(len(all_row)) - np.searchsorted(all_row, all_row, side="left")
+    picked = batch.draw(batch.streams(hashes, seed, "pick"), 0, count)[all_row]
+    pos = np.where(slot == picked, 0, slot + (slot < picked))
+    at = pa.array(order)
+    return _Entries(all_row, pos, pa.concat_arrays(texts).take(at), pa.concat_arrays(hows).take(at),
+                    pa.concat_arrays(norms).take(at))
 
 
 def build_pool(caption: str | None, key: str, seed: int, cluster_captions: Sequence[str], op_names: Sequence[str],

@@ -63,6 +63,26 @@ def distinct_captions(labels: np.ndarray, captions: pa.Array | list[str | None],
     return exact, nearc
 
 
+def caption_lists(labels: np.ndarray, captions: pa.Array | list[str | None]) -> pa.Array:
+    """Per cluster of two or more: its distinct captions (the first of each normalised text in row order; blank
+    and null captions left out), sorted; null for the clusters of one."""
+    from curate.captions import batch
+
+    n_clusters = int(labels.max()) + 1 if len(labels) else 0
+    sizes = np.bincount(labels, minlength=n_clusters)
+    multi = np.flatnonzero(sizes[labels] > 1)
+    texts = batch._strings(captions).take(pa.array(multi)).cast(pa.string())
+    words = batch.not_blank(texts)
+    rows, texts = multi[words], texts.filter(pa.array(words))
+    firsts = batch.first_distinct(labels[rows], texts)
+    t = pa.table({"cluster": labels[rows][firsts], "caption": texts.take(pa.array(firsts))}).sort_by(
+        [("cluster", "ascending"), ("caption", "ascending")])
+    counts = np.bincount(t.column("cluster").to_numpy(), minlength=n_clusters)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), t.column("caption").combine_chunks(),
+                                    mask=pa.array(sizes < 2))
+
+
 def representatives(labels: np.ndarray, policy: str, seed: int, keys: list[str],
                     area: np.ndarray | None = None, aesthetic: np.ndarray | None = None) -> np.ndarray:
     """One representative per cluster (bool mask). Ties and `random` are decided by hashes of the keys, so the

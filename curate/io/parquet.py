@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import fsspec
 import pyarrow as pa
@@ -61,6 +61,12 @@ def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
         pf.close()
 
 
-def write_table(table: pa.Table, local_path: str) -> None:
-    """Write a table to a local path (inside a shard's temp folder; the executor commits it)."""
-    pq.write_table(table, local_path, compression="zstd")
+def write_table(table: pa.Table, local_path: str, plain: Sequence[str] = ()) -> None:
+    """Write a table to a local path (inside a shard's temp folder; the executor commits it). `plain`: columns
+    of (nearly) unique values, such as captions, written without dictionary encoding or min/max statistics,
+    which cost time there and gain nothing."""
+    if not plain:
+        pq.write_table(table, local_path, compression="zstd")
+        return
+    rest = [c for c in table.column_names if c not in plain]
+    pq.write_table(table, local_path, compression="zstd", use_dictionary=rest, write_statistics=rest)

@@ -307,7 +307,8 @@ def run(emb_dir: str, output: str, options: dict[str, Any], *, overwrite: bool =
     exact_captions = rows.pop("_exact_captions")
     table = pa.table({name: rows[name] for name in ROWS_SCHEMA.names}, schema=ROWS_SCHEMA)
     fs.write_parquet_atomic(table, fs.join(output, "_work", "rows.parquet"))
-    clusters = cluster_table(rows, exact_captions)
+    clusters = cluster_table(rows, exact_captions, count.caption_lists(np.asarray(rows["cluster_id"]),
+                                                                       table.column("caption").combine_chunks()))
     fs.write_parquet_atomic(clusters, fs.join(output, "clusters.parquet"))
     if index is not None and opts["save_index"]:
         save_index(index, emb, output, threshold, manifest.get("model", "?"))
@@ -392,7 +393,7 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
     return Pairs(found.i, found.j, found.score, pairs.nn, pairs.nn_sim), found.info, found.same
 
 
-def cluster_table(rows: dict[str, Any], exact_captions: np.ndarray) -> pa.Table:
+def cluster_table(rows: dict[str, Any], exact_captions: np.ndarray, caption_lists: pa.Array) -> pa.Table:
     labels = np.asarray(rows["cluster_id"])
     n_clusters = int(labels.max()) + 1 if len(labels) else 0
     size = np.bincount(labels, minlength=n_clusters)
@@ -411,6 +412,7 @@ def cluster_table(rows: dict[str, Any], exact_captions: np.ndarray) -> pa.Table:
         "size": size.astype(np.int64),
         "captions_exact": exact_captions.astype(np.int64),
         "captions_distinct": distinct.astype(np.int64),
+        "captions": caption_lists,
         "same_caption": (size > 1) & (distinct == 1),
         "memorization_risk": risk.astype(np.float32),
         "representative_key": pa.array(rep_key, pa.string()),

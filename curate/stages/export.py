@@ -83,7 +83,7 @@ def plan(opts: dict[str, Any]) -> tuple[pa.Table, dict[str, int], int]:
 @functools.cache
 def _joined(dedup: str | None, captions: str | None, _stamps: object = None) -> tuple[dict, dict]:
     return (_table_by_key(dedup, "samples", ["key", "cluster_id", "dup_count", "memorization_risk", "keep"]),
-            _table_by_key(captions, "captions", ["key", "caption", "captions", "ops"]))
+            _table_by_key(captions, "captions", ["key", "captions", "ops"]))
 
 
 def export_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dict[str, Any]:
@@ -110,8 +110,12 @@ def export_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dic
                 continue
             safe = sanitize_key(key)
             d, c = dedup.get(key, {}), captions.get(key, {})
-            caption = c.get("caption", meta.get("caption"))
-            pool = c.get("captions") or ([caption] if caption else [])
+            if c:  # recaption's pool: its first entry is the caption to use
+                pool = c["captions"] or []
+                caption = pool[0] if pool else None
+            else:
+                caption = meta.get("caption")
+                pool = [caption] if caption else []
             info = {
                 "key": safe, "caption": caption, "captions": pool, "caption_ops": c.get("ops") or ["original"] * len(pool),
                 "dup_count": d.get("dup_count", 1), "cluster_id": d.get("cluster_id"),

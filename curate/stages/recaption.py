@@ -1,9 +1,11 @@
 """`curate recaption`: diversify captions where duplication makes memorisation likely.
 
-Reads a `curate dedup` output. One global pass collects each cluster's captions (kept and dropped rows) and,
-for `--vocab dataset`, the dataset's words; then every samples shard becomes `captions/{i}.parquet`
-(schemas/captions.yaml) through the shard executor: the caption to use, the multi-caption pool (MC), and how
-each pool entry was made. Targeted samples (`--target`) get a pool; the others keep their caption.
+Reads a `curate dedup` output. A global step takes the caption lists of dedup's duplicate clusters
+(clusters.parquet: kept and dropped members) and, for `--vocab dataset`, the dataset's words; then every samples
+shard becomes `captions/{i}.parquet` (schemas/captions.yaml) through the shard executor: the multi-caption pool
+(MC), whose first entry is the caption to use, and how each entry was made; plus `cluster_texts/{i}.parquet`,
+the duplicate clusters' normalised texts the report is computed from. Targeted samples (`--target`) get a pool;
+the others keep their caption.
 """
 
 from __future__ import annotations
@@ -42,11 +44,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 
 CAPTIONS_SCHEMA = pa.schema([
     ("key", pa.string()), ("shard", pa.int64()), ("cluster_id", pa.int64()), ("dup_count", pa.int64()),
-    ("targeted", pa.bool_()), ("original_caption", pa.string()), ("caption", pa.string()),
-    ("captions", pa.list_(pa.string())), ("ops", pa.list_(pa.string())), ("changed", pa.bool_()),
+    ("targeted", pa.bool_()), ("original_caption", pa.string()), ("captions", pa.list_(pa.string())), ("ops", pa.list_(pa.string())), ("changed", pa.bool_()),
 ])
-
-
 @functools.cache
 def _context(work: str, vocab_name: str, k: int, n: int, rc_n: int, multiword: bool, needs_wordnet: bool,
              _stamp: object = None) -> dict:
@@ -68,25 +67,27 @@ def _context(work: str, vocab_name: str, k: int, n: int, rc_n: int, multiword: b
 
 
 @functools.cache
-def _cluster_captions(work: str, _stamp: object = None) -> tuple[np.ndarray, pa.Array]:
-    """(sorted cluster ids, their caption lists) of the clusters with more than one distinct caption."""
+def _cluster_captions(work: str, _stamp: object = None) -> tuple[np.ndarray, pa.Array, pa.Array]:
+    """(sorted cluster ids, their caption lists, the same normalised) of the clusters with more than one
+    distinct caption."""
     table = read_table(fs.join(work, "cluster_captions.parquet")).sort_by("cluster_id")
-    return table.column("cluster_id").to_numpy(), table.column("captions").combine_chunks()
+    return (table.column("cluster_id").to_numpy(), table.column("captions").combine_chunks(),
+            table.column("norms").combine_chunks())
 
 
-def _lists_for(cluster_id: np.ndarray, work: str) -> pa.Array | None:
+def _lists_for(cluster_id: np.ndarray, work: str) -> tuple[pa.Array | None, pa.Array | None]:
     table = fs.join(work, "cluster_captions.parquet")
-    ids, lists = _cluster_captions(work, fs.stamp(table))
+    ids, lists, norms = _cluster_captions(work, fs.stamp(table))
     if len(ids) == 0:
-        return None
+        return None, None
     pos = np.clip(np.searchsorted(ids, cluster_id), 0, len(ids) - 1)
-    hit = ids[pos] == cluster_id
-    return lists.take(pa.array(pos, mask=~hit))
+    at = pa.array(pos, mask=ids[pos] != cluster_id)
+    return lists.take(at), norms.take(at)
 
 
 def recaption_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dict[str, Any]:
     """One samples shard -> captions/{i}.parquet, as whole-column operations (no Python loop per caption
-    except for paraphrase, which looks words up in WordNet)."""
+    except for paraphrase, which looks words up in WordNet), and cluster_texts/{i}.parquet for the report."""
     opts = options
     work = fs.join(shard.output_root, "_work")
     ctx = _context(work, opts["vocab"], opts["k"], opts["n"], opts["rc_n"], opts["multiword"],
@@ -97,55 +98,92 @@ def recaption_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> 
     dup_count = t.column("dup_count").to_numpy()
     risk = t.column("memorization_risk").to_numpy(zero_copy_only=False)
     targeted = pools.targeted_mask(opts["target"], keys, opts["seed"], dup_count, risk)
-    pool, made, use = pools.build_pools(captions, keys, opts["seed"], _lists_for(cluster_id, work), opts["ops"],
-                                        opts["pool_size"], ctx, targeted)
+    lists, norms = _lists_for(cluster_id, work)
+    pool, made, normalised = pools.build_pools(captions, keys, opts["seed"], lists, opts["ops"], opts["pool_size"],
+                                               ctx, targeted, norms)
+    use = pools.first_entries(pool)
     changed = pc.fill_null(pc.not_equal(use, captions), False)
-    blank = ~pools._not_blank(captions)
     table = pa.table({"key": keys, "shard": t.column("shard"), "cluster_id": t.column("cluster_id"),
                       "dup_count": t.column("dup_count"), "targeted": pa.array(targeted),
-                      "original_caption": captions, "caption": use, "captions": pool, "ops": made,
-                      "changed": changed}, schema=CAPTIONS_SCHEMA)
-    write_table(table, out.path(f"captions/{shard.name}.parquet"))
+                      "original_caption": captions, "captions": pool, "ops": made, "changed": changed},
+                     schema=CAPTIONS_SCHEMA)
+    write_table(table, out.path(f"captions/{shard.name}.parquet"), plain=["key", "original_caption", "captions"])
+    write_table(_cluster_texts(cluster_id, dup_count, pool, made, normalised),
+                out.path(f"cluster_texts/{shard.name}.parquet"))
     out.advance(len(t))
+    ops_made = pc.value_counts(pc.list_flatten(made)).to_pylist()
+    examples = table.filter(changed).slice(0, 12).select(["key", "original_caption", "captions"]).to_pylist()
     return {"rows_in": len(t), "rows_out": len(t), "rows_rejected": 0, "changed": int(pc.sum(changed).as_py() or 0),
-            "targeted": int(targeted.sum()), "empty_caption": int(blank.sum())}
+            "targeted": int(targeted.sum()), "empty_caption": int((~batch.not_blank(captions)).sum()),
+            "pool_entries_by_op": {c["values"]: c["counts"] for c in ops_made},
+            "examples": [{"key": e["key"], "before": e["original_caption"], "after": e["captions"][0],
+                          "pool": e["captions"]} for e in examples]}
+
+
+CLUSTER_TEXTS_SCHEMA = pa.schema([("cluster_id", pa.int64()), ("text", pa.string()), ("before", pa.int64()),
+                                  ("after", pa.bool_()), ("in_pool", pa.bool_())])
+
+
+def _cluster_texts(cluster_id: np.ndarray, dup_count: np.ndarray, pool: pa.Array, made: pa.Array,
+                   normalised: pa.Array) -> pa.Table:
+    """The report's view of a shard's duplicate-cluster rows (schemas/cluster_texts.yaml): each cluster's
+    distinct normalised texts, how many rows had it as their caption, whether a row uses it now (the pool's
+    first entry) and whether a pool holds it. A null caption (an empty pool) counts as the empty text."""
+    rows = np.flatnonzero(np.asarray(dup_count) > 1)
+    lengths = pc.list_value_length(pool).to_numpy(zero_copy_only=False).astype(np.int64)[rows]
+    starts = pool.offsets.to_numpy()[:-1].astype(np.int64)[rows]
+    first = np.repeat(starts, lengths)
+    entry = first + np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    at = pa.array(entry)
+    text = batch._strings(normalised.take(at))
+    known = text.is_valid()
+    if not pc.all(known).as_py():  # pools that did not grow: their one entry, normalised here
+        todo = pc.invert(known)
+        text = pc.replace_with_mask(text, todo, batch.normalize(pool.values.take(at).filter(todo)))
+    original = pc.equal(made.values.take(at), "original").to_numpy(zero_copy_only=False)
+    cid = np.asarray(cluster_id, np.int64)[rows]
+    empty = cid[lengths == 0]
+    table = pa.table({
+        "cluster_id": np.concatenate([np.repeat(cid, lengths), empty]),
+        "text": pa.concat_arrays([text, pa.repeat(pa.scalar("", pa.large_string()), len(empty))]).cast(pa.string()),
+        "before": np.concatenate([original, np.ones(len(empty), bool)]).astype(np.int64),
+        "after": np.concatenate([entry == first, np.ones(len(empty), bool)]),
+        "in_pool": np.concatenate([np.ones(len(entry), bool), np.zeros(len(empty), bool)]),
+    })
+    return _distinct_texts(table)
+
+
+def _distinct_texts(table: pa.Table) -> pa.Table:
+    """One row per (cluster_id, text): rows summed, flags or-ed."""
+    t = table.group_by(["cluster_id", "text"], use_threads=False).aggregate(
+        [("before", "sum"), ("after", "any"), ("in_pool", "any")])
+    return t.rename_columns({"before_sum": "before", "after_any": "after", "in_pool_any": "in_pool"}).select(
+        CLUSTER_TEXTS_SCHEMA.names).cast(CLUSTER_TEXTS_SCHEMA)
 
 
 def _global_pass(dedup_dir: str, work: str, vocab_name: str) -> int:
-    """Cluster caption lists (kept and dropped members) and the dataset vocabulary, written under _work/.
-    A cluster's list: the first caption of each distinct normalised text, sorted; only clusters with two or more."""
+    """Under _work/: the caption lists of dedup's clusters with two or more distinct captions (clusters.parquet,
+    kept and dropped members) with their normalised texts, and for `--vocab dataset` the dataset's words.
+    Returns the number of sample rows."""
     fs.ensure_dir(work)
-    parts: list[pa.Table] = []
-    all_captions: list[str | None] = []
-    paths = fs.list_shards(fs.join(dedup_dir, "samples"))
-    if fs.exists(fs.join(dedup_dir, "drops")):
-        paths += fs.list_shards(fs.join(dedup_dir, "drops"))
-    n = 0
-    for path in paths:  # the documented tables: samples/ (and drops/ with --action drop)
-        names = pq.read_schema(fs.url_to_fs(path)[1]).names
-        t = read_table(path, columns=["cluster_id", "caption"] + (["dup_count"] if "dup_count" in names else []))
-        n += t.num_rows
-        if vocab_name == "dataset":  # only then are all captions needed at once
-            all_captions += t.column("caption").to_pylist()
-        if "dup_count" in names:  # only clusters of 2 or more have other captions (drops/ rows all do)
-            t = t.filter(pc.greater(t.column("dup_count"), 1))
-        t = t.select(["cluster_id", "caption"])
-        parts.append(t.filter(pools._not_blank(t.column("caption").combine_chunks())))
-    t = pa.concat_tables(parts) if parts else pa.table({"cluster_id": pa.array([], pa.int64()),
-                                                        "caption": pa.array([], pa.string())})
-    cluster = t.column("cluster_id").to_numpy()
-    t = t.take(pa.array(batch.first_distinct(cluster, t.column("caption").combine_chunks()), pa.int64()))
-    ids, counts = np.unique(t.column("cluster_id").to_numpy(), return_counts=True)
-    t = t.filter(pc.is_in(t.column("cluster_id"), pa.array(ids[counts > 1]))).sort_by(
-        [("cluster_id", "ascending"), ("caption", "ascending")])
-    ids, counts = np.unique(t.column("cluster_id").to_numpy(), return_counts=True)
-    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
-    table = pa.table({"cluster_id": pa.array(ids, pa.int64()),
-                      "captions": pa.ListArray.from_arrays(offsets, t.column("caption").combine_chunks())})
-    fs.write_parquet_atomic(table, fs.join(work, "cluster_captions.parquet"))
-    if vocab_name == "dataset":
-        fs.write_text_atomic(fs.join(work, "vocab.txt"), "\n".join(vocabs.dataset_words(all_captions)))
-    return n
+    path = fs.join(dedup_dir, "clusters.parquet")
+    if not fs.exists(path):
+        raise CurateError(f"{dedup_dir}: no clusters.parquet; is it a curate dedup output?")
+    if "captions" not in pq.read_schema(fs.url_to_fs(path)[1]).names:
+        raise CurateError(f"{path}: no captions column (an older curate wrote it); rerun curate dedup")
+    t = read_table(path, columns=["cluster_id", "captions"])
+    t = t.filter(pc.fill_null(pc.greater_equal(pc.list_value_length(t.column("captions")), 2), False))
+    lists = t.column("captions").combine_chunks()
+    norms = pa.ListArray.from_arrays(lists.offsets, batch.normalize(lists.values).cast(pa.string()))
+    fs.write_parquet_atomic(pa.table({"cluster_id": t.column("cluster_id"), "captions": lists, "norms": norms}),
+                            fs.join(work, "cluster_captions.parquet"))
+    samples = fs.list_shards(fs.join(dedup_dir, "samples"))
+    if vocab_name == "dataset":  # the only use of every caption at once: samples/ and drops/
+        drops = fs.list_shards(fs.join(dedup_dir, "drops")) if fs.exists(fs.join(dedup_dir, "drops")) else []
+        words = vocabs.dataset_words([c for p in samples + drops
+                                      for c in read_table(p, columns=["caption"]).column("caption").to_pylist()])
+        fs.write_text_atomic(fs.join(work, "vocab.txt"), "\n".join(words))
+    return sum(pq.read_metadata(fs.url_to_fs(p)[1]).num_rows for p in samples)
 
 
 def run(dedup_dir: str, output: str, options: dict[str, Any], *, workers: int = 1, overwrite: bool = False,
@@ -173,18 +211,23 @@ def run(dedup_dir: str, output: str, options: dict[str, Any], *, workers: int = 
 
 
 def build_report(output: str, stats: list[dict[str, Any]], opts: dict[str, Any]) -> dict[str, Any]:
+    """report.json and report.html from the shards' stats and their cluster_texts/ (never the caption shards)."""
     from curate.report import html
 
-    table = pq.ParquetDataset(fs.url_to_fs(fs.join(output, "captions"))[1]).read(
-        columns=["key", "cluster_id", "dup_count", "original_caption", "caption", "captions", "changed", "ops"])
-    dups = table.filter(pc.greater(table.column("dup_count"), 1))
+    parts = fs.list_shards(fs.join(output, "cluster_texts"))
+    texts = _distinct_texts(pa.concat_tables([read_table(p) for p in parts]) if parts
+                            else CLUSTER_TEXTS_SCHEMA.empty_table())
+    cid = texts.column("cluster_id").to_numpy()
+    before_rows = texts.column("before").to_numpy()
 
-    # per cluster: (ids, rows, distinct normalised texts); null counts as the empty caption
-    cid = dups.column("cluster_id").to_numpy()
-    before = batch.distinct_per_group(cid, dups.column("original_caption").combine_chunks())
-    after = batch.distinct_per_group(cid, dups.column("caption").combine_chunks())
-    pools_col = dups.column("captions").combine_chunks()
-    in_pools = batch.distinct_per_group(cid[pc.list_parent_indices(pools_col).to_numpy()], pc.list_flatten(pools_col))
+    def distinct(flag: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cluster ids, rows, distinct texts) over the texts where `flag`."""
+        ids, counts = np.unique(cid[flag], return_counts=True)
+        return ids, np.bincount(np.searchsorted(ids, cid[flag]), before_rows[flag], len(ids)).astype(np.int64), counts
+
+    before = distinct(before_rows > 0)
+    after = distinct(texts.column("after").to_numpy(zero_copy_only=False))
+    in_pools = distinct(texts.column("in_pool").to_numpy(zero_copy_only=False))
     keep = before[0][before[1] > 1]  # clusters with 2 or more rows here
     n_dup = len(keep)
 
@@ -198,13 +241,12 @@ def build_report(output: str, stats: list[dict[str, Any]], opts: dict[str, Any])
     def mean(agg: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:
         return round(float(over(agg).sum()) / n_dup, 3) if n_dup else 0.0
 
-    counted = pc.value_counts(pc.list_flatten(table.column("ops"))).to_pylist()
-    op_counts = Counter({c["values"]: c["counts"] for c in counted})
-    changed = table.filter(table.column("changed"))
-    examples = [{"key": r["key"], "before": r["original_caption"], "after": r["caption"], "pool": r["captions"]}
-                for r in changed.slice(0, 12).to_pylist()]
+    op_counts: Counter[str] = Counter()
+    for s in stats:
+        op_counts.update(s.get("pool_entries_by_op", {}))
+    examples = [e for s in sorted(stats, key=lambda s: s["index"]) for e in s.get("examples", [])][:12]
     report = {
-        "samples": table.num_rows, "changed": changed.num_rows,
+        "samples": sum(s["rows_in"] for s in stats), "changed": sum(s.get("changed", 0) for s in stats),
         "targeted": sum(s.get("targeted", 0) for s in stats),
         "empty_captions": sum(s.get("empty_caption", 0) for s in stats),
         "duplicate_clusters": len(dup_clusters),
