@@ -8,8 +8,11 @@ area) and differ from it elsewhere (the picture). Two more tests keep look-alike
 (text, icons, edges; clip-art on a flat background agrees with other clip-art's background, but that is no
 frame, and flat white stripes are not found either), and inside the picture's box the mates agree with it on
 at most half the pixels (copies of one photo with overlays at different places agree around the overlays).
-The picture's bounding box is cropped from the full image, frame pixels inside the box are inpainted (OpenCV's
-Telea), and the crop is embedded again: the content vector. `rescore` then compares a framed image by its
+White bands laid over a picture - a meme's caption bar, stripes - have no texture for that test; they are
+found in the image alone (`overlay_bands`: full-width white rows in the shapes those overlays take) and are
+framed too. The picture's bounding box is cropped from the full image, band rows across its full width are
+cut out, other frame pixels inside the box are inpainted (OpenCV's Telea), and the crop is embedded again: the
+content vector. `rescore` then compares a framed image by its
 content vector (against the global vectors of the others, and against the content vectors of other framed
 images only), so unrelated images in one frame stop linking and a framed copy can find its source.
 
@@ -33,6 +36,10 @@ TEMPLATE_SHARE = (0.2, 0.97)  # the frame covers this share of the image
 MIN_CONTENT = 0.02  # the picture covers at least this share
 MAX_PICTURE_AGREEMENT = 0.5  # inside the picture's box the mates agree with it on at most this share (median)
 MIN_FRAME_TEXTURE = 4.0  # mean |Laplacian| over the frame's pixels: text, icons, edges; a flat background is no frame
+SHARED_FRAME = 0.9  # an unframed row takes a framed neighbour's frame when it agrees on this share of it
+SHARED_PICTURE = 0.85  # ... and agrees with its picture on at most this share (else it is a copy of that picture)
+WHITE = 230  # grey level from which a thumbnail pixel counts as white (overlay bands)
+FLAT_ROW = 0.97  # a row of an overlay band: this share of its pixels white, across the full width
 
 
 @dataclass
@@ -97,6 +104,33 @@ def _frame(me: Thumb, matches: Sequence[Match | None], min_mates: int) -> tuple[
     return (frame, box) if inside <= MAX_PICTURE_AGREEMENT else None
 
 
+def overlay_bands(grey: np.ndarray) -> np.ndarray | None:
+    """Full-width white bands laid over a picture, found in one image (no mates needed): a caption bar on top
+    (white rows, then one or more short text blocks each followed by white rows; a meme) and stripes (two or
+    more runs of white rows, each >= 3% of the height, neither touching the top nor the bottom edge, together
+    15-70% of it). The mask of the band rows, or None. A picture's own white background reaches its edges and
+    has no text blocks between white runs, so it is neither."""
+    h = grey.shape[0]
+    flat = (grey >= WHITE).mean(1) >= FLAT_ROW
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat.astype(np.int8))) + 1, [h]])
+    runs = [(int(a), int(b), bool(flat[a])) for a, b in itertools.pairwise(bounds)]
+    mask = np.zeros(grey.shape, bool)
+    top, q = 0, 1
+    if runs and runs[0][2] and runs[0][1] >= 2:
+        while (q + 1 < len(runs) and not runs[q][2] and runs[q][1] - runs[q][0] <= 0.15 * h and runs[q + 1][2]
+               and runs[q + 1][1] - runs[q + 1][0] >= 2):
+            top, q = runs[q + 1][1], q + 2
+    if 0.08 * h <= top <= 0.85 * h:
+        mask[:top] = True
+    else:
+        top = 0
+    stripes = [(a, b) for a, b, f in runs if f and a > max(top, 0) and b < h and b - a >= 0.03 * h]
+    if len(stripes) >= 2 and 0.15 <= sum(b - a for a, b in stripes) / h <= 0.7:
+        for a, b in stripes:
+            mask[a:b] = True
+    return mask if mask.any() else None
+
+
 def template_mask(me: Thumb, mates: Sequence[Thumb], min_mates: int = 2) -> np.ndarray | None:
     """Pixels of `me` that at least `min_mates` of the candidate mates share (the frame), or None when `me` is
     not framed."""
@@ -117,7 +151,9 @@ def content_box(frame: np.ndarray) -> tuple[float, float, float, float] | None:
 
 
 def content_image(img: Image.Image, frame: np.ndarray, box: tuple[float, float, float, float]) -> Image.Image:
-    """The picture cropped from the full image, its frame pixels inpainted."""
+    """The picture cropped from the full image: rows the frame covers across the full width (stripes) removed,
+    other frame pixels inpainted. Removing a band keeps the picture's own pixels side by side, where inpainting
+    a band 10% of the height tall smears it (bench/copydetect.py: striped copies with their source 18% -> 28%)."""
     import cv2
 
     full = np.asarray(img.convert("RGB"))
@@ -128,6 +164,14 @@ def content_image(img: Image.Image, frame: np.ndarray, box: tuple[float, float, 
     fx0, fy0, fx1, fy1 = round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)
     mask = cv2.resize(frame[fy0:fy1, fx0:fx1].astype(np.uint8), (crop.shape[1], crop.shape[0]),
                       interpolation=cv2.INTER_NEAREST)
+    band = mask.all(1) if mask.size else np.zeros(0, bool)
+    if band.any():  # at full size: the white rows in and next to the thumbnail's bands (the blur softens edges)
+        reach = int(np.ceil(2 * crop.shape[0] / max(fy1 - fy0, 1)))
+        near = np.convolve(band, np.ones(2 * reach + 1), "same") > 0
+        grey = np.asarray(Image.fromarray(crop).convert("L"))
+        band = near & ((grey >= WHITE).mean(1) >= FLAT_ROW)
+    if band.any() and not band.all():
+        crop, mask = np.ascontiguousarray(crop[~band]), np.ascontiguousarray(mask[~band])
     if crop.size and mask.mean() > 0.02:
         crop = cv2.inpaint(crop, mask, 3, cv2.INPAINT_TELEA)
     return Image.fromarray(crop)
@@ -161,18 +205,41 @@ def scan(thumbs: dict[int, Thumb], near: list[np.ndarray], min_mates: int = 2,
          progress: Callable[[int], None] | None = None) -> tuple[dict[int, tuple[np.ndarray, tuple]], np.ndarray]:
     """Each row of `thumbs` against its neighbours (among `thumbs`), each pair compared once: {row: (frame mask,
     picture box)} for the framed rows, and the codes (i << 32 | j, i < j) of the pairs that are the same
-    picture."""
+    picture. A row that is not framed by its own mates but shares a framed neighbour's whole frame takes that
+    frame (its mates' pictures were too alike for the test, e.g. clip-art on white in one screenshot slot)."""
     framed: dict[int, tuple[np.ndarray, tuple]] = {}
     same: set[int] = set()
+    unframed: dict[int, list[tuple[int, Match]]] = {}
     for r, me in thumbs.items():
         mates = [m for m in near[r].tolist() if m in thumbs]
         matches = [compare(me, thumbs[m]) for m in mates]
         same.update(min(r, m) << 32 | max(r, m) for m, x in zip(mates, matches, strict=True) if x is not None and x.same)
         found = _frame(me, matches, min_mates) if len(mates) >= min_mates else None
+        if found is None:  # no shared frame: white bands over the picture (a caption bar, stripes)?
+            bands = overlay_bands(me.grey)
+            box = content_box(bands) if bands is not None else None
+            found = (bands, box) if box is not None else None
         if found is not None:
             framed[r] = found
+        else:
+            unframed[r] = [(m, x) for m, x in zip(mates, matches, strict=True) if x is not None]
         if progress:
             progress(1)
+    for r, matches in unframed.items():
+        for m, x in matches:
+            if m not in framed or x.same or framed[m][0].shape != x.agree.shape:
+                continue
+            frame, box = framed[m]
+            if x.agree[frame].mean() < SHARED_FRAME:
+                continue
+            # in the picture's box no neighbour may show r's picture: copies of one photo, one of them with an
+            # emoji the others lack, "share" that copy's frame (the photo) and differ only in its box (the emoji)
+            h, w = frame.shape
+            y0, y1, x0, x1 = round(box[1] * h), round(box[3] * h), round(box[0] * w), round(box[2] * w)
+            inside = [o.agree[y0:y1, x0:x1].mean() for _, o in matches if o.agree.shape == frame.shape]
+            if y1 > y0 and x1 > x0 and max(inside) <= SHARED_PICTURE:
+                framed[r] = framed[m]
+                break
     return framed, np.array(sorted(same), np.int64)
 
 

@@ -112,7 +112,8 @@ def recaption_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> 
                 out.path(f"cluster_texts/{shard.name}.parquet"))
     out.advance(len(t))
     ops_made = pc.value_counts(pc.list_flatten(made)).to_pylist()
-    examples = table.filter(changed).slice(0, 12).select(["key", "original_caption", "captions"]).to_pylist()
+    first = np.flatnonzero(changed.to_numpy(zero_copy_only=False))[:12]
+    examples = table.select(["key", "original_caption", "captions"]).take(pa.array(first, pa.int64())).to_pylist()
     return {"rows_in": len(t), "rows_out": len(t), "rows_rejected": 0, "changed": int(pc.sum(changed).as_py() or 0),
             "targeted": int(targeted.sum()), "empty_caption": int((~batch.not_blank(captions)).sum()),
             "pool_entries_by_op": {c["values"]: c["counts"] for c in ops_made},
