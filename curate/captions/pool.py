@@ -4,7 +4,8 @@ A targeted sample's pool: its own caption, then its cluster's other captions, th
 made by operations drawn uniformly from `op_names` (seeded by key and attempt), each entry kept only when no
 earlier entry has the same normalised text, until `pool_size` entries or 4 x pool_size attempts. One entry is
 then picked (uniform, seeded by key) as the one to use when a single caption is wanted and moved to the front;
-the others keep their order. Untargeted samples keep `[caption]`; a null caption gets an empty pool, an empty or blank one `[caption]`.
+the others keep their order. Untargeted samples keep `[caption]`; a null caption gets an empty pool, an empty
+or blank one `[caption]`.
 """
 
 from __future__ import annotations
