@@ -301,3 +301,25 @@ def test_non_latin_cluster_captions_stay_distinct_in_the_pool(wn):
     own, other = "夕焼けの海と灯台", "灯台と夕日"
     pool, made = build_pool(own, "k", 0, [own, other], ["rt"], 3, ctx)
     assert {(own, "original"), (other, "cluster")} <= set(zip(pool, made, strict=True))
+
+
+def test_the_caption_to_use_is_never_a_cluster_mates(wn):
+    """A cluster whose copies already carry different captions must not lose them: the pool holds the mates'
+    captions (for MC), but the caption to use is the row's own or a variant of it. (Drawn from the whole pool,
+    two copies picking one mate's caption made 18 of 2,500 such clusters "same image, same caption".)"""
+    import numpy as np
+    import pyarrow as pa
+
+    from curate.captions.pool import build_pools
+
+    ctx = {"wordnet": wn, "vocab": vocab.load("wordnet"), "n": 2, "k": 2}
+    own = ["a red car parked on a street", "vintage poster of a blue boat", "green tree in a summer field"]
+    caps = pa.array(own * 40, pa.string())
+    keys = pa.array([f"k{i}" for i in range(len(caps))])
+    mates = pa.array([own] * len(caps), pa.list_(pa.string()))
+    for seed in range(3):
+        pools, how, _ = build_pools(caps, keys, seed, mates, ["rt", "cwr", "rna"], 5, ctx, np.ones(len(caps), bool))
+        for i, (p, h) in enumerate(zip(pools.to_pylist(), how.to_pylist(), strict=True)):
+            assert h[0] != "cluster" and (h[0] == "original") == (p[0] == own[i % 3])
+            assert "cluster" in h  # the mates' captions are in the pool
+        assert len({h[0] for h in how.to_pylist()}) > 1  # the own caption and variants are both drawn

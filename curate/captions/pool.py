@@ -3,8 +3,9 @@
 A targeted sample's pool: its own caption, then its cluster's other captions, then variants of its own caption
 made by operations drawn uniformly from `op_names` (seeded by key and attempt), each entry kept only when no
 earlier entry has the same normalised text, until `pool_size` entries or 4 x pool_size attempts. One entry is
-then picked (uniform, seeded by key) as the one to use when a single caption is wanted and moved to the front;
-the others keep their order. Untargeted samples keep `[caption]`; a null caption gets an empty pool, an empty
+then picked (uniform, seeded by key) among the row's own caption and its variants - never a cluster mate's
+caption, so copies whose captions already differ keep them apart - as the one to use when a single caption is
+wanted, and moved to the front; the others keep their order. Untargeted samples keep `[caption]`; a null caption gets an empty pool, an empty
 or blank one `[caption]`.
 """
 
@@ -145,10 +146,12 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
     hashes = batch.key_hashes(keys)
     tokens = batch.Tokens(caps)  # split once, shared by every operation and attempt
     row, texts, hows = [np.arange(n)], [caps], [pa.repeat(pa.scalar("original", pa.large_string()), n)]
+    owns = [np.ones(n, bool)]  # the row's own caption or a variant of it (not a cluster mate's caption)
     norms = [batch.normalize(caps)]
     count = np.ones(n, np.int64)
 
-    def offer(cand_row: np.ndarray, cand: pa.Array, how: pa.Array, norm: pa.Array | None = None) -> None:
+    def offer(cand_row: np.ndarray, cand: pa.Array, how: pa.Array, norm: pa.Array | None = None,
+              mates: bool = False) -> None:
         """Candidates in order (rows ascending, each row's in its order); joins the fresh ones while there is room."""
         ok = pa.array(batch.not_blank(cand))
         cand_row, cand, how = cand_row[ok.to_numpy(zero_copy_only=False)], cand.filter(ok), how.filter(ok)
@@ -165,6 +168,7 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
         idx = idx[count[r] + rank < pool_size]
         at = pa.array(idx)
         row.append(cand_row[idx])
+        owns.append(np.full(len(idx), not mates))
         texts.append(cand.take(at))
         hows.append(how.take(at))
         norms.append(norm.take(at))
@@ -175,7 +179,7 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
         flat = batch._strings(pc.list_flatten(cluster_captions))
         if len(flat):
             offer(np.repeat(np.arange(n), lengths), flat, pa.repeat(pa.scalar("cluster", pa.large_string()), len(flat)),
-                  pc.list_flatten(cluster_norms) if cluster_norms is not None else None)
+                  pc.list_flatten(cluster_norms) if cluster_norms is not None else None, mates=True)
 
     attempt = np.zeros(n, np.int64)  # each row's next attempt
     while op_names:
@@ -200,13 +204,20 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
             how = pc.replace_with_mask(how, mask, pa.repeat(pa.scalar(op, pa.large_string()), int(sel.sum())))
         offer(v_row, cand, how)
 
-    # the caption to use (drawn by key) goes first, the others keep their order
+    # the caption to use goes first, the others keep their order: drawn by key among the row's own caption and
+    # its variants, never a cluster mate's caption (members whose captions already differ would then collide)
     all_row = np.concatenate(row)
     order = np.argsort(all_row, kind="stable")
-    all_row = all_row[order]
-    slot = np.arange(len(all_row)) - np.searchsorted(all_row, all_row, side="left")
-    picked = batch.draw(batch.streams(hashes, seed, "pick"), 0, count)[all_row]
-    pos = np.where(slot == picked, 0, slot + (slot < picked))
+    all_row, own = all_row[order], np.concatenate(owns)[order]
+    start = np.searchsorted(all_row, all_row, side="left")
+    slot = np.arange(len(all_row)) - start
+    seen = np.cumsum(own)  # own entries so far, over all rows
+    rank = seen - 1 - (seen - own)[start]  # among the row's own entries
+    draw = batch.draw(batch.streams(hashes, seed, "pick"), 0, np.bincount(all_row, own, n).astype(np.int64))
+    first = np.zeros(n, np.int64)
+    hit = own & (rank == draw[all_row])
+    first[all_row[hit]] = slot[hit]
+    pos = np.where(slot == first[all_row], 0, slot + (slot < first[all_row]))
     at = pa.array(order)
     return _Entries(all_row, pos, pa.concat_arrays(texts).take(at), pa.concat_arrays(hows).take(at),
                     pa.concat_arrays(norms).take(at))
