@@ -10,11 +10,13 @@ frame, and flat white stripes are not found either), and inside the picture's bo
 at most half the pixels (copies of one photo with overlays at different places agree around the overlays).
 White bands laid over a picture - a meme's caption bar, stripes - have no texture for that test; they are
 found in the image alone (`overlay_bands`: full-width white rows in the shapes those overlays take) and are
-framed too. The picture's bounding box is cropped from the full image, band rows across its full width are
-cut out, other frame pixels inside the box are inpainted (OpenCV's Telea), and the crop is embedded again: the
-content vector. `rescore` then compares a framed image by its
-content vector (against the global vectors of the others, and against the content vectors of other framed
-images only), so unrelated images in one frame stop linking and a framed copy can find its source.
+framed too. And an image that shares a framed neighbour's whole frame, while no neighbour shows its picture,
+takes that frame (its own mates' pictures may agree too much for the test: clip-art on white in one slot).
+The picture's bounding box is cropped from the full image, band rows across its full width are cut out, other
+frame pixels inside the box are inpainted (OpenCV's Telea), and the crop is embedded again: the content
+vector. `rescore` then compares a framed image by its content vector (against the global vectors of the
+others, and against the content vectors of other framed images only), so unrelated images in one frame stop
+linking and a framed copy can find its source.
 
 Cost: one thumbnail per image with candidates (WORK px, grey), `k` pixel comparisons each, and one more
 embedding per framed image.
@@ -153,7 +155,7 @@ def content_box(frame: np.ndarray) -> tuple[float, float, float, float] | None:
 def content_image(img: Image.Image, frame: np.ndarray, box: tuple[float, float, float, float]) -> Image.Image:
     """The picture cropped from the full image: rows the frame covers across the full width (stripes) removed,
     other frame pixels inpainted. Removing a band keeps the picture's own pixels side by side, where inpainting
-    a band 10% of the height tall smears it (bench/copydetect.py: striped copies with their source 18% -> 28%)."""
+    a band 10% of the height tall smears it (bench/copydetect.py: striped copies with their source 18% -> 56%)."""
     import cv2
 
     full = np.asarray(img.convert("RGB"))
