@@ -146,10 +146,10 @@ def _insert(captions: pa.Array, tokens: Tokens, rows: np.ndarray, words: list[pa
     out_len = lengths + k
     out_start = np.cumsum(out_len) - out_len
     total_tok = int(lengths.sum())
-    tok_row = np.repeat(np.arange(m), lengths)
     tok_j = np.arange(total_tok) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    shift = (gaps[tok_row] <= tok_j[:, None]).sum(axis=1)  # words placed before token j
-    tok_dest = out_start[tok_row] + tok_j + shift
+    tok_dest = np.repeat(out_start, lengths) + tok_j  # plus the words placed before token j:
+    for c in range(k):
+        tok_dest += np.repeat(gaps[:, c], lengths) <= tok_j
     before = (gaps[:, None, :] < gaps[:, :, None]) | (
         (gaps[:, None, :] == gaps[:, :, None]) & (np.arange(k)[None, None, :] < np.arange(k)[None, :, None]))
     word_dest = out_start[:, None] + gaps + before.sum(axis=2)  # (m, k)
