@@ -22,7 +22,7 @@ WORDS = ("red blue old small large wooden modern vintage cat dog house car tree 
 def make_dedup_dir(root: Path, n: int, shards: int = 4, seed: int = 0) -> Path:
     """A `curate dedup` output in the documented schemas (samples/ with all 16 columns, clusters.parquet, as
     `curate dedup` writes them) with LAION-like captions; 10% of rows in duplicate clusters of ~4."""
-    from curate.dedup.count import caption_lists, risk
+    from curate.dedup.count import cluster_captions, risk
     from curate.stages.dedup import ROWS_SCHEMA, cluster_table
 
     if (root / "clusters.parquet").exists():
@@ -57,7 +57,7 @@ def make_dedup_dir(root: Path, n: int, shards: int = 4, seed: int = 0) -> Path:
         pq.write_table(table, root / "samples" / f"{s:05d}.parquet", compression="zstd")
     rows = {"cluster_id": cluster, "key": keys.tolist(), "is_representative": rep, "cluster_captions": sizes,
             "memorization_risk": risk(sizes, sizes)}
-    pq.write_table(cluster_table(rows, np.bincount(cluster), caption_lists(cluster, pa.array(caps))),
+    pq.write_table(cluster_table(rows, cluster_captions(cluster, pa.array(caps))),
                    root / "clusters.parquet")
     return root
 

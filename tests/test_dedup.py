@@ -158,8 +158,10 @@ def test_risk_formula_and_keep_policies():
     labels = np.array([0, 0, 0, 1, 1, 2])
     caps = ["A cat", "a cat!", "a kitten", None, "", "x"]
     emb = np.array([[1, 0], [1, 0], [0.99, 0.141], [0, 1], [0, 1], [1, 0]], np.float32)
-    exact, near = count.distinct_captions(labels, caps, emb, 0.95)
-    assert exact.tolist() == [2, 1, 1] and near.tolist() == [1, 1, 1]
+    counted = count.cluster_captions(labels, caps, emb, 0.95)
+    assert counted.exact.tolist() == [2, 1, 1] and counted.near.tolist() == [1, 1, 1]
+    # the lists recaption offers: the first of each normalised text, blank ones out, sorted; none for size 1
+    assert counted.lists.to_pylist() == [["A cat", "a kitten"], [], None]
 
 
 def test_components_chain_while_leader_and_mutual_do_not():
@@ -317,6 +319,14 @@ def test_mutual_keeps_large_groups_of_copies_whole():
     assert mutual_mask(np.array([0, 0, 1]), np.array([1, 2, 2]), np.ones(3, np.float32), 1).all()  # ties share rank 0
 
 
+def scan_all(thumbs: list) -> dict:
+    """templates.scan with every thumbnail a neighbour of every other: {index: (frame, box)} of the framed."""
+    from curate.dedup import templates
+
+    others = [np.array([j for j in range(len(thumbs)) if j != i]) for i in range(len(thumbs))]
+    return templates.scan(dict(enumerate(thumbs)), others)[0]
+
+
 def test_templates_find_the_picture_inside_a_shared_frame(photos):
     """Pixel agreement with same-aspect neighbours finds the frame; the box is AugLy's screenshot slot."""
     import augly.image as A
@@ -325,21 +335,18 @@ def test_templates_find_the_picture_inside_a_shared_frame(photos):
     from curate.sample.copies import make_copy
 
     framed = [A.overlay_onto_screenshot(p.convert("RGB")).convert("RGB") for _, p, _ in photos[:6]]
-    thumbs = [templates.thumb(im) for im in framed]
+    found = scan_all([templates.thumb(im) for im in framed])
     slot = (254 / 1200, 424 / 736, 783 / 1200, 710 / 736)  # augly/assets/screenshot_templates/bboxes.json
-    for i, me in enumerate(thumbs):
-        frame = templates.template_mask(me, [t for j, t in enumerate(thumbs) if j != i])
-        assert frame is not None and 0.6 < frame.mean() < 0.97
-        box = templates.content_box(frame)
-        assert box is not None
+    assert set(found) == set(range(len(framed)))
+    for i, (frame, box) in found.items():
+        assert 0.6 < frame.mean() < 0.97
         assert box[0] >= slot[0] - 0.02 and box[1] >= slot[1] - 0.02 and box[2] <= slot[2] + 0.02 and box[3] <= slot[3] + 0.02
         picture = templates.content_image(framed[i], frame, box)
         assert picture.width > 100 and picture.height > 100
     # a photo and its plain copies are not a frame: they agree (nearly) everywhere or nowhere
     rng = np.random.default_rng(0)
     src = photos[7][1].convert("RGB")
-    plain = [templates.thumb(x) for x in (src, *(make_copy(src, rng)[0] for _ in range(3)))]
-    assert templates.template_mask(plain[0], plain[1:]) is None
+    assert scan_all([templates.thumb(x) for x in (src, *(make_copy(src, rng)[0] for _ in range(3)))]) == {}
     # clip-art on one flat background: the background agrees, but a flat background is no frame
     from PIL import Image
 
@@ -348,10 +355,9 @@ def test_templates_find_the_picture_inside_a_shared_frame(photos):
         canvas = Image.new("RGB", (300, 300), "white")
         canvas.paste(p.convert("RGB").resize((90, 90)), (105, 105))
         stickers.append(templates.thumb(canvas))
-    assert all(templates.template_mask(t, stickers[:k] + stickers[k + 1:]) is None for k, t in enumerate(stickers))
+    assert scan_all(stickers) == {}
     # unrelated photos of one size share no frame either
-    others = [templates.thumb(p.convert("RGB").resize((300, 200))) for _, p, _ in photos[8:14]]
-    assert all(templates.template_mask(o, others[:k] + others[k + 1:]) is None for k, o in enumerate(others))
+    assert scan_all([templates.thumb(p.convert("RGB").resize((300, 200))) for _, p, _ in photos[8:14]]) == {}
 
 
 def test_a_screenshot_whose_mates_show_alike_pictures_takes_their_frame(photos):
@@ -367,12 +373,11 @@ def test_a_screenshot_whose_mates_show_alike_pictures_takes_their_frame(photos):
         sticker = Image.new("RGB", (400, 300), "white")
         sticker.paste(p.convert("RGB").resize((60, 45)), (170, 128))
         shots.append(A.overlay_onto_screenshot(sticker).convert("RGB"))
-    thumbs = {i: templates.thumb(im) for i, im in enumerate(shots)}
+    thumbs = [templates.thumb(im) for im in shots]
     stickers = list(range(5, 8))
-    alone, _ = templates.scan({i: thumbs[i] for i in stickers}, [np.array(stickers)] * len(shots))
-    assert alone == {}  # the premise: among themselves the sticker shots are not framed
-    framed, _ = templates.scan(thumbs, [np.array([j for j in thumbs if j != i]) for i in thumbs])
-    assert set(framed) == set(thumbs)
+    assert scan_all(thumbs[5:]) == {}  # the premise: among themselves the sticker shots are not framed
+    framed = scan_all(thumbs)
+    assert set(framed) == set(range(len(thumbs)))
     slot = (254 / 1200, 424 / 736, 783 / 1200, 710 / 736)
     for i in stickers:  # the frame (and the picture's box, inside AugLy's slot) of a framed neighbour
         box = framed[i][1]

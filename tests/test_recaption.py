@@ -165,11 +165,17 @@ def test_stage_cuts_same_image_same_caption_and_ignores_worker_count(sample_run,
 
     dup = [r for r in a if r["dup_count"] > 1]
     cid = np.array([r["cluster_id"] for r in dup])
-    counts = {name: batch.distinct_per_group(cid, pa.array(texts, pa.string())) for name, texts in (
+    def distinct_per_group(groups: np.ndarray, texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(group ids, rows, distinct normalised texts) per group, row by row from the shards."""
+        firsts = batch.first_distinct(groups, texts)
+        ids, rows = np.unique(groups, return_counts=True)
+        return ids, rows, np.bincount(np.searchsorted(ids, groups[firsts]), minlength=len(ids))
+
+    counts = {name: distinct_per_group(cid, pa.array(texts, pa.string())) for name, texts in (
         ("before", [r["original_caption"] for r in dup]), ("after", [r["captions"][0] if r["captions"] else None
                                                                     for r in dup]))}
     flat = [(r["cluster_id"], c) for r in dup for c in r["captions"]]
-    counts["in_pools"] = batch.distinct_per_group(np.array([c for c, _ in flat]), pa.array([t for _, t in flat]))
+    counts["in_pools"] = distinct_per_group(np.array([c for c, _ in flat]), pa.array([t for _, t in flat]))
     multi = np.isin(counts["before"][0], counts["before"][0][counts["before"][1] > 1])
     for name in ("before", "after", "in_pools"):
         ids, _, distinct = counts[name]

@@ -58,7 +58,7 @@ def key_hashes(keys: pa.Array | Sequence[str]) -> np.ndarray:
         return h
     matrix = np.zeros((n, width), np.uint8)  # keys are short (<= 128 chars once sanitised)
     rows = np.repeat(np.arange(n), lengths)
-    pos = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    pos = within(lengths)
     matrix[rows, pos] = data[np.repeat(offsets[:-1], lengths) + pos]
     with np.errstate(over="ignore"):
         for p in range(width):
@@ -146,7 +146,7 @@ def _insert(captions: pa.Array, tokens: Tokens, rows: np.ndarray, words: list[pa
     out_len = lengths + k
     out_start = np.cumsum(out_len) - out_len
     total_tok = int(lengths.sum())
-    tok_j = np.arange(total_tok) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    tok_j = within(lengths)
     tok_dest = np.repeat(out_start, lengths) + tok_j  # plus the words placed before token j:
     for c in range(k):
         tok_dest += np.repeat(gaps[:, c], lengths) <= tok_j
@@ -252,7 +252,11 @@ def text_codes(texts: pa.Array) -> np.ndarray:
 
 def first_distinct(groups: np.ndarray, texts: pa.Array) -> np.ndarray:
     """Row indices of the first row of each (group, normalised text), in row order."""
-    codes = text_codes(texts)
+    return first_of(groups, text_codes(texts))
+
+
+def first_of(groups: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Row indices of the first row of each (group, code), in row order."""
     order = np.lexsort((np.arange(len(codes)), codes, np.asarray(groups)))
     g, c = np.asarray(groups)[order], codes[order]
     start = np.ones(len(order), bool)
@@ -260,10 +264,7 @@ def first_distinct(groups: np.ndarray, texts: pa.Array) -> np.ndarray:
     return np.sort(order[start])
 
 
-def distinct_per_group(groups: np.ndarray, texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(group ids, rows, distinct normalised texts) for each group."""
-    groups = np.asarray(groups, np.int64)
-    firsts = first_distinct(groups, texts)
-    ids, rows = np.unique(groups, return_counts=True)
-    distinct = np.bincount(np.searchsorted(ids, groups[firsts]), minlength=len(ids))
-    return ids, rows, distinct
+def within(lengths: np.ndarray) -> np.ndarray:
+    """For groups of `lengths` laid end to end: each element's position inside its group (0, 1, ..)."""
+    lengths = np.asarray(lengths, np.int64)
+    return np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)

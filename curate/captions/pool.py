@@ -187,7 +187,7 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
         if not want.any():
             break
         v_row = np.repeat(np.arange(n), want)  # one virtual row per (row, attempt), rows ascending
-        v_att = attempt[v_row] + np.arange(len(v_row)) - np.repeat(np.cumsum(want) - want, want)
+        v_att = attempt[v_row] + batch.within(want)
         attempt += want
         which = batch.draw(batch.streams(hashes[v_row], seed, "pool", v_att), 0, len(op_names))
         cand = pa.nulls(len(v_row), pa.large_string())

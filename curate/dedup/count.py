@@ -15,6 +15,7 @@ varied captions do not remove the risk entirely (hence the 0.25 floor).
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -30,26 +31,35 @@ def risk(size: np.ndarray, distinct: np.ndarray) -> np.ndarray:
     return (d * (0.25 + 0.75 * u)).astype(np.float32)
 
 
-def distinct_captions(labels: np.ndarray, captions: pa.Array | list[str | None], text_emb: np.ndarray | None = None,
-                      near: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Per cluster: distinct normalised captions (`captions.batch.normalize`, the normaliser recaption's pools
-    use, so both stages count alike; null counts as empty), and distinct near-identical caption groups (greedy,
-    by caption embedding similarity >= `near`; equal to the exact count without embeddings). Only the rows of
-    clusters with two or more members are looked at."""
+@dataclass
+class CaptionCounts:
+    """Per cluster: distinct captions exactly (after normalisation), with near-identical ones merged, and the
+    distinct captions themselves (clusters of two or more; null for the others)."""
+
+    exact: np.ndarray
+    near: np.ndarray
+    lists: pa.Array
+
+
+def cluster_captions(labels: np.ndarray, captions: pa.Array | list[str | None], text_emb: np.ndarray | None = None,
+                     near: float = 0.95) -> CaptionCounts:
+    """Each cluster's captions, normalised once (`captions.batch.normalize`, the normaliser recaption's pools
+    use, so both stages count alike) over the rows of clusters with two or more members only.
+
+    exact: distinct normalised texts (null counts as empty); near: greedy groups by caption-embedding
+    similarity >= `near` (= exact without embeddings); lists: the first caption of each normalised text in
+    row order, blank and null ones left out, sorted (what recaption offers to the members' pools)."""
     from curate.captions import batch
 
     n_clusters = int(labels.max()) + 1 if len(labels) else 0
-    exact = np.ones(n_clusters, np.int64)  # a singleton has one caption
     sizes = np.bincount(labels, minlength=n_clusters)
     multi = np.flatnonzero(sizes[labels] > 1)
-    if len(multi) == 0:
-        return exact, exact.copy()
-    texts = batch._strings(captions).take(pa.array(multi))
-    firsts = multi[batch.first_distinct(labels[multi], texts)]  # the first row of each (cluster, caption)
-    per_cluster = np.bincount(labels[firsts], minlength=n_clusters)
-    exact = np.where(sizes > 1, per_cluster, 1).astype(np.int64)
+    texts = batch._strings(captions).take(pa.array(multi)).cast(pa.string())
+    codes = batch.text_codes(texts)
+    firsts = multi[batch.first_of(labels[multi], codes)]  # the first row of each (cluster, caption)
+    exact = np.where(sizes > 1, np.bincount(labels[firsts], minlength=n_clusters), 1).astype(np.int64)
     nearc = exact.copy()
-    if text_emb is not None:
+    if text_emb is not None and len(firsts):
         order = firsts[np.argsort(labels[firsts], kind="stable")]
         for members in np.split(order, np.flatnonzero(np.diff(labels[order])) + 1):
             if len(members) < 2:
@@ -60,27 +70,15 @@ def distinct_captions(labels: np.ndarray, captions: pa.Array | list[str | None],
                 if not any(float(v @ r) >= near for r in reps):
                     reps.append(v)
             nearc[labels[members[0]]] = len(reps)
-    return exact, nearc
-
-
-def caption_lists(labels: np.ndarray, captions: pa.Array | list[str | None]) -> pa.Array:
-    """Per cluster of two or more: its distinct captions (the first of each normalised text in row order; blank
-    and null captions left out), sorted; null for the clusters of one."""
-    from curate.captions import batch
-
-    n_clusters = int(labels.max()) + 1 if len(labels) else 0
-    sizes = np.bincount(labels, minlength=n_clusters)
-    multi = np.flatnonzero(sizes[labels] > 1)
-    texts = batch._strings(captions).take(pa.array(multi)).cast(pa.string())
-    words = batch.not_blank(texts)
-    rows, texts = multi[words], texts.filter(pa.array(words))
-    firsts = batch.first_distinct(labels[rows], texts)
-    t = pa.table({"cluster": labels[rows][firsts], "caption": texts.take(pa.array(firsts))}).sort_by(
+    words = np.flatnonzero(batch.not_blank(texts))
+    listed = words[batch.first_of(labels[multi][words], codes[words])]
+    t = pa.table({"cluster": labels[multi][listed], "caption": texts.take(pa.array(listed))}).sort_by(
         [("cluster", "ascending"), ("caption", "ascending")])
     counts = np.bincount(t.column("cluster").to_numpy(), minlength=n_clusters)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), t.column("caption").combine_chunks(),
-                                    mask=pa.array(sizes < 2))
+    lists = pa.ListArray.from_arrays(pa.array(offsets), t.column("caption").combine_chunks().cast(pa.string()),
+                                     mask=pa.array(sizes < 2))
+    return CaptionCounts(exact, nearc, lists)
 
 
 def representatives(labels: np.ndarray, policy: str, seed: int, keys: list[str],

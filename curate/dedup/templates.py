@@ -100,9 +100,7 @@ def _frame(me: Thumb, matches: Sequence[Match | None], min_mates: int) -> tuple[
         return None
     # the mates must show another picture in the box: copies of one photo with a caption, an emoji or a text
     # overlay at different places agree with each other around the overlays, unrelated pictures do not
-    h, w = frame.shape
-    x0, y0, x1, y1 = round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)
-    inside = np.median([m[y0:y1, x0:x1].mean() for m in agreeing])
+    inside = np.median([m[pixels(box, *frame.shape)].mean() for m in agreeing])
     return (frame, box) if inside <= MAX_PICTURE_AGREEMENT else None
 
 
@@ -133,11 +131,11 @@ def overlay_bands(grey: np.ndarray) -> np.ndarray | None:
     return mask if mask.any() else None
 
 
-def template_mask(me: Thumb, mates: Sequence[Thumb], min_mates: int = 2) -> np.ndarray | None:
-    """Pixels of `me` that at least `min_mates` of the candidate mates share (the frame), or None when `me` is
-    not framed."""
-    found = _frame(me, [compare(me, m) for m in mates], min_mates)
-    return found[0] if found else None
+def pixels(box: tuple[float, float, float, float], h: int, w: int) -> tuple[slice, slice]:
+    """A picture box (x0, y0, x1, y1 as shares of width and height) as (rows, columns) slices of an h x w
+    image, at least one pixel each way."""
+    y0, x0 = min(round(box[1] * h), h - 1), min(round(box[0] * w), w - 1)
+    return slice(y0, max(round(box[3] * h), y0 + 1)), slice(x0, max(round(box[2] * w), x0 + 1))
 
 
 def content_box(frame: np.ndarray) -> tuple[float, float, float, float] | None:
@@ -159,16 +157,12 @@ def content_image(img: Image.Image, frame: np.ndarray, box: tuple[float, float, 
     import cv2
 
     full = np.asarray(img.convert("RGB"))
-    H, W = full.shape[:2]
-    h, w = frame.shape
-    x0, y0, x1, y1 = (round(box[0] * W), round(box[1] * H), max(round(box[2] * W), 1), max(round(box[3] * H), 1))
-    crop = np.ascontiguousarray(full[y0:y1, x0:x1])
-    fx0, fy0, fx1, fy1 = round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)
-    mask = cv2.resize(frame[fy0:fy1, fx0:fx1].astype(np.uint8), (crop.shape[1], crop.shape[0]),
-                      interpolation=cv2.INTER_NEAREST)
+    crop = np.ascontiguousarray(full[pixels(box, *full.shape[:2])])
+    inner = frame[pixels(box, *frame.shape)]
+    mask = cv2.resize(inner.astype(np.uint8), (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_NEAREST)
     band = mask.all(1) if mask.size else np.zeros(0, bool)
     if band.any():  # at full size: the white rows in and next to the thumbnail's bands (the blur softens edges)
-        reach = int(np.ceil(2 * crop.shape[0] / max(fy1 - fy0, 1)))
+        reach = int(np.ceil(2 * crop.shape[0] / max(inner.shape[0], 1)))
         near = np.convolve(band, np.ones(2 * reach + 1), "same") > 0
         grey = np.asarray(Image.fromarray(crop).convert("L"))
         band = near & ((grey >= WHITE).mean(1) >= FLAT_ROW)
@@ -205,8 +199,8 @@ class Pass:
 
 def scan(thumbs: dict[int, Thumb], near: list[np.ndarray], min_mates: int = 2,
          progress: Callable[[int], None] | None = None) -> tuple[dict[int, tuple[np.ndarray, tuple]], np.ndarray]:
-    """Each row of `thumbs` against its neighbours (among `thumbs`), each pair compared once: {row: (frame mask,
-    picture box)} for the framed rows, and the codes (i << 32 | j, i < j) of the pairs that are the same
+    """Each row of `thumbs` against its neighbours (among `thumbs`), each (row, neighbour) compared once for
+    both tests: {row: (frame mask, picture box)} for the framed rows, and the codes (i << 32 | j, i < j) of the pairs that are the same
     picture. A row that is not framed by its own mates but shares a framed neighbour's whole frame takes that
     frame (its mates' pictures were too alike for the test, e.g. clip-art on white in one screenshot slot)."""
     framed: dict[int, tuple[np.ndarray, tuple]] = {}
@@ -236,10 +230,8 @@ def scan(thumbs: dict[int, Thumb], near: list[np.ndarray], min_mates: int = 2,
                 continue
             # in the picture's box no neighbour may show r's picture: copies of one photo, one of them with an
             # emoji the others lack, "share" that copy's frame (the photo) and differ only in its box (the emoji)
-            h, w = frame.shape
-            y0, y1, x0, x1 = round(box[1] * h), round(box[3] * h), round(box[0] * w), round(box[2] * w)
-            inside = [o.agree[y0:y1, x0:x1].mean() for _, o in matches if o.agree.shape == frame.shape]
-            if y1 > y0 and x1 > x0 and max(inside) <= SHARED_PICTURE:
+            inside = [o.agree[pixels(box, *frame.shape)] for _, o in matches if o.agree.shape == frame.shape]
+            if max(a.mean() for a in inside) <= SHARED_PICTURE:
                 framed[r] = framed[m]
                 break
     return framed, np.array(sorted(same), np.int64)

@@ -133,8 +133,8 @@ def cluster(emb: EmbeddingSet, pairs: Pairs, opts: dict[str, Any], threshold: fl
     p = pairs.above(threshold)
     labels = link(n, p.i, p.j, p.sim, opts["linkage"], opts["mutual_k"])
     size = np.bincount(labels)[labels]
-    exact, near = count.distinct_captions(labels, caption_col, emb.load_text(), opts["caption_near"])
-    distinct = near[labels]
+    caption_counts = count.cluster_captions(labels, caption_col, emb.load_text(), opts["caption_near"])
+    distinct = caption_counts.near[labels]
     area = None
     if "width" in meta.column_names and "height" in meta.column_names:
         area = np.array([(w or 0) * (h or 0) for w, h in zip(meta.column("width").to_pylist(),
@@ -175,7 +175,7 @@ def cluster(emb: EmbeddingSet, pairs: Pairs, opts: dict[str, Any], threshold: fl
         "memorization_risk": count.risk(size, distinct),
         "corpus_key": [None] * n,
         "corpus_sim": np.full(n, np.nan, np.float32),
-        "_exact_captions": exact,
+        "_caption_counts": caption_counts,
     }
 
 
@@ -304,11 +304,10 @@ def run(emb_dir: str, output: str, options: dict[str, Any], *, overwrite: bool =
     rows = cluster(emb, pairs, opts, threshold)
     if opts["against"]:
         check_against(rows, emb, opts["against"], threshold)
-    exact_captions = rows.pop("_exact_captions")
+    caption_counts = rows.pop("_caption_counts")
     table = pa.table({name: rows[name] for name in ROWS_SCHEMA.names}, schema=ROWS_SCHEMA)
     fs.write_parquet_atomic(table, fs.join(output, "_work", "rows.parquet"))
-    clusters = cluster_table(rows, exact_captions, count.caption_lists(np.asarray(rows["cluster_id"]),
-                                                                       table.column("caption").combine_chunks()))
+    clusters = cluster_table(rows, caption_counts)
     fs.write_parquet_atomic(clusters, fs.join(output, "clusters.parquet"))
     if index is not None and opts["save_index"]:
         save_index(index, emb, output, threshold, manifest.get("model", "?"))
@@ -393,7 +392,7 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
     return Pairs(found.i, found.j, found.score, pairs.nn, pairs.nn_sim), found.info, found.same
 
 
-def cluster_table(rows: dict[str, Any], exact_captions: np.ndarray, caption_lists: pa.Array) -> pa.Table:
+def cluster_table(rows: dict[str, Any], captions: count.CaptionCounts) -> pa.Table:
     labels = np.asarray(rows["cluster_id"])
     n_clusters = int(labels.max()) + 1 if len(labels) else 0
     size = np.bincount(labels, minlength=n_clusters)
@@ -410,9 +409,9 @@ def cluster_table(rows: dict[str, Any], exact_captions: np.ndarray, caption_list
     return pa.table({
         "cluster_id": np.arange(n_clusters, dtype=np.int64),
         "size": size.astype(np.int64),
-        "captions_exact": exact_captions.astype(np.int64),
+        "captions_exact": captions.exact.astype(np.int64),
         "captions_distinct": distinct.astype(np.int64),
-        "captions": caption_lists,
+        "captions": captions.lists,
         "same_caption": (size > 1) & (distinct == 1),
         "memorization_risk": risk.astype(np.float32),
         "representative_key": pa.array(rep_key, pa.string()),

@@ -44,8 +44,11 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 
 CAPTIONS_SCHEMA = pa.schema([
     ("key", pa.string()), ("shard", pa.int64()), ("cluster_id", pa.int64()), ("dup_count", pa.int64()),
-    ("targeted", pa.bool_()), ("original_caption", pa.string()), ("captions", pa.list_(pa.string())), ("ops", pa.list_(pa.string())), ("changed", pa.bool_()),
+    ("targeted", pa.bool_()), ("original_caption", pa.string()), ("captions", pa.list_(pa.string())),
+    ("ops", pa.list_(pa.string())), ("changed", pa.bool_()),
 ])
+
+
 @functools.cache
 def _context(work: str, vocab_name: str, k: int, n: int, rc_n: int, multiword: bool, needs_wordnet: bool,
              _stamp: object = None) -> dict:
@@ -134,7 +137,7 @@ def _cluster_texts(cluster_id: np.ndarray, dup_count: np.ndarray, pool: pa.Array
     lengths = pc.list_value_length(pool).to_numpy(zero_copy_only=False).astype(np.int64)[rows]
     starts = pool.offsets.to_numpy()[:-1].astype(np.int64)[rows]
     first = np.repeat(starts, lengths)
-    entry = first + np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    entry = first + batch.within(lengths)
     at = pa.array(entry)
     text = batch._strings(normalised.take(at))
     known = text.is_valid()
