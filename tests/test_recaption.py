@@ -268,7 +268,8 @@ def test_column_operations_give_each_row_what_it_gets_alone(wn):
     others = pa.array([[c, "another caption"] if i % 3 == 0 else None for i, c in enumerate(caps)],
                       pa.list_(pa.string()))
     targeted = np.array([i % 2 == 0 for i in range(len(caps))])
-    pools, how, _ = build_pools(col, kcol, 3, others, ["rt", "cwr", "rna", "paraphrase"], 5, ctx, targeted)
+    pools, how, _ = build_pools(col, kcol, 3, others.filter(pa.array(targeted)), ["rt", "cwr", "rna", "paraphrase"],
+                                5, ctx, targeted)
     for i, (c, k) in enumerate(zip(caps, keys, strict=True)):
         one = build_pool(c, k, 3, others[i].as_py() or [], ["rt", "cwr", "rna", "paraphrase"], 5, ctx,
                          bool(targeted[i]))

@@ -240,8 +240,8 @@ def normalize(captions: pa.Array) -> pa.Array:
 
 def not_blank(values: pa.Array) -> np.ndarray:
     """True where the text has a character other than whitespace (null and blank: False)."""
-    return pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0), False).to_numpy(
-        zero_copy_only=False)
+    blank = pc.or_(pc.equal(pc.binary_length(values), 0), pc.utf8_is_space(values))  # is_space: all, and >= 1
+    return pc.invert(pc.fill_null(blank, True)).to_numpy(zero_copy_only=False)
 
 
 def text_codes(texts: pa.Array) -> np.ndarray:

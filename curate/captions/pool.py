@@ -69,39 +69,75 @@ def apply_op(op: str, captions: pa.Array, keys: pa.Array, hashes: np.ndarray, se
 
 def build_pools(captions: pa.Array, keys: pa.Array, seed: int, cluster_captions: pa.Array | None,
                 op_names: Sequence[str], pool_size: int, context: dict[str, Any], targeted: np.ndarray,
-                cluster_norms: pa.Array | None = None) -> tuple[pa.Array, pa.Array, pa.Array]:
-    """(pools, how each entry was made, normalised entries) for every row, the caption to use first.
+                cluster_norms: pa.Array | None = None,
+                clean_lists: bool = False) -> tuple[pa.Array, pa.Array, Normalised]:
+    """(pools, how each entry was made, the grown pools' entries normalised), the caption to use first.
 
-    `cluster_captions` is a list column (null where the cluster has no other captions), `cluster_norms` the
-    same lists normalised when the caller has them. The third result is aligned with the pools' flat values:
-    each entry's `batch.normalize` text, null for the pools that did not grow. The work runs on the rows whose
-    pool can grow (targeted, with a word) only, so its cost follows the targeted share; the others keep
-    `[caption]`."""
+    `cluster_captions` is a list (or list-view) column with one list per targeted row, in row order (null where
+    the cluster has no other captions); `cluster_norms` the same lists normalised when the caller has them, and
+    `clean_lists` says no list holds a blank caption or one normalised text twice (what recaption's global step
+    makes). The work runs on the rows whose pool can grow (targeted, with a word) only, so its cost follows the
+    targeted share; the others keep `[caption]`."""
     caps = batch._strings(captions)
     n = len(caps)
-    grow = np.asarray(targeted, bool) & batch.not_blank(caps) & (pool_size > 1)
+    targeted = np.asarray(targeted, bool)
+    grow = targeted & batch.not_blank(caps) & (pool_size > 1)
     rows = np.flatnonzero(grow)
     alone = np.flatnonzero(~grow & ~caps.is_null().to_numpy(zero_copy_only=False))
     empty = pa.array([], pa.large_string())
     entries = _Entries(np.zeros(0, np.int64), np.zeros(0, np.int64), empty, empty, empty)
     if len(rows):
         at = pa.array(rows)
+        mine = pa.array(np.flatnonzero(grow[targeted]))  # the grown rows among the targeted ones
         entries = _grow_pools(caps.take(at), batch._strings(keys).take(at), seed,
-                              cluster_captions.take(at) if cluster_captions is not None else None,
-                              cluster_norms.take(at) if cluster_norms is not None else None,
-                              op_names, pool_size, context)
+                              cluster_captions.take(mine) if cluster_captions is not None else None,
+                              cluster_norms.take(mine) if cluster_norms is not None else None,
+                              op_names, pool_size, context, clean_lists)
     # every entry as (row, position): grown pools' entries, then `[caption]` for the rows that keep theirs
     row = np.concatenate([rows[entries.row], alone])
     order = np.argsort(row * pool_size + np.concatenate([entries.pos, np.zeros(len(alone), np.int64)]),
                       kind="stable")
     count = np.bincount(row, minlength=n)
     offsets = pa.array(np.concatenate([[0], np.cumsum(count)]).astype(np.int32))
-    at = pa.array(order)
-    text = pa.concat_arrays([entries.text, caps.take(pa.array(alone))]).take(at)
-    how = pa.concat_arrays([entries.how, pa.repeat(pa.scalar("original", pa.large_string()), len(alone))]).take(at)
-    norms = pa.concat_arrays([entries.norm, pa.nulls(len(alone), pa.large_string())]).take(at)
+    # one gather from [the captions, the grown entries]: a row that keeps its caption reads it in place
+    source = np.concatenate([n + np.arange(len(entries.row)), alone])[order]
+    text = pa.concat_arrays([caps, entries.text]).take(pa.array(source))
+    how = pa.concat_arrays([entries.how, pa.repeat(pa.scalar("original", pa.large_string()), len(alone))]).take(
+        pa.array(order))
+    grown = order < len(entries.row)
     return (pa.ListArray.from_arrays(offsets, text.cast(pa.string())),
-            pa.ListArray.from_arrays(offsets, how.cast(pa.string())), norms)
+            pa.ListArray.from_arrays(offsets, how.cast(pa.string())),
+            Normalised(np.flatnonzero(grown), entries.norm.take(pa.array(order[grown]))))
+
+
+class Normalised:
+    """The grown pools' entries normalised (`batch.normalize`): `at`, their positions in the pools' flat values
+    (ascending), and `text`."""
+
+    def __init__(self, at: np.ndarray, text: pa.Array) -> None:
+        self.at, self.text = at, text
+
+    def lookup(self, positions: np.ndarray) -> pa.Array:
+        """The normalised text at each flat position, null where that entry's pool did not grow."""
+        k = np.minimum(np.searchsorted(self.at, positions), max(len(self.at) - 1, 0))
+        known = (self.at[k] == positions) if len(self.at) else np.zeros(len(positions), bool)
+        return self.text.take(pa.array(k, mask=~known)) if len(self.at) else pa.nulls(len(positions), pa.large_string())
+
+
+def _list_parts(lists: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """(start, size, values) of each list of a list, large-list or list-view column: list i is
+    values[start[i] : start[i] + size[i]] (size 0 for a null list); nothing is copied."""
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    if pa.types.is_list_view(lists.type) or pa.types.is_large_list_view(lists.type):
+        start = lists.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+        size = lists.sizes.to_numpy(zero_copy_only=False).astype(np.int64)
+    else:
+        offsets = lists.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+        start, size = offsets[:-1], np.diff(offsets)
+    if lists.null_count:
+        size = np.where(lists.is_null().to_numpy(zero_copy_only=False), 0, size)
+    return start, size, lists.values
 
 
 def first_entries(pools: pa.Array) -> pa.Array:
@@ -109,6 +145,16 @@ def first_entries(pools: pa.Array) -> pa.Array:
     lengths = pc.list_value_length(pools).to_numpy(zero_copy_only=False)
     starts = pools.offsets.to_numpy()[:-1]
     return pools.values.take(pa.array(starts, mask=lengths == 0))
+
+
+class _Lazy:
+    """values.take(pick), taken only for the entries that join (`take`)."""
+
+    def __init__(self, values: pa.Array, pick: pa.Array) -> None:
+        self.values, self.pick = values, pick
+
+    def take(self, at: pa.Array) -> pa.Array:
+        return self.values.take(self.pick.take(at))
 
 
 class _Entries:
@@ -134,7 +180,7 @@ def _fresh(have_row: np.ndarray, have_norm: pa.Array, row: np.ndarray, norm: pa.
 
 def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_captions: pa.Array | None,
                 cluster_norms: pa.Array | None, op_names: Sequence[str], pool_size: int,
-                context: dict[str, Any]) -> _Entries:
+                context: dict[str, Any], clean_lists: bool = False) -> _Entries:
     """`build_pools` for rows that all get a pool (targeted, each with at least one word).
 
     Rounds of candidates, each row's in its order: first the cluster's captions, then variants (attempt a's
@@ -144,23 +190,24 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
     keys = batch._strings(keys)
     n = len(caps)
     hashes = batch.key_hashes(keys)
-    tokens = batch.Tokens(caps)  # split once, shared by every operation and attempt
     row, texts, hows = [np.arange(n)], [caps], [pa.repeat(pa.scalar("original", pa.large_string()), n)]
     owns = [np.ones(n, bool)]  # the row's own caption or a variant of it (not a cluster mate's caption)
     norms = [batch.normalize(caps)]
     count = np.ones(n, np.int64)
 
     def offer(cand_row: np.ndarray, cand: pa.Array, how: pa.Array, norm: pa.Array | None = None,
-              mates: bool = False) -> None:
-        """Candidates in order (rows ascending, each row's in its order); joins the fresh ones while there is room."""
-        ok = pa.array(batch.not_blank(cand))
-        cand_row, cand, how = cand_row[ok.to_numpy(zero_copy_only=False)], cand.filter(ok), how.filter(ok)
-        norm = batch.normalize(cand) if norm is None else batch._strings(norm).filter(ok)
-        live = np.zeros(n, bool)
-        live[cand_row] = True
-        have_row = np.concatenate(row)
-        mine = live[have_row]
-        fresh = _fresh(have_row[mine], pa.concat_arrays(norms).filter(pa.array(mine)), cand_row, norm)
+              mates: bool = False, fresh: np.ndarray | None = None) -> None:
+        """Candidates in order (rows ascending, each row's in its order); joins the fresh ones while there is room.
+        `fresh`, when the caller knows it: which candidates are neither blank nor in their row's pool yet."""
+        if fresh is None:
+            ok = pa.array(batch.not_blank(cand))
+            cand_row, cand, how = cand_row[ok.to_numpy(zero_copy_only=False)], cand.filter(ok), how.filter(ok)
+            norm = batch.normalize(cand) if norm is None else batch._strings(norm).filter(ok)
+            live = np.zeros(n, bool)
+            live[cand_row] = True
+            have_row = np.concatenate(row)
+            mine = live[have_row]
+            fresh = _fresh(have_row[mine], pa.concat_arrays(norms).filter(pa.array(mine)), cand_row, norm)
         # room: the row's k-th fresh candidate joins while count + k < pool_size
         idx = np.flatnonzero(fresh)
         r = cand_row[idx]
@@ -175,13 +222,24 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
         np.add.at(count, cand_row[idx], 1)
 
     if cluster_captions is not None:
-        lengths = pc.fill_null(pc.list_value_length(cluster_captions), 0).to_numpy().astype(np.int64)
-        flat = batch._strings(pc.list_flatten(cluster_captions))
-        if len(flat):
-            offer(np.repeat(np.arange(n), lengths), flat, pa.repeat(pa.scalar("cluster", pa.large_string()), len(flat)),
-                  pc.list_flatten(cluster_norms) if cluster_norms is not None else None, mates=True)
+        start, size, values = _list_parts(cluster_captions)
+        pick = pa.array(np.repeat(start, size) + batch.within(size))
+        cand_row = np.repeat(np.arange(n), size)
+        label = pa.repeat(pa.scalar("cluster", pa.large_string()), len(cand_row))
+        if clean_lists and cluster_norms is not None:  # only the row's own caption can repeat one: no hashing
+            norm = batch._strings(_list_parts(cluster_norms)[2].take(pick))
+            fresh = pc.invert(pc.equal(norm, norms[0].take(pa.array(cand_row)))).to_numpy(zero_copy_only=False)
+            offer(cand_row, _Lazy(batch._strings(values), pick), label, norm, mates=True, fresh=fresh)
+        elif len(cand_row):
+            offer(cand_row, batch._strings(values.take(pick)), label,
+                  _list_parts(cluster_norms)[2].take(pick) if cluster_norms is not None else None, mates=True)
 
     attempt = np.zeros(n, np.int64)  # each row's next attempt
+    # split into words once, shared by every operation and attempt: only the rows with room for variants
+    need = np.flatnonzero(count < pool_size) if op_names else np.zeros(0, np.int64)
+    tokens = batch.Tokens(caps.take(pa.array(need)))
+    token_row = np.zeros(n, np.int64)
+    token_row[need] = np.arange(len(need))
     while op_names:
         want = np.where(attempt < 4 * pool_size, np.minimum(pool_size - count, 4 * pool_size - attempt), 0)
         if not want.any():
@@ -198,7 +256,7 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
                 continue
             r, at = v_row[sel], pa.array(v_row[sel])
             variant = apply_op(op, caps.take(at), keys.take(at), hashes[r], seed, context, v_att[sel],
-                               tokens=tokens.take(r))
+                               tokens=tokens.take(token_row[r]))
             mask = pa.array(sel)
             cand = pc.replace_with_mask(cand, mask, variant)
             how = pc.replace_with_mask(how, mask, pa.repeat(pa.scalar(op, pa.large_string()), int(sel.sum())))
@@ -226,7 +284,7 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
 def build_pool(caption: str | None, key: str, seed: int, cluster_captions: Sequence[str], op_names: Sequence[str],
                pool_size: int, context: dict[str, Any], targeted: bool = True) -> tuple[list[str], list[str]]:
     """One sample's (pool, how each entry was made): `build_pools` on a one-row column."""
-    clusters = pa.array([list(cluster_captions) or None], pa.list_(pa.string()))
+    clusters = pa.array([list(cluster_captions) or None] if targeted else [], pa.list_(pa.string()))
     pools, how, _ = build_pools(pa.array([caption], pa.string()), pa.array([key]), seed, clusters, op_names,
                                 pool_size, context, np.array([targeted]))
     return pools[0].as_py(), how[0].as_py()

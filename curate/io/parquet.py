@@ -64,9 +64,19 @@ def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
 def write_table(table: pa.Table, local_path: str, plain: Sequence[str] = ()) -> None:
     """Write a table to a local path (inside a shard's temp folder; the executor commits it). `plain`: columns
     of (nearly) unique values, such as captions, written without dictionary encoding or min/max statistics,
-    which cost time there and gain nothing."""
+    which cost time there and gain nothing; the other columns get both (a list column's strings included)."""
     if not plain:
         pq.write_table(table, local_path, compression="zstd")
         return
-    rest = [c for c in table.column_names if c not in plain]
+    rest = [leaf for f in table.schema if f.name not in plain for leaf in _leaves(f.name, f.type)]
     pq.write_table(table, local_path, compression="zstd", use_dictionary=rest, write_statistics=rest)
+
+
+def _leaves(path: str, typ: pa.DataType) -> list[str]:
+    """The parquet column paths under an Arrow field (what per-column writer options are matched against):
+    a list's values are `name.list.element`, a struct's fields `name.field`."""
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ):
+        return _leaves(f"{path}.list.element", typ.value_type)
+    if pa.types.is_struct(typ):
+        return [leaf for i in range(typ.num_fields) for leaf in _leaves(f"{path}.{typ.field(i).name}", typ.field(i).type)]
+    return [path]

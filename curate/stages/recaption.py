@@ -79,13 +79,18 @@ def _cluster_captions(work: str, _stamp: object = None) -> tuple[np.ndarray, pa.
 
 
 def _lists_for(cluster_id: np.ndarray, work: str) -> tuple[pa.Array | None, pa.Array | None]:
+    """The caption lists (and normalised lists) of these rows' clusters: list views into the global step's
+    table, so no caption is copied."""
     table = fs.join(work, "cluster_captions.parquet")
     ids, lists, norms = _cluster_captions(work, fs.stamp(table))
     if len(ids) == 0:
         return None, None
     pos = np.clip(np.searchsorted(ids, cluster_id), 0, len(ids) - 1)
-    at = pa.array(pos, mask=ids[pos] != cluster_id)
-    return lists.take(at), norms.take(at)
+    none = pa.array(ids[pos] != cluster_id)
+    offsets = lists.offsets.to_numpy()
+    start, size = pa.array(offsets[pos]), pa.array(offsets[pos + 1] - offsets[pos])
+    return (pa.ListViewArray.from_arrays(start, size, lists.values, mask=none),
+            pa.ListViewArray.from_arrays(start, size, norms.values, mask=none))
 
 
 def recaption_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dict[str, Any]:
@@ -101,9 +106,9 @@ def recaption_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> 
     dup_count = t.column("dup_count").to_numpy()
     risk = t.column("memorization_risk").to_numpy(zero_copy_only=False)
     targeted = pools.targeted_mask(opts["target"], keys, opts["seed"], dup_count, risk)
-    lists, norms = _lists_for(cluster_id, work)
+    lists, norms = _lists_for(cluster_id[targeted], work)
     pool, made, normalised = pools.build_pools(captions, keys, opts["seed"], lists, opts["ops"], opts["pool_size"],
-                                               ctx, targeted, norms)
+                                               ctx, targeted, norms, clean_lists=True)
     use = pools.first_entries(pool)
     changed = pc.fill_null(pc.not_equal(use, captions), False)
     table = pa.table({"key": keys, "shard": t.column("shard"), "cluster_id": t.column("cluster_id"),
@@ -112,7 +117,7 @@ def recaption_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> 
                      schema=CAPTIONS_SCHEMA)
     write_table(table, out.path(f"captions/{shard.name}.parquet"), plain=["key", "original_caption", "captions"])
     write_table(_cluster_texts(cluster_id, dup_count, pool, made, normalised),
-                out.path(f"cluster_texts/{shard.name}.parquet"))
+                out.path(f"cluster_texts/{shard.name}.parquet"), plain=["text"])
     out.advance(len(t))
     ops_made = pc.value_counts(pc.list_flatten(made)).to_pylist()
     first = np.flatnonzero(changed.to_numpy(zero_copy_only=False))[:12]
@@ -129,7 +134,7 @@ CLUSTER_TEXTS_SCHEMA = pa.schema([("cluster_id", pa.int64()), ("text", pa.string
 
 
 def _cluster_texts(cluster_id: np.ndarray, dup_count: np.ndarray, pool: pa.Array, made: pa.Array,
-                   normalised: pa.Array) -> pa.Table:
+                   normalised: pools.Normalised) -> pa.Table:
     """The report's view of a shard's duplicate-cluster rows (schemas/cluster_texts.yaml): each cluster's
     distinct normalised texts, how many rows had it as their caption, whether a row uses it now (the pool's
     first entry) and whether a pool holds it. A null caption (an empty pool) counts as the empty text."""
@@ -139,7 +144,7 @@ def _cluster_texts(cluster_id: np.ndarray, dup_count: np.ndarray, pool: pa.Array
     first = np.repeat(starts, lengths)
     entry = first + batch.within(lengths)
     at = pa.array(entry)
-    text = batch._strings(normalised.take(at))
+    text = batch._strings(normalised.lookup(entry))
     known = text.is_valid()
     if not pc.all(known).as_py():  # pools that did not grow: their one entry, normalised here
         todo = pc.invert(known)
@@ -167,8 +172,8 @@ def _distinct_texts(table: pa.Table) -> pa.Table:
 
 def _global_pass(dedup_dir: str, work: str, vocab_name: str) -> int:
     """Under _work/: the caption lists of dedup's clusters with two or more distinct captions (clusters.parquet,
-    kept and dropped members) with their normalised texts, and for `--vocab dataset` the dataset's words.
-    Returns the number of sample rows."""
+    kept and dropped members) with their normalised texts, each normalised text once per list (the pools count
+    on it), and for `--vocab dataset` the dataset's words. Returns the number of sample rows."""
     fs.ensure_dir(work)
     path = fs.join(dedup_dir, "clusters.parquet")
     if not fs.exists(path):
@@ -178,9 +183,19 @@ def _global_pass(dedup_dir: str, work: str, vocab_name: str) -> int:
     t = read_table(path, columns=["cluster_id", "captions"])
     t = t.filter(pc.fill_null(pc.greater_equal(pc.list_value_length(t.column("captions")), 2), False))
     lists = t.column("captions").combine_chunks()
-    norms = pa.ListArray.from_arrays(lists.offsets, batch.normalize(lists.values).cast(pa.string()))
-    fs.write_parquet_atomic(pa.table({"cluster_id": t.column("cluster_id"), "captions": lists, "norms": norms}),
-                            fs.join(work, "cluster_captions.parquet"))
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat = pc.list_flatten(lists)
+    norm = batch.normalize(flat).cast(pa.string())
+    owner = np.repeat(np.arange(len(lists)), lengths)
+    keep = batch.first_of(owner, norm.dictionary_encode().indices.to_numpy(zero_copy_only=False).astype(np.int64))
+    keep = keep[batch.not_blank(flat.take(pa.array(keep)))]
+    offsets = pa.array(np.concatenate([[0], np.cumsum(np.bincount(owner[keep], minlength=len(lists)))]).astype(np.int32))
+    at = pa.array(keep)
+    with fs.atomic_local(fs.join(work, "cluster_captions.parquet")) as tmp:
+        write_table(pa.table({"cluster_id": t.column("cluster_id"),
+                              "captions": pa.ListArray.from_arrays(offsets, flat.take(at)),
+                              "norms": pa.ListArray.from_arrays(offsets, norm.take(at))}), tmp,
+                    plain=["captions", "norms"])
     samples = fs.list_shards(fs.join(dedup_dir, "samples"))
     if vocab_name == "dataset":  # the only use of every caption at once: samples/ and drops/
         drops = fs.list_shards(fs.join(dedup_dir, "drops")) if fs.exists(fs.join(dedup_dir, "drops")) else []
