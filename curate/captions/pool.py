@@ -101,9 +101,8 @@ def build_pools(captions: pa.Array, keys: pa.Array, seed: int, cluster_captions:
     offsets = pa.array(np.concatenate([[0], np.cumsum(count)]).astype(np.int32))
     # one gather from [the captions, the grown entries]: a row that keeps its caption reads it in place
     source = np.concatenate([n + np.arange(len(entries.row)), alone])[order]
-    text = pa.concat_arrays([caps, entries.text]).take(pa.array(source))
-    how = pa.concat_arrays([entries.how, pa.repeat(pa.scalar("original", pa.large_string()), len(alone))]).take(
-        pa.array(order))
+    text = _gather([caps, entries.text], source)
+    how = _gather([entries.how, pa.repeat(pa.scalar("original", pa.large_string()), len(alone))], order)
     grown = order < len(entries.row)
     return (pa.ListArray.from_arrays(offsets, text.cast(pa.string())),
             pa.ListArray.from_arrays(offsets, how.cast(pa.string())),
@@ -145,6 +144,11 @@ def first_entries(pools: pa.Array) -> pa.Array:
     lengths = pc.list_value_length(pools).to_numpy(zero_copy_only=False)
     starts = pools.offsets.to_numpy()[:-1]
     return pools.values.take(pa.array(starts, mask=lengths == 0))
+
+
+def _gather(parts: list[pa.Array], at: np.ndarray) -> pa.Array:
+    """concat(parts).take(at) without building the concatenation (one large buffer fewer)."""
+    return pa.chunked_array(parts).take(pa.array(at)).combine_chunks()
 
 
 class _Lazy:
@@ -205,9 +209,10 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
             norm = batch.normalize(cand) if norm is None else batch._strings(norm).filter(ok)
             live = np.zeros(n, bool)
             live[cand_row] = True
-            have_row = np.concatenate(row)
-            mine = live[have_row]
-            fresh = _fresh(have_row[mine], pa.concat_arrays(norms).filter(pa.array(mine)), cand_row, norm)
+            mine = [live[r] for r in row]  # the entries of the rows with candidates, part by part (no copy of all)
+            fresh = _fresh(np.concatenate([r[m] for r, m in zip(row, mine, strict=True)]),
+                           pa.concat_arrays([t.filter(pa.array(m)) for t, m in zip(norms, mine, strict=True)]),
+                           cand_row, norm)
         # room: the row's k-th fresh candidate joins while count + k < pool_size
         idx = np.flatnonzero(fresh)
         r = cand_row[idx]
@@ -276,9 +281,7 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
     hit = own & (rank == draw[all_row])
     first[all_row[hit]] = slot[hit]
     pos = np.where(slot == first[all_row], 0, slot + (slot < first[all_row]))
-    at = pa.array(order)
-    return _Entries(all_row, pos, pa.concat_arrays(texts).take(at), pa.concat_arrays(hows).take(at),
-                    pa.concat_arrays(norms).take(at))
+    return _Entries(all_row, pos, _gather(texts, order), _gather(hows, order), _gather(norms, order))
 
 
 def build_pool(caption: str | None, key: str, seed: int, cluster_captions: Sequence[str], op_names: Sequence[str],

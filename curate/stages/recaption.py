@@ -109,8 +109,9 @@ def recaption_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> 
     lists, norms = _lists_for(cluster_id[targeted], work)
     pool, made, normalised = pools.build_pools(captions, keys, opts["seed"], lists, opts["ops"], opts["pool_size"],
                                                ctx, targeted, norms, clean_lists=True)
-    use = pools.first_entries(pool)
-    changed = pc.fill_null(pc.not_equal(use, captions), False)
+    # the caption to use differs from the original exactly when it is a variant: a variant's normalised text is
+    # never its row's own (the pools are distinct), and a mate's caption is never first
+    changed = pc.fill_null(pc.not_equal(pools.first_entries(made), "original"), False)
     table = pa.table({"key": keys, "shard": t.column("shard"), "cluster_id": t.column("cluster_id"),
                       "dup_count": t.column("dup_count"), "targeted": pa.array(targeted),
                       "original_caption": captions, "captions": pool, "ops": made, "changed": changed},
@@ -144,7 +145,8 @@ def _cluster_texts(cluster_id: np.ndarray, dup_count: np.ndarray, pool: pa.Array
     first = np.repeat(starts, lengths)
     entry = first + batch.within(lengths)
     at = pa.array(entry)
-    text = batch._strings(normalised.lookup(entry))
+    same = len(entry) == len(normalised.at) and np.array_equal(entry, normalised.at)  # --target duplicates
+    text = batch._strings(normalised.text if same else normalised.lookup(entry))
     known = text.is_valid()
     if not pc.all(known).as_py():  # pools that did not grow: their one entry, normalised here
         todo = pc.invert(known)
@@ -172,8 +174,9 @@ def _distinct_texts(table: pa.Table) -> pa.Table:
 
 def _global_pass(dedup_dir: str, work: str, vocab_name: str) -> int:
     """Under _work/: the caption lists of dedup's clusters with two or more distinct captions (clusters.parquet,
-    kept and dropped members) with their normalised texts, each normalised text once per list (the pools count
-    on it), and for `--vocab dataset` the dataset's words. Returns the number of sample rows."""
+    kept and dropped members) with their normalised texts, and for `--vocab dataset` the dataset's words.
+    Returns the number of sample rows. dedup writes each list without blank captions and with each normalised
+    text once (schemas/dedup_clusters.yaml); the pools count on that."""
     fs.ensure_dir(work)
     path = fs.join(dedup_dir, "clusters.parquet")
     if not fs.exists(path):
@@ -183,19 +186,10 @@ def _global_pass(dedup_dir: str, work: str, vocab_name: str) -> int:
     t = read_table(path, columns=["cluster_id", "captions"])
     t = t.filter(pc.fill_null(pc.greater_equal(pc.list_value_length(t.column("captions")), 2), False))
     lists = t.column("captions").combine_chunks()
-    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-    flat = pc.list_flatten(lists)
-    norm = batch.normalize(flat).cast(pa.string())
-    owner = np.repeat(np.arange(len(lists)), lengths)
-    keep = batch.first_of(owner, norm.dictionary_encode().indices.to_numpy(zero_copy_only=False).astype(np.int64))
-    keep = keep[batch.not_blank(flat.take(pa.array(keep)))]
-    offsets = pa.array(np.concatenate([[0], np.cumsum(np.bincount(owner[keep], minlength=len(lists)))]).astype(np.int32))
-    at = pa.array(keep)
-    with fs.atomic_local(fs.join(work, "cluster_captions.parquet")) as tmp:
-        write_table(pa.table({"cluster_id": t.column("cluster_id"),
-                              "captions": pa.ListArray.from_arrays(offsets, flat.take(at)),
-                              "norms": pa.ListArray.from_arrays(offsets, norm.take(at))}), tmp,
-                    plain=["captions", "norms"])
+    norms = pa.ListArray.from_arrays(lists.offsets, batch.normalize(lists.values).cast(pa.string()))
+    with fs.atomic_local(fs.join(work, "cluster_captions.parquet")) as tmp:  # read back by every shard task
+        pq.write_table(pa.table({"cluster_id": t.column("cluster_id"), "captions": lists, "norms": norms}), tmp,
+                       compression="none", use_dictionary=False, write_statistics=False)
     samples = fs.list_shards(fs.join(dedup_dir, "samples"))
     if vocab_name == "dataset":  # the only use of every caption at once: samples/ and drops/
         drops = fs.list_shards(fs.join(dedup_dir, "drops")) if fs.exists(fs.join(dedup_dir, "drops")) else []
