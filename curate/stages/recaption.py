@@ -48,6 +48,9 @@ CAPTIONS_SCHEMA = pa.schema([
     ("ops", pa.list_(pa.string())), ("changed", pa.bool_()),
 ])
 
+INPUT_COLUMNS = ("key", "shard", "caption", "cluster_id", "dup_count", "memorization_risk")  # of samples/
+PLAIN_COLUMNS = ("key", "cluster_id", "original_caption", "captions")  # (nearly) unique values
+
 
 @functools.cache
 def _context(work: str, vocab_name: str, k: int, n: int, rc_n: int, multiword: bool, needs_wordnet: bool,
@@ -100,7 +103,7 @@ def recaption_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> 
     work = fs.join(shard.output_root, "_work")
     ctx = _context(work, opts["vocab"], opts["k"], opts["n"], opts["rc_n"], opts["multiword"],
                    "paraphrase" in opts["ops"], fs.stamp(fs.join(work, "vocab.txt")))
-    t = read_table(shard.input, columns=["key", "shard", "caption", "cluster_id", "dup_count", "memorization_risk"])
+    t = read_table(shard.input, columns=list(INPUT_COLUMNS))
     keys, captions = t.column("key").combine_chunks(), t.column("caption").combine_chunks()
     cluster_id = t.column("cluster_id").to_numpy()
     dup_count = t.column("dup_count").to_numpy()
@@ -116,7 +119,7 @@ def recaption_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> 
                       "dup_count": t.column("dup_count"), "targeted": pa.array(targeted),
                       "original_caption": captions, "captions": pool, "ops": made, "changed": changed},
                      schema=CAPTIONS_SCHEMA)
-    write_table(table, out.path(f"captions/{shard.name}.parquet"), plain=["key", "original_caption", "captions"])
+    write_table(table, out.path(f"captions/{shard.name}.parquet"), plain=list(PLAIN_COLUMNS))
     write_table(_cluster_texts(cluster_id, dup_count, pool, made, normalised),
                 out.path(f"cluster_texts/{shard.name}.parquet"), plain=["text"])
     out.advance(len(t))
