@@ -330,3 +330,37 @@ def test_the_caption_to_use_is_never_a_cluster_mates(wn):
             assert h[0] != "cluster" and (h[0] == "original") == (p[0] == own[i % 3])
             assert "cluster" in h  # the mates' captions are in the pool
         assert len({h[0] for h in how.to_pylist()}) > 1  # the own caption and variants are both drawn
+
+
+def test_clean_cluster_lists_as_list_views_give_the_same_pools(wn):
+    """The stage hands the pools its cluster lists as list views into one table and promises them blank-free and
+    distinct (dedup's lists are), which skips hashing the mates' captions: the pools must be those of the general
+    path, which hashes every candidate."""
+    import numpy as np
+    import pyarrow as pa
+
+    from curate.captions import batch
+    from curate.captions.pool import build_pools
+
+    ctx = {"wordnet": wn, "vocab": vocab.load("wordnet"), "n": 2, "k": 2}
+    clusters = [["a red car parked on a street", "A Red car parked on a street!", "vintage poster of a blue boat"],
+                ["夕焼けの海と灯台", "灯台と夕日"], LAION_LIKE[:6]]
+    clean = [[c for i, c in enumerate(cl) if batch.normalize(pa.array([c]))[0].as_py() not in
+              batch.normalize(pa.array(cl[:i])).to_pylist()] for cl in clusters]
+    assert len(clean[0]) == 2  # the premise: one list had a repeat, which the clean list drops
+    which = np.array([0, 0, 1, 2, 2, 2, 0, 1])
+    caps = pa.array([clean[w][i % len(clean[w])] for i, w in enumerate(which)], pa.string())
+    keys = pa.array([f"k{i}" for i in range(len(which))])
+    table = pa.array(clean, pa.list_(pa.string()))
+    offsets = table.offsets.to_numpy()
+    views = pa.ListViewArray.from_arrays(pa.array(offsets[which]), pa.array(np.diff(offsets)[which]), table.values)
+    norm_views = pa.ListViewArray.from_arrays(pa.array(offsets[which]), pa.array(np.diff(offsets)[which]),
+                                              batch.normalize(table.values).cast(pa.string()))
+    for pool_size in (2, 3, 5):
+        general = build_pools(caps, keys, 1, table.take(pa.array(which)), ["rt", "cwr", "rna"], pool_size, ctx,
+                              np.ones(len(which), bool))
+        fast = build_pools(caps, keys, 1, views, ["rt", "cwr", "rna"], pool_size, ctx, np.ones(len(which), bool),
+                           norm_views, clean_lists=True)
+        assert fast[0].equals(general[0]) and fast[1].equals(general[1])
+        assert fast[2].text.equals(general[2].text) and np.array_equal(fast[2].at, general[2].at)
+        assert "cluster" in sum(fast[1].to_pylist(), [])
