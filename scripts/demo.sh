@@ -8,6 +8,8 @@ OUT=demo  # pipelines/demo.yaml's root
 CURATE=.venv/bin/curate
 
 bash scripts/install_debian_photos.sh
+# a fresh run each time: an earlier demo made with other options would (rightly) refuse to be resumed
+rm -rf "$OUT"
 # pipelines/demo.yaml holds the whole run: sample, a local server, download, embed, dedup, recaption, export,
 # a 30-step tiny train and the audit
 $CURATE run pipelines/demo.yaml
