@@ -364,3 +364,29 @@ def test_clean_cluster_lists_as_list_views_give_the_same_pools(wn):
         assert fast[0].equals(general[0]) and fast[1].equals(general[1])
         assert fast[2].text.equals(general[2].text) and np.array_equal(fast[2].at, general[2].at)
         assert "cluster" in sum(fast[1].to_pylist(), [])
+
+
+def test_caption_shards_are_written_with_per_column_encodings(tmp_path):
+    """write_table's `plain` columns (unique texts) go without dictionaries or statistics, the others - a list
+    column's strings too, whose parquet path is `ops.list.element` - with both (ops were written without a
+    dictionary: 5 MB uncompressed per 250k rows instead of 0.2 MB)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curate.io.parquet import write_table
+    from curate.stages.recaption import PLAIN_COLUMNS
+
+    n = 2000
+    table = pa.table({"key": [f"k{i}" for i in range(n)], "cluster_id": list(range(n)),
+                      "original_caption": [f"caption {i}" for i in range(n)],
+                      "captions": [[f"caption {i}", f"variant {i}"] for i in range(n)],
+                      "ops": [["original", "rt"]] * n, "dup_count": [2] * n})
+    path = str(tmp_path / "x.parquet")
+    write_table(table, path, plain=list(PLAIN_COLUMNS))
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    cols = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+    for name in ("key", "cluster_id", "original_caption", "captions.list.element"):
+        assert "RLE_DICTIONARY" not in cols[name].encodings and not cols[name].is_stats_set, name
+    for name in ("ops.list.element", "dup_count"):
+        assert "RLE_DICTIONARY" in cols[name].encodings and cols[name].is_stats_set, name
+    assert pq.read_table(path).equals(table)

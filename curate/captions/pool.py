@@ -118,6 +118,8 @@ class Normalised:
 
     def lookup(self, positions: np.ndarray) -> pa.Array:
         """The normalised text at each flat position, null where that entry's pool did not grow."""
+        if len(positions) == len(self.at) and np.array_equal(positions, self.at):  # every pool grew
+            return self.text
         k = np.minimum(np.searchsorted(self.at, positions), max(len(self.at) - 1, 0))
         known = (self.at[k] == positions) if len(self.at) else np.zeros(len(positions), bool)
         return self.text.take(pa.array(k, mask=~known)) if len(self.at) else pa.nulls(len(positions), pa.large_string())

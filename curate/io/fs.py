@@ -167,11 +167,16 @@ def write_text_atomic(path: str, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_parquet_atomic(table: Any, path: str) -> None:  # noqa: ANN401 (a pyarrow Table)
+def write_parquet_atomic(table: Any, path: str, compression: str = "zstd") -> None:  # noqa: ANN401 (a pyarrow Table)
+    """`compression="none"` for a work file read back at once and thrown away (no dictionaries or statistics
+    either: they only cost time there)."""
     import pyarrow.parquet as pq
 
     with atomic_local(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        if compression == "none":
+            pq.write_table(table, tmp, compression="none", use_dictionary=False, write_statistics=False)
+        else:
+            pq.write_table(table, tmp, compression=compression)
 
 
 def read_json(path: str) -> Any:

@@ -369,7 +369,8 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
     def search(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if index is not None:
             sims, ids = idx.search(index, q, opts["k"] + 1)
-            return np.nonzero((ids >= 0) & (sims >= floor))[0], ids[(ids >= 0) & (sims >= floor)]
+            hit = (ids >= 0) & (sims >= floor)
+            return np.nonzero(hit)[0], ids[hit]
         qs, rows = [], []
         for start, block in emb.iter_blocks():
             a, b = np.nonzero(q @ block.T >= floor)

@@ -148,8 +148,7 @@ def _cluster_texts(cluster_id: np.ndarray, dup_count: np.ndarray, pool: pa.Array
     first = np.repeat(starts, lengths)
     entry = first + batch.within(lengths)
     at = pa.array(entry)
-    same = len(entry) == len(normalised.at) and np.array_equal(entry, normalised.at)  # --target duplicates
-    text = batch._strings(normalised.text if same else normalised.lookup(entry))
+    text = batch._strings(normalised.lookup(entry))
     known = text.is_valid()
     if not pc.all(known).as_py():  # pools that did not grow: their one entry, normalised here
         todo = pc.invert(known)
@@ -190,9 +189,8 @@ def _global_pass(dedup_dir: str, work: str, vocab_name: str) -> int:
     t = t.filter(pc.fill_null(pc.greater_equal(pc.list_value_length(t.column("captions")), 2), False))
     lists = t.column("captions").combine_chunks()
     norms = pa.ListArray.from_arrays(lists.offsets, batch.normalize(lists.values).cast(pa.string()))
-    with fs.atomic_local(fs.join(work, "cluster_captions.parquet")) as tmp:  # read back by every shard task
-        pq.write_table(pa.table({"cluster_id": t.column("cluster_id"), "captions": lists, "norms": norms}), tmp,
-                       compression="none", use_dictionary=False, write_statistics=False)
+    fs.write_parquet_atomic(pa.table({"cluster_id": t.column("cluster_id"), "captions": lists, "norms": norms}),
+                            fs.join(work, "cluster_captions.parquet"), compression="none")  # read back by each shard
     samples = fs.list_shards(fs.join(dedup_dir, "samples"))
     if vocab_name == "dataset":  # the only use of every caption at once: samples/ and drops/
         drops = fs.list_shards(fs.join(dedup_dir, "drops")) if fs.exists(fs.join(dedup_dir, "drops")) else []
