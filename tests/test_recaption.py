@@ -130,6 +130,32 @@ def test_missing_wordnet_is_one_clear_error(monkeypatch, tmp_path):
         w.wordnet.__wrapped__()
 
 
+def test_wordnet_word_list_is_cached_per_index_files(monkeypatch, tmp_path):
+    import curate.captions.wordnet as w
+
+    real = w.corpus_root()
+    corpus = tmp_path / "nltk_data" / "corpora" / "wordnet"
+    corpus.mkdir(parents=True)
+    for f in real.iterdir():  # the index files copied (one is edited below), the rest linked
+        if f.name.startswith("index."):
+            (corpus / f.name).write_bytes(f.read_bytes())
+        else:
+            (corpus / f.name).symlink_to(f)
+    monkeypatch.setenv("NLTK_DATA", str(tmp_path / "nltk_data"))
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
+    words = w.single_word_lemmas.__wrapped__()
+    assert words == vocab.load("wordnet") and "dog" in words and len(words) > 50_000
+    (cached,) = (tmp_path / "cache" / "wordnet").iterdir()
+    assert cached.read_text(encoding="utf-8").split("\n") == list(words)
+    cached.write_text("only\nthese", encoding="utf-8")  # what a later run reads instead of the index files
+    assert w.single_word_lemmas.__wrapped__() == ("only", "these")
+    with open(corpus / "index.noun", "a", encoding="utf-8") as f:  # WordNet changed: the list is made again
+        f.write("zzyzxword n 1 0 1 0 99999999\n")
+    again = w.single_word_lemmas.__wrapped__()
+    assert "zzyzxword" in again and len(again) == len(words) + 1
+    assert len(list((tmp_path / "cache" / "wordnet").iterdir())) == 2
+
+
 def read_captions(out: Path) -> list[dict]:
     return [r for p in sorted((out / "captions").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
 

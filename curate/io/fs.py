@@ -18,6 +18,12 @@ from fsspec.core import url_to_fs
 from curate.errors import CurateError
 
 
+def cache_dir() -> Path:
+    """Where curate keeps what it derives once per machine and reuses across runs (exported ONNX models, the
+    WordNet word list): `$CURATE_CACHE`, default ~/.cache/curate."""
+    return Path(os.environ.get("CURATE_CACHE", Path.home() / ".cache" / "curate"))
+
+
 def is_local(path: str) -> bool:
     fs, _ = url_to_fs(path)
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from curate.errors import CurateError
+from curate.io import fs
 from curate.models.base import ImageEmbedder, l2_normalize
 from curate.models.preprocess import square, to_chw
 
@@ -28,10 +29,6 @@ VARIANTS = {"effnet-lite0": ("efficientnet-lite0", 224), "effnet-lite1": ("effic
 MEAN = STD = (0.5, 0.5, 0.5)  # the TF-Lite models' (x - 127) / 128
 _GREY = (128, 128, 128)  # pad colour: about 0 after normalisation
 ONNX_OPSET = 17
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("CURATE_CACHE", Path.home() / ".cache" / "curate"))
 
 
 def weights_path(name: str) -> str:
@@ -74,7 +71,7 @@ def onnx_path(spec: str, pooling: str, size: int | None = None) -> Path:
     digest = hashlib.sha256(Path(weights_path(spec)).read_bytes()).hexdigest()[:12]
     size = size or VARIANTS[spec][1]
     at = "" if size == VARIANTS[spec][1] else f"-{size}px"
-    return cache_dir() / "onnx" / f"{spec}-{pooling}{at}-{digest}-op{ONNX_OPSET}.onnx"
+    return fs.cache_dir() / "onnx" / f"{spec}-{pooling}{at}-{digest}-op{ONNX_OPSET}.onnx"
 
 
 def export_onnx(spec: str, pooling: str, size: int | None = None) -> Path:
