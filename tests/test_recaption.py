@@ -329,6 +329,25 @@ def test_column_normaliser_agrees_with_dedups_in_any_script(text):
     assert batch.normalize(pa.array([text])).to_pylist() == [normalize_caption(text)]
 
 
+def test_normaliser_gives_slices_and_casts_what_it_gives_fresh_arrays():
+    """Arrow arrays sliced or cast keep offsets that do not start at 0; pyarrow 26's ascii_lower breaks on them
+    (normalize then read bytes of the wrong rows)."""
+    import pyarrow as pa
+
+    from curate.captions import batch
+
+    rows = ["x" * 100, "AB  c", "Déjà\tVu", None, "  Q  ", "ＡＢ!", "", "plain ascii"]
+    for start in range(len(rows)):
+        for part in (rows[start:], [r for r in rows[start:] if r is not None]):
+            arr = pa.array(rows[:start] + part, pa.string()).slice(start)
+            expect = batch.normalize(pa.array(part, pa.large_string())).to_pylist()
+            for a in (arr, arr.cast(pa.large_string())):
+                got = batch.normalize(a)
+                got.validate(full=True)
+                assert got.to_pylist() == expect
+    assert batch.normalize(pa.array(rows)).to_pylist()[:6] == ["x" * 100, "ab c", "déjà vu", None, "q", "ab"]
+
+
 def test_non_latin_cluster_captions_stay_distinct_in_the_pool(wn):
     ctx = {"wordnet": wn, "vocab": vocab.load("wordnet"), "n": 2}
     own, other = "夕焼けの海と灯台", "灯台と夕日"
