@@ -76,6 +76,8 @@ def type_matches(kind: str, dtype: pa.DataType) -> bool:
     t = pa.types
     if kind == "any" or t.is_null(dtype):  # an all-null column carries no type to contradict
         return True
+    if t.is_dictionary(dtype):  # dictionary-encoded values (recaption's ops): what their values are
+        return type_matches(kind, dtype.value_type)
     if kind == "string":
         return t.is_string(dtype) or t.is_large_string(dtype) or t.is_string_view(dtype)
     if kind == "text":  # captions in the input: strings, or bytes that we decode row by row

@@ -21,6 +21,9 @@ import pyarrow.compute as pc
 from curate.captions import batch, ops
 
 TARGETS = ("all", "duplicates", "risk")
+HOW = ("original", "cluster", *ops.OPS)  # how a pool entry was made; `build_pools` returns these as codes
+_HOW = pa.array(HOW, pa.string())
+_ORIGINAL, _CLUSTER = HOW.index("original"), HOW.index("cluster")
 
 
 def targeted_mask(target: str, keys: pa.Array | np.ndarray, seed: int, dup_count: np.ndarray,
@@ -71,7 +74,8 @@ def build_pools(captions: pa.Array, keys: pa.Array, seed: int, cluster_captions:
                 op_names: Sequence[str], pool_size: int, context: dict[str, Any], targeted: np.ndarray,
                 cluster_norms: pa.Array | None = None,
                 clean_lists: bool = False) -> tuple[pa.Array, pa.Array, Normalised]:
-    """(pools, how each entry was made, the grown pools' entries normalised), the caption to use first.
+    """(pools, how each entry was made, the grown pools' entries normalised), the caption to use first. How
+    each entry was made is dictionary-encoded: int8 codes into `HOW` ("original", "cluster", the operations).
 
     `cluster_captions` is a list (or list-view) column with one list per targeted row, in row order (null where
     the cluster has no other captions); `cluster_norms` the same lists normalised when the caller has them, and
@@ -85,7 +89,7 @@ def build_pools(captions: pa.Array, keys: pa.Array, seed: int, cluster_captions:
     rows = np.flatnonzero(grow)
     alone = np.flatnonzero(~grow & ~caps.is_null().to_numpy(zero_copy_only=False))
     empty = pa.array([], pa.large_string())
-    entries = _Entries(np.zeros(0, np.int64), np.zeros(0, np.int64), empty, empty, empty)
+    entries = _Entries(np.zeros(0, np.int64), np.zeros(0, np.int64), empty, np.zeros(0, np.int8), empty)
     if len(rows):
         at = pa.array(rows)
         mine = pa.array(np.flatnonzero(grow[targeted]))  # the grown rows among the targeted ones
@@ -93,19 +97,21 @@ def build_pools(captions: pa.Array, keys: pa.Array, seed: int, cluster_captions:
                               cluster_captions.take(mine) if cluster_captions is not None else None,
                               cluster_norms.take(mine) if cluster_norms is not None else None,
                               op_names, pool_size, context, clean_lists)
-    # every entry as (row, position): grown pools' entries, then `[caption]` for the rows that keep theirs
+    # every entry as (row, position): grown pools' entries, then `[caption]` for the rows that keep theirs; an
+    # entry's place in the output is its row's offset plus its position (a scatter, no sort)
     row = np.concatenate([rows[entries.row], alone])
-    order = np.argsort(row * pool_size + np.concatenate([entries.pos, np.zeros(len(alone), np.int64)]),
-                      kind="stable")
     count = np.bincount(row, minlength=n)
-    offsets = pa.array(np.concatenate([[0], np.cumsum(count)]).astype(np.int32))
+    offsets = np.concatenate([[0], np.cumsum(count)])
+    order = np.empty(len(row), np.int64)
+    order[offsets[row] + np.concatenate([entries.pos, np.zeros(len(alone), np.int64)])] = np.arange(len(row))
     # one gather from [the captions, the grown entries]: a row that keeps its caption reads it in place
     source = np.concatenate([n + np.arange(len(entries.row)), alone])[order]
     text = _gather([caps, entries.text], source)
-    how = _gather([entries.how, pa.repeat(pa.scalar("original", pa.large_string()), len(alone))], order)
+    how = np.concatenate([entries.how, np.full(len(alone), _ORIGINAL, np.int8)])[order]
     grown = order < len(entries.row)
-    return (pa.ListArray.from_arrays(offsets, text.cast(pa.string())),
-            pa.ListArray.from_arrays(offsets, how.cast(pa.string())),
+    list_offsets = pa.array(offsets.astype(np.int32))
+    return (pa.ListArray.from_arrays(list_offsets, text.cast(pa.string())),
+            pa.ListArray.from_arrays(list_offsets, pa.DictionaryArray.from_arrays(pa.array(how), _HOW)),
             Normalised(np.flatnonzero(grown), entries.norm.take(pa.array(order[grown]))))
 
 
@@ -141,11 +147,25 @@ def _list_parts(lists: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array]:
     return start, size, lists.values
 
 
-def first_entries(pools: pa.Array) -> pa.Array:
-    """Each pool's first entry (the caption to use), null for an empty pool."""
-    lengths = pc.list_value_length(pools).to_numpy(zero_copy_only=False)
-    starts = pools.offsets.to_numpy()[:-1]
-    return pools.values.take(pa.array(starts, mask=lengths == 0))
+def how_codes(made: pa.Array) -> np.ndarray:
+    """The int8 codes (into `HOW`) of `build_pools`' how-each-entry-was-made column, flat."""
+    return made.values.indices.to_numpy(zero_copy_only=False)
+
+
+def changed(made: pa.Array) -> np.ndarray:
+    """Whether each row's caption to use (its pool's first entry) is not its own caption: the first entry is a
+    variant (a mate's caption is never first). False for an empty pool."""
+    offsets = made.offsets.to_numpy()
+    some = offsets[1:] > offsets[:-1]
+    out = np.zeros(len(made), bool)
+    out[some] = how_codes(made)[offsets[:-1][some]] != _ORIGINAL
+    return out
+
+
+def entries_by_op(made: pa.Array) -> dict[str, int]:
+    """How many pool entries each way made (original, cluster, the operations), the ones that made any."""
+    counts = np.bincount(how_codes(made), minlength=len(HOW))
+    return {h: int(c) for h, c in zip(HOW, counts, strict=True) if c}
 
 
 def _gather(parts: list[pa.Array], at: np.ndarray) -> pa.Array:
@@ -164,9 +184,10 @@ class _Lazy:
 
 
 class _Entries:
-    """Pool entries of a batch of rows, flat: row, position in the pool, text, how it was made, normalised."""
+    """Pool entries of a batch of rows, flat: row, position in the pool, text, how it was made (a `HOW` code),
+    normalised."""
 
-    def __init__(self, row: np.ndarray, pos: np.ndarray, text: pa.Array, how: pa.Array, norm: pa.Array) -> None:
+    def __init__(self, row: np.ndarray, pos: np.ndarray, text: pa.Array, how: np.ndarray, norm: pa.Array) -> None:
         self.row, self.pos, self.text, self.how, self.norm = row, pos, text, how, norm
 
 
@@ -196,18 +217,19 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
     keys = batch._strings(keys)
     n = len(caps)
     hashes = batch.key_hashes(keys)
-    row, texts, hows = [np.arange(n)], [caps], [pa.repeat(pa.scalar("original", pa.large_string()), n)]
+    row, texts, hows = [np.arange(n)], [caps], [np.full(n, _ORIGINAL, np.int8)]
     owns = [np.ones(n, bool)]  # the row's own caption or a variant of it (not a cluster mate's caption)
     norms = [batch.normalize(caps)]
     count = np.ones(n, np.int64)
 
-    def offer(cand_row: np.ndarray, cand: pa.Array, how: pa.Array, norm: pa.Array | None = None,
+    def offer(cand_row: np.ndarray, cand: pa.Array, how: np.ndarray, norm: pa.Array | None = None,
               mates: bool = False, fresh: np.ndarray | None = None) -> None:
         """Candidates in order (rows ascending, each row's in its order); joins the fresh ones while there is room.
         `fresh`, when the caller knows it: which candidates are neither blank nor in their row's pool yet."""
         if fresh is None:
-            ok = pa.array(batch.not_blank(cand))
-            cand_row, cand, how = cand_row[ok.to_numpy(zero_copy_only=False)], cand.filter(ok), how.filter(ok)
+            keep = batch.not_blank(cand)
+            ok = pa.array(keep)
+            cand_row, cand, how = cand_row[keep], cand.filter(ok), how[keep]
             norm = batch.normalize(cand) if norm is None else batch._strings(norm).filter(ok)
             live = np.zeros(n, bool)
             live[cand_row] = True
@@ -224,7 +246,7 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
         row.append(cand_row[idx])
         owns.append(np.full(len(idx), not mates))
         texts.append(cand.take(at))
-        hows.append(how.take(at))
+        hows.append(how[idx])
         norms.append(norm.take(at))
         np.add.at(count, cand_row[idx], 1)
 
@@ -232,7 +254,7 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
         start, size, values = _list_parts(cluster_captions)
         pick = pa.array(np.repeat(start, size) + batch.within(size))
         cand_row = np.repeat(np.arange(n), size)
-        label = pa.repeat(pa.scalar("cluster", pa.large_string()), len(cand_row))
+        label = np.full(len(cand_row), _CLUSTER, np.int8)
         if clean_lists and cluster_norms is not None:  # only the row's own caption can repeat one: no hashing
             norm = batch._strings(_list_parts(cluster_norms)[2].take(pick))
             fresh = pc.invert(pc.equal(norm, norms[0].take(pa.array(cand_row)))).to_numpy(zero_copy_only=False)
@@ -256,7 +278,7 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
         attempt += want
         which = batch.draw(batch.streams(hashes[v_row], seed, "pool", v_att), 0, len(op_names))
         cand = pa.nulls(len(v_row), pa.large_string())
-        how = pa.nulls(len(v_row), pa.large_string())
+        how = np.zeros(len(v_row), np.int8)
         for o, op in enumerate(op_names):
             sel = which == o
             if not sel.any():
@@ -266,7 +288,7 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
                                tokens=tokens.take(token_row[r]))
             mask = pa.array(sel)
             cand = pc.replace_with_mask(cand, mask, variant)
-            how = pc.replace_with_mask(how, mask, pa.repeat(pa.scalar(op, pa.large_string()), int(sel.sum())))
+            how[sel] = HOW.index(op)
         offer(v_row, cand, how)
 
     # the caption to use goes first, the others keep their order: drawn by key among the row's own caption and
@@ -283,7 +305,7 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
     hit = own & (rank == draw[all_row])
     first[all_row[hit]] = slot[hit]
     pos = np.where(slot == first[all_row], 0, slot + (slot < first[all_row]))
-    return _Entries(all_row, pos, _gather(texts, order), _gather(hows, order), _gather(norms, order))
+    return _Entries(all_row, pos, _gather(texts, order), np.concatenate(hows)[order], _gather(norms, order))
 
 
 def build_pool(caption: str | None, key: str, seed: int, cluster_captions: Sequence[str], op_names: Sequence[str],

@@ -45,7 +45,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 CAPTIONS_SCHEMA = pa.schema([
     ("key", pa.string()), ("shard", pa.int64()), ("cluster_id", pa.int64()), ("dup_count", pa.int64()),
     ("targeted", pa.bool_()), ("original_caption", pa.string()), ("captions", pa.list_(pa.string())),
-    ("ops", pa.list_(pa.string())), ("changed", pa.bool_()),
+    ("ops", pa.list_(pa.dictionary(pa.int8(), pa.string()))), ("changed", pa.bool_()),
 ])
 
 INPUT_COLUMNS = ("key", "shard", "caption", "cluster_id", "dup_count", "memorization_risk")  # of samples/
@@ -114,7 +114,7 @@ def recaption_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> 
                                                ctx, targeted, norms, clean_lists=True)
     # the caption to use differs from the original exactly when it is a variant: a variant's normalised text is
     # never its row's own (the pools are distinct), and a mate's caption is never first
-    changed = pc.fill_null(pc.not_equal(pools.first_entries(made), "original"), False)
+    changed = pools.changed(made)
     table = pa.table({"key": keys, "shard": t.column("shard"), "cluster_id": t.column("cluster_id"),
                       "dup_count": t.column("dup_count"), "targeted": pa.array(targeted),
                       "original_caption": captions, "captions": pool, "ops": made, "changed": changed},
@@ -123,12 +123,11 @@ def recaption_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> 
     write_table(_cluster_texts(cluster_id, dup_count, pool, made, normalised),
                 out.path(f"cluster_texts/{shard.name}.parquet"), plain=["text"])
     out.advance(len(t))
-    ops_made = pc.value_counts(pc.list_flatten(made)).to_pylist()
-    first = np.flatnonzero(changed.to_numpy(zero_copy_only=False))[:12]
+    first = np.flatnonzero(changed)[:12]
     examples = table.select(["key", "original_caption", "captions"]).take(pa.array(first, pa.int64())).to_pylist()
-    return {"rows_in": len(t), "rows_out": len(t), "rows_rejected": 0, "changed": int(pc.sum(changed).as_py() or 0),
+    return {"rows_in": len(t), "rows_out": len(t), "rows_rejected": 0, "changed": int(changed.sum()),
             "targeted": int(targeted.sum()), "empty_caption": int((~batch.not_blank(captions)).sum()),
-            "pool_entries_by_op": {c["values"]: c["counts"] for c in ops_made},
+            "pool_entries_by_op": pools.entries_by_op(made),
             "examples": [{"key": e["key"], "before": e["original_caption"], "after": e["captions"][0],
                           "pool": e["captions"]} for e in examples]}
 
@@ -153,7 +152,7 @@ def _cluster_texts(cluster_id: np.ndarray, dup_count: np.ndarray, pool: pa.Array
     if not pc.all(known).as_py():  # pools that did not grow: their one entry, normalised here
         todo = pc.invert(known)
         text = pc.replace_with_mask(text, todo, batch.normalize(pool.values.take(at).filter(todo)))
-    original = pc.equal(made.values.take(at), "original").to_numpy(zero_copy_only=False)
+    original = pools.how_codes(made)[entry] == pools.HOW.index("original")
     cid = np.asarray(cluster_id, np.int64)[rows]
     empty = cid[lengths == 0]
     table = pa.table({
