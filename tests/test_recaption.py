@@ -183,31 +183,11 @@ def test_stage_cuts_same_image_same_caption_and_ignores_worker_count(sample_run,
     assert any(r["changed"] for r in a) and any(r["targeted"] and not r["changed"] for r in a)
     html = (tmp_path / "one" / "report.html").read_text()
     assert "Same image + same caption".lower() in html.lower()
-    # the report comes from cluster_texts/; recount it from the caption shards themselves
-    import numpy as np
+    assert_report_recounts(one, a)  # the report comes from cluster_texts/: recounted from the caption shards
     import pyarrow as pa
 
     from curate.captions import batch
 
-    dup = [r for r in a if r["dup_count"] > 1]
-    cid = np.array([r["cluster_id"] for r in dup])
-    def distinct_per_group(groups: np.ndarray, texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(group ids, rows, distinct normalised texts) per group, row by row from the shards."""
-        firsts = batch.first_distinct(groups, texts)
-        ids, rows = np.unique(groups, return_counts=True)
-        return ids, rows, np.bincount(np.searchsorted(ids, groups[firsts]), minlength=len(ids))
-
-    counts = {name: distinct_per_group(cid, pa.array(texts, pa.string())) for name, texts in (
-        ("before", [r["original_caption"] for r in dup]), ("after", [r["captions"][0] if r["captions"] else None
-                                                                    for r in dup]))}
-    flat = [(r["cluster_id"], c) for r in dup for c in r["captions"]]
-    counts["in_pools"] = distinct_per_group(np.array([c for c, _ in flat]), pa.array([t for _, t in flat]))
-    multi = np.isin(counts["before"][0], counts["before"][0][counts["before"][1] > 1])
-    for name in ("before", "after", "in_pools"):
-        ids, _, distinct = counts[name]
-        assert d[name] == round(float(distinct[np.isin(ids, counts["before"][0][multi])].mean()), 3), name
-    assert same["before"] == int((counts["before"][2][multi] == 1).sum())
-    assert same["after"] == int((counts["after"][2][multi] == 1).sum())
     # the pools' cluster captions are dedup's lists (clusters.parquet, all members)
     lists = {r["cluster_id"]: r["captions"] for r in pq.read_table(dd / "clusters.parquet").to_pylist()}
     for r in samples:
@@ -216,6 +196,54 @@ def test_stage_cuts_same_image_same_caption_and_ignores_worker_count(sample_run,
                 batch.normalize(pa.array([c]))[0].as_py() for c in lists[r["cluster_id"]]}
         else:
             assert lists[r["cluster_id"]] is None
+
+
+def assert_report_recounts(report: dict, rows: list[dict]) -> None:
+    """The report's cluster figures, recounted row by row from the caption shards' rows."""
+    import numpy as np
+    import pyarrow as pa
+
+    from curate.captions import batch
+
+    dup = [r for r in rows if r["dup_count"] > 1]
+    cid = np.array([r["cluster_id"] for r in dup])
+
+    def distinct_per_group(groups: np.ndarray, texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(group ids, rows, distinct normalised texts) per group."""
+        firsts = batch.first_distinct(groups, texts)
+        ids, n = np.unique(groups, return_counts=True)
+        return ids, n, np.bincount(np.searchsorted(ids, groups[firsts]), minlength=len(ids))
+
+    counts = {name: distinct_per_group(cid, pa.array(texts, pa.string())) for name, texts in (
+        ("before", [r["original_caption"] for r in dup]), ("after", [r["captions"][0] if r["captions"] else None
+                                                                    for r in dup]))}
+    flat = [(r["cluster_id"], c) for r in dup for c in r["captions"]]
+    counts["in_pools"] = distinct_per_group(np.array([c for c, _ in flat]), pa.array([t for _, t in flat]))
+    multi = np.isin(counts["before"][0], counts["before"][0][counts["before"][1] > 1])
+    d, same = report["distinct_captions_per_duplicate_cluster"], report["same_image_same_caption_clusters"]
+    for name in ("before", "after", "in_pools"):
+        ids, _, distinct = counts[name]
+        assert d[name] == round(float(distinct[np.isin(ids, counts["before"][0][multi])].mean()), 3), name
+    assert same["before"] == int((counts["before"][2][multi] == 1).sum())
+    assert same["after"] == int((counts["after"][2][multi] == 1).sum())
+
+
+@pytest.mark.parametrize("options", [
+    {"target": "risk", "pool_size": 2, "ops": ["rt", "cwr", "rna", "rc"]},  # rows left alone, lists cut short
+    {"target": "all", "pool_size": 8, "ops": ["cwr", "rna"], "n": 1},  # whole lists, then variants
+])
+def test_report_recounts_from_the_caption_shards(sample_run, tmp_path, options):
+    """cluster_texts/ names a list text by its place in the cluster's list and any other text by itself: the two
+    must never name one text twice, whether or not a pool took the whole list."""
+    dd = tmp_path / "dd"
+    dedup.run(str(sample_run["emb"]), str(dd), {}, progress=False)
+    report = recaption.run(str(dd), str(tmp_path / "rc"), options, progress=False)
+    rows = read_captions(tmp_path / "rc")
+    texts = pq.read_table(tmp_path / "rc" / "cluster_texts" / "00000.parquet")
+    listed = texts.column("listed").to_numpy()
+    assert (listed >= 0).any() and (listed < 0).any() and texts.column("text").null_count == (listed >= 0).sum()
+    assert any(not r["targeted"] and r["dup_count"] > 1 for r in rows) or options["target"] != "risk"
+    assert_report_recounts(report, rows)
 
 
 def test_a_dedup_output_without_cluster_captions_is_one_clear_error(sample_run, tmp_path):

@@ -89,7 +89,8 @@ def build_pools(captions: pa.Array, keys: pa.Array, seed: int, cluster_captions:
     rows = np.flatnonzero(grow)
     alone = np.flatnonzero(~grow & ~caps.is_null().to_numpy(zero_copy_only=False))
     empty = pa.array([], pa.large_string())
-    entries = _Entries(np.zeros(0, np.int64), np.zeros(0, np.int64), empty, np.zeros(0, np.int8), empty)
+    entries = _Entries(np.zeros(0, np.int64), np.zeros(0, np.int64), empty, np.zeros(0, np.int8), empty,
+                       np.zeros(0, np.int32))
     if len(rows):
         at = pa.array(rows)
         mine = pa.array(np.flatnonzero(grow[targeted]))  # the grown rows among the targeted ones
@@ -112,26 +113,46 @@ def build_pools(captions: pa.Array, keys: pa.Array, seed: int, cluster_captions:
     list_offsets = pa.array(offsets.astype(np.int32))
     return (pa.ListArray.from_arrays(list_offsets, text.cast(pa.string())),
             pa.ListArray.from_arrays(list_offsets, pa.DictionaryArray.from_arrays(pa.array(how), _HOW)),
-            Normalised(np.flatnonzero(grown), entries.norm.take(pa.array(order[grown]))))
+            Normalised(np.flatnonzero(grown), entries.norm.take(pa.array(order[grown])), entries.listed[order[grown]]))
 
 
 class Normalised:
-    """The grown pools' entries normalised (`batch.normalize`): `at`, their positions in the pools' flat values
-    (ascending), and `text`."""
+    """The grown pools' entries: `at`, their positions in the pools' flat values (ascending), `text`, each one
+    normalised (`batch.normalize`), and `listed`, its place in the row's cluster list where the pools were built
+    from clean lists (mates' captions, and the row's own caption, which is in the list), else -1. With clean lists
+    an entry marked -1 is in no row's list of that cluster: a variant joins a pool only when the whole list did."""
 
-    def __init__(self, at: np.ndarray, text: pa.Array) -> None:
+    def __init__(self, at: np.ndarray, text: pa.Array, listed: np.ndarray | None = None) -> None:
         self.at, self.text = at, text
+        self.listed = listed if listed is not None else np.full(len(at), -1, np.int32)
+
+    def _where(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(index into `at`, known) per position; None when the positions are `at` itself."""
+        if len(positions) == len(self.at) and np.array_equal(positions, self.at):  # every pool grew
+            return None
+        if len(self.at) == 0:
+            return np.zeros(len(positions), np.int64), np.zeros(len(positions), bool)
+        k = np.minimum(np.searchsorted(self.at, positions), len(self.at) - 1)
+        return k, self.at[k] == positions
 
     def lookup(self, positions: np.ndarray) -> pa.Array:
         """The normalised text at each flat position, null where that entry's pool did not grow."""
-        if len(positions) == len(self.at) and np.array_equal(positions, self.at):  # every pool grew
+        where = self._where(positions)
+        if where is None:
             return self.text
-        k = np.minimum(np.searchsorted(self.at, positions), max(len(self.at) - 1, 0))
-        known = (self.at[k] == positions) if len(self.at) else np.zeros(len(positions), bool)
+        k, known = where
         return self.text.take(pa.array(k, mask=~known)) if len(self.at) else pa.nulls(len(positions), pa.large_string())
 
+    def places(self, positions: np.ndarray) -> np.ndarray:
+        """`listed` at each flat position, -1 where that entry's pool did not grow."""
+        where = self._where(positions)
+        if where is None:
+            return self.listed
+        k, known = where
+        return np.where(known, self.listed[k] if len(self.at) else -1, -1).astype(np.int32)
 
-def _list_parts(lists: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+
+def list_parts(lists: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array]:
     """(start, size, values) of each list of a list, large-list or list-view column: list i is
     values[start[i] : start[i] + size[i]] (size 0 for a null list); nothing is copied."""
     if isinstance(lists, pa.ChunkedArray):
@@ -185,10 +206,11 @@ class _Lazy:
 
 class _Entries:
     """Pool entries of a batch of rows, flat: row, position in the pool, text, how it was made (a `HOW` code),
-    normalised."""
+    normalised, place in the row's cluster list (-1: not a list entry, or not known)."""
 
-    def __init__(self, row: np.ndarray, pos: np.ndarray, text: pa.Array, how: np.ndarray, norm: pa.Array) -> None:
-        self.row, self.pos, self.text, self.how, self.norm = row, pos, text, how, norm
+    def __init__(self, row: np.ndarray, pos: np.ndarray, text: pa.Array, how: np.ndarray, norm: pa.Array,
+                 listed: np.ndarray) -> None:
+        self.row, self.pos, self.text, self.how, self.norm, self.listed = row, pos, text, how, norm, listed
 
 
 def _fresh(have_row: np.ndarray, have_norm: pa.Array, row: np.ndarray, norm: pa.Array) -> np.ndarray:
@@ -219,13 +241,15 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
     hashes = batch.key_hashes(keys)
     row, texts, hows = [np.arange(n)], [caps], [np.full(n, _ORIGINAL, np.int8)]
     owns = [np.ones(n, bool)]  # the row's own caption or a variant of it (not a cluster mate's caption)
+    listed = [np.full(n, -1, np.int32)]  # the entry's place in its row's cluster list, where known (clean lists)
     norms = [batch.normalize(caps)]
     count = np.ones(n, np.int64)
 
     def offer(cand_row: np.ndarray, cand: pa.Array, how: np.ndarray, norm: pa.Array | None = None,
-              mates: bool = False, fresh: np.ndarray | None = None) -> None:
+              mates: bool = False, fresh: np.ndarray | None = None, places: np.ndarray | None = None) -> None:
         """Candidates in order (rows ascending, each row's in its order); joins the fresh ones while there is room.
-        `fresh`, when the caller knows it: which candidates are neither blank nor in their row's pool yet."""
+        `fresh`, when the caller knows it: which candidates are neither blank nor in their row's pool yet;
+        `places`: each candidate's place in its row's cluster list."""
         if fresh is None:
             keep = batch.not_blank(cand)
             ok = pa.array(keep)
@@ -247,21 +271,24 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
         owns.append(np.full(len(idx), not mates))
         texts.append(cand.take(at))
         hows.append(how[idx])
+        listed.append(places[idx] if places is not None else np.full(len(idx), -1, np.int32))
         norms.append(norm.take(at))
         np.add.at(count, cand_row[idx], 1)
 
     if cluster_captions is not None:
-        start, size, values = _list_parts(cluster_captions)
+        start, size, values = list_parts(cluster_captions)
         pick = pa.array(np.repeat(start, size) + batch.within(size))
         cand_row = np.repeat(np.arange(n), size)
         label = np.full(len(cand_row), _CLUSTER, np.int8)
         if clean_lists and cluster_norms is not None:  # only the row's own caption can repeat one: no hashing
-            norm = batch._strings(_list_parts(cluster_norms)[2].take(pick))
+            norm = batch._strings(list_parts(cluster_norms)[2].take(pick))
             fresh = pc.invert(pc.equal(norm, norms[0].take(pa.array(cand_row)))).to_numpy(zero_copy_only=False)
-            offer(cand_row, _Lazy(batch._strings(values), pick), label, norm, mates=True, fresh=fresh)
+            places = batch.within(size).astype(np.int32)
+            listed[0][cand_row[~fresh]] = places[~fresh]  # the row's own caption is that entry of the list
+            offer(cand_row, _Lazy(batch._strings(values), pick), label, norm, mates=True, fresh=fresh, places=places)
         elif len(cand_row):
             offer(cand_row, batch._strings(values.take(pick)), label,
-                  _list_parts(cluster_norms)[2].take(pick) if cluster_norms is not None else None, mates=True)
+                  list_parts(cluster_norms)[2].take(pick) if cluster_norms is not None else None, mates=True)
 
     attempt = np.zeros(n, np.int64)  # each row's next attempt
     # split into words once, shared by every operation and attempt: only the rows with room for variants
@@ -305,7 +332,8 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
     hit = own & (rank == draw[all_row])
     first[all_row[hit]] = slot[hit]
     pos = np.where(slot == first[all_row], 0, slot + (slot < first[all_row]))
-    return _Entries(all_row, pos, _gather(texts, order), np.concatenate(hows)[order], _gather(norms, order))
+    return _Entries(all_row, pos, _gather(texts, order), np.concatenate(hows)[order], _gather(norms, order),
+                    np.concatenate(listed)[order])
 
 
 def build_pool(caption: str | None, key: str, seed: int, cluster_captions: Sequence[str], op_names: Sequence[str],

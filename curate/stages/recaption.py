@@ -120,7 +120,7 @@ def recaption_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> 
                       "original_caption": captions, "captions": pool, "ops": made, "changed": changed},
                      schema=CAPTIONS_SCHEMA)
     write_table(table, out.path(f"captions/{shard.name}.parquet"), plain=list(PLAIN_COLUMNS))
-    write_table(_cluster_texts(cluster_id, dup_count, pool, made, normalised),
+    write_table(_cluster_texts(cluster_id, dup_count, pool, made, normalised, work),
                 out.path(f"cluster_texts/{shard.name}.parquet"), plain=["text"])
     out.advance(len(t))
     first = np.flatnonzero(changed)[:12]
@@ -132,31 +132,40 @@ def recaption_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> 
                           "pool": e["captions"]} for e in examples]}
 
 
-CLUSTER_TEXTS_SCHEMA = pa.schema([("cluster_id", pa.int64()), ("text", pa.string()), ("before", pa.int64()),
-                                  ("after", pa.bool_()), ("in_pool", pa.bool_())])
+CLUSTER_TEXTS_SCHEMA = pa.schema([("cluster_id", pa.int64()), ("listed", pa.int32()), ("text", pa.string()),
+                                  ("before", pa.int64()), ("after", pa.bool_()), ("in_pool", pa.bool_())])
 
 
 def _cluster_texts(cluster_id: np.ndarray, dup_count: np.ndarray, pool: pa.Array, made: pa.Array,
-                   normalised: pools.Normalised) -> pa.Table:
+                   normalised: pools.Normalised, work: str) -> pa.Table:
     """The report's view of a shard's duplicate-cluster rows (schemas/cluster_texts.yaml): each cluster's
     distinct normalised texts, how many rows had it as their caption, whether a row uses it now (the pool's
-    first entry) and whether a pool holds it. A null caption (an empty pool) counts as the empty text."""
+    first entry) and whether a pool holds it. A text of the cluster's caption list (dedup's clusters.parquet) is
+    named by its place in the list (`listed`), the others (variants, captions of clusters without a list, the
+    empty text) by the text itself: mates' captions, most of the entries, are neither copied nor hashed again.
+    A null caption (an empty pool) counts as the empty text."""
     rows = np.flatnonzero(np.asarray(dup_count) > 1)
     lengths = pc.list_value_length(pool).to_numpy(zero_copy_only=False).astype(np.int64)[rows]
     starts = pool.offsets.to_numpy()[:-1].astype(np.int64)[rows]
     first = np.repeat(starts, lengths)
     entry = first + batch.within(lengths)
-    at = pa.array(entry)
+    cid = np.asarray(cluster_id, np.int64)[rows]
+    entry_cid = np.repeat(cid, lengths)
+    listed = normalised.places(entry).copy()
     text = batch._strings(normalised.lookup(entry))
     known = text.is_valid()
-    if not pc.all(known).as_py():  # pools that did not grow: their one entry, normalised here
+    if not pc.all(known).as_py():  # pools that did not grow (the row's caption alone): normalised and placed here
         todo = pc.invert(known)
-        text = pc.replace_with_mask(text, todo, batch.normalize(pool.values.take(at).filter(todo)))
+        alone = np.flatnonzero(todo.to_numpy(zero_copy_only=False))
+        norm = batch.normalize(pool.values.take(pa.array(entry[alone])))
+        text = pc.replace_with_mask(text, todo, norm)
+        listed[alone] = _places(entry_cid[alone], norm, work)
+    text = pc.if_else(pa.array(listed >= 0), pa.scalar(None, pa.large_string()), text)  # named by its place
     original = pools.how_codes(made)[entry] == pools.HOW.index("original")
-    cid = np.asarray(cluster_id, np.int64)[rows]
     empty = cid[lengths == 0]
     table = pa.table({
-        "cluster_id": np.concatenate([np.repeat(cid, lengths), empty]),
+        "cluster_id": np.concatenate([entry_cid, empty]),
+        "listed": np.concatenate([listed, np.full(len(empty), -1, np.int32)]),
         "text": pa.concat_arrays([text, pa.repeat(pa.scalar("", pa.large_string()), len(empty))]).cast(pa.string()),
         "before": np.concatenate([original, np.ones(len(empty), bool)]).astype(np.int64),
         "after": np.concatenate([entry == first, np.ones(len(empty), bool)]),
@@ -165,9 +174,23 @@ def _cluster_texts(cluster_id: np.ndarray, dup_count: np.ndarray, pool: pa.Array
     return _distinct_texts(table)
 
 
+def _places(cluster_id: np.ndarray, norms: pa.Array, work: str) -> np.ndarray:
+    """Each normalised text's place in its cluster's caption list, -1 where it is not there (or no list)."""
+    _, lists = _lists_for(cluster_id, work)
+    place = np.full(len(cluster_id), -1, np.int32)
+    if lists is None:
+        return place
+    start, size, values = pools.list_parts(lists)
+    cand = np.repeat(np.arange(len(cluster_id)), size)
+    hit = pc.fill_null(pc.equal(values.take(pa.array(np.repeat(start, size) + batch.within(size))),
+                                batch._strings(norms).take(pa.array(cand))), False).to_numpy(zero_copy_only=False)
+    place[cand[hit]] = batch.within(size)[hit]  # lists hold each normalised text once
+    return place
+
+
 def _distinct_texts(table: pa.Table) -> pa.Table:
-    """One row per (cluster_id, text): rows summed, flags or-ed."""
-    t = table.group_by(["cluster_id", "text"], use_threads=False).aggregate(
+    """One row per (cluster_id, listed, text): rows summed, flags or-ed."""
+    t = table.group_by(["cluster_id", "listed", "text"], use_threads=False).aggregate(
         [("before", "sum"), ("after", "any"), ("in_pool", "any")])
     return t.rename_columns({"before_sum": "before", "after_any": "after", "in_pool_any": "in_pool"}).select(
         CLUSTER_TEXTS_SCHEMA.names).cast(CLUSTER_TEXTS_SCHEMA)
@@ -227,9 +250,13 @@ def build_report(output: str, stats: list[dict[str, Any]], opts: dict[str, Any])
     """report.json and report.html from the shards' stats and their cluster_texts/ (never the caption shards)."""
     from curate.report import html
 
-    parts = fs.list_shards(fs.join(output, "cluster_texts"))
-    texts = _distinct_texts(pa.concat_tables([read_table(p) for p in parts]) if parts
-                            else CLUSTER_TEXTS_SCHEMA.empty_table())
+    paths = fs.list_shards(fs.join(output, "cluster_texts"))
+    parts = [read_table(p) for p in paths]
+    for p, t in zip(paths, parts, strict=True):
+        if not t.schema.equals(CLUSTER_TEXTS_SCHEMA):
+            raise CurateError(f"{p}: not the cluster_texts of this curate (an older one wrote it); rerun with "
+                              "--overwrite")
+    texts = _distinct_texts(pa.concat_tables(parts) if parts else CLUSTER_TEXTS_SCHEMA.empty_table())
     cid = texts.column("cluster_id").to_numpy()
     before_rows = texts.column("before").to_numpy()
 
