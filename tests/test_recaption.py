@@ -429,14 +429,27 @@ def test_clean_cluster_lists_as_list_views_give_the_same_pools(wn):
     views = pa.ListViewArray.from_arrays(pa.array(offsets[which]), pa.array(np.diff(offsets)[which]), table.values)
     norm_views = pa.ListViewArray.from_arrays(pa.array(offsets[which]), pa.array(np.diff(offsets)[which]),
                                               batch.normalize(table.values).cast(pa.string()))
+    kinds = set()
     for pool_size in (2, 3, 5):
         general = build_pools(caps, keys, 1, table.take(pa.array(which)), ["rt", "cwr", "rna"], pool_size, ctx,
                               np.ones(len(which), bool))
         fast = build_pools(caps, keys, 1, views, ["rt", "cwr", "rna"], pool_size, ctx, np.ones(len(which), bool),
                            norm_views, clean_lists=True)
         assert fast[0].equals(general[0]) and fast[1].equals(general[1])
-        assert fast[2].text.equals(general[2].text) and np.array_equal(fast[2].at, general[2].at)
+        # the fast path names a list entry by its place in the row's list, the others by their normalised text
+        at, places = fast[2].at, fast[2].places(fast[2].at)
+        assert np.array_equal(at, general[2].at) and (general[2].places(at) == -1).all()
+        entry_row = np.repeat(np.arange(len(which)), np.diff(fast[0].offsets.to_numpy()))[at]
+        norms = general[2].lookup(at).to_pylist()
+        for pos, row, place, norm in zip(at, entry_row, places, norms, strict=True):
+            if place >= 0:
+                assert norm == batch.normalize(pa.array([clean[which[row]][place]]))[0].as_py(), pos
+            else:
+                assert fast[2].lookup(np.array([pos]))[0].as_py() == norm
+                assert norm not in batch.normalize(pa.array(clean[which[row]])).to_pylist()
+        kinds |= {bool(p >= 0) for p in places}
         assert "cluster" in sum(fast[1].to_pylist(), [])
+    assert kinds == {True, False}  # both namings were checked
 
 
 def test_caption_shards_are_written_with_per_column_encodings(tmp_path):

@@ -113,43 +113,51 @@ def build_pools(captions: pa.Array, keys: pa.Array, seed: int, cluster_captions:
     list_offsets = pa.array(offsets.astype(np.int32))
     return (pa.ListArray.from_arrays(list_offsets, text.cast(pa.string())),
             pa.ListArray.from_arrays(list_offsets, pa.DictionaryArray.from_arrays(pa.array(how), _HOW)),
-            Normalised(np.flatnonzero(grown), entries.norm.take(pa.array(order[grown])), entries.listed[order[grown]]))
+            Normalised(np.flatnonzero(grown), entries.listed[order[grown]],
+                       entries.norm.take(pa.array(_unlisted_rank(entries.listed, order[grown])))))
+
+
+def _unlisted_rank(listed: np.ndarray, entries: np.ndarray) -> np.ndarray:
+    """For the given entries, in order, those with listed -1: their rank among all entries with listed -1."""
+    rank = np.cumsum(listed < 0) - 1
+    return rank[entries[listed[entries] < 0]]
 
 
 class Normalised:
-    """The grown pools' entries: `at`, their positions in the pools' flat values (ascending), `text`, each one
-    normalised (`batch.normalize`), and `listed`, its place in the row's cluster list where the pools were built
-    from clean lists (mates' captions, and the row's own caption, which is in the list), else -1. With clean lists
-    an entry marked -1 is in no row's list of that cluster: a variant joins a pool only when the whole list did."""
+    """The grown pools' entries: `at`, their positions in the pools' flat values (ascending); `listed`, each one's
+    place in its row's cluster list where the pools were built from clean lists (mates' captions, and the row's
+    own caption, which is in the list), else -1; `text`, the normalised text (`batch.normalize`) of those with
+    listed -1, in order. With clean lists an entry with listed -1 is in no list of its cluster: a variant joins a
+    pool only when the whole list did."""
 
-    def __init__(self, at: np.ndarray, text: pa.Array, listed: np.ndarray | None = None) -> None:
-        self.at, self.text = at, text
-        self.listed = listed if listed is not None else np.full(len(at), -1, np.int32)
+    def __init__(self, at: np.ndarray, listed: np.ndarray, text: pa.Array) -> None:
+        self.at, self.listed, self.text = at, listed, text
+        self._text_at = at[listed < 0]
 
-    def _where(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """(index into `at`, known) per position; None when the positions are `at` itself."""
-        if len(positions) == len(self.at) and np.array_equal(positions, self.at):  # every pool grew
-            return None
-        if len(self.at) == 0:
+    @staticmethod
+    def _find(at: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(index into `at`, found) per position."""
+        if len(at) == 0:
             return np.zeros(len(positions), np.int64), np.zeros(len(positions), bool)
-        k = np.minimum(np.searchsorted(self.at, positions), len(self.at) - 1)
-        return k, self.at[k] == positions
+        k = np.minimum(np.searchsorted(at, positions), len(at) - 1)
+        return k, at[k] == positions
 
-    def lookup(self, positions: np.ndarray) -> pa.Array:
-        """The normalised text at each flat position, null where that entry's pool did not grow."""
-        where = self._where(positions)
-        if where is None:
-            return self.text
-        k, known = where
-        return self.text.take(pa.array(k, mask=~known)) if len(self.at) else pa.nulls(len(positions), pa.large_string())
+    def known(self, positions: np.ndarray) -> np.ndarray:
+        """Whether each flat position is an entry of a grown pool."""
+        return self._find(self.at, positions)[1]
 
     def places(self, positions: np.ndarray) -> np.ndarray:
         """`listed` at each flat position, -1 where that entry's pool did not grow."""
-        where = self._where(positions)
-        if where is None:
-            return self.listed
-        k, known = where
-        return np.where(known, self.listed[k] if len(self.at) else -1, -1).astype(np.int32)
+        k, found = self._find(self.at, positions)
+        return np.where(found, self.listed[k] if len(self.at) else -1, -1).astype(np.int32)
+
+    def lookup(self, positions: np.ndarray) -> pa.Array:
+        """The normalised text at each flat position: null where the entry is named by its list place or its
+        pool did not grow."""
+        if len(positions) == len(self._text_at) and np.array_equal(positions, self._text_at):
+            return self.text
+        k, found = self._find(self._text_at, positions)
+        return self.text.take(pa.array(k, mask=~found)) if len(self._text_at) else pa.nulls(len(positions), pa.large_string())
 
 
 def list_parts(lists: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array]:
@@ -206,7 +214,8 @@ class _Lazy:
 
 class _Entries:
     """Pool entries of a batch of rows, flat: row, position in the pool, text, how it was made (a `HOW` code),
-    normalised, place in the row's cluster list (-1: not a list entry, or not known)."""
+    place in the row's cluster list (`listed`; -1: not a list entry, or not known) and, for the entries with
+    listed -1 (in order), the normalised text (`norm`)."""
 
     def __init__(self, row: np.ndarray, pos: np.ndarray, text: pa.Array, how: np.ndarray, norm: pa.Array,
                  listed: np.ndarray) -> None:
@@ -332,8 +341,9 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
     hit = own & (rank == draw[all_row])
     first[all_row[hit]] = slot[hit]
     pos = np.where(slot == first[all_row], 0, slot + (slot < first[all_row]))
-    return _Entries(all_row, pos, _gather(texts, order), np.concatenate(hows)[order], _gather(norms, order),
-                    np.concatenate(listed)[order])
+    places = np.concatenate(listed)[order]
+    return _Entries(all_row, pos, _gather(texts, order), np.concatenate(hows)[order],
+                    _gather(norms, order[places < 0]), places)  # list entries are named by their place
 
 
 def build_pool(caption: str | None, key: str, seed: int, cluster_captions: Sequence[str], op_names: Sequence[str],

@@ -151,16 +151,16 @@ def _cluster_texts(cluster_id: np.ndarray, dup_count: np.ndarray, pool: pa.Array
     entry = first + batch.within(lengths)
     cid = np.asarray(cluster_id, np.int64)[rows]
     entry_cid = np.repeat(cid, lengths)
-    listed = normalised.places(entry).copy()
-    text = batch._strings(normalised.lookup(entry))
-    known = text.is_valid()
-    if not pc.all(known).as_py():  # pools that did not grow (the row's caption alone): normalised and placed here
-        todo = pc.invert(known)
-        alone = np.flatnonzero(todo.to_numpy(zero_copy_only=False))
+    listed = normalised.places(entry)
+    text = batch._strings(normalised.lookup(entry))  # null where named by its place
+    alone = np.flatnonzero(~normalised.known(entry))
+    if len(alone):  # pools that did not grow (the row's caption alone): normalised and placed here
         norm = batch.normalize(pool.values.take(pa.array(entry[alone])))
-        text = pc.replace_with_mask(text, todo, norm)
         listed[alone] = _places(entry_cid[alone], norm, work)
-    text = pc.if_else(pa.array(listed >= 0), pa.scalar(None, pa.large_string()), text)  # named by its place
+        unlisted = listed[alone] < 0
+        mask = np.zeros(len(entry), bool)
+        mask[alone[unlisted]] = True
+        text = pc.replace_with_mask(text, pa.array(mask), norm.filter(pa.array(unlisted)))
     original = pools.how_codes(made)[entry] == pools.HOW.index("original")
     empty = cid[lengths == 0]
     table = pa.table({
@@ -260,10 +260,14 @@ def build_report(output: str, stats: list[dict[str, Any]], opts: dict[str, Any])
     cid = texts.column("cluster_id").to_numpy()
     before_rows = texts.column("before").to_numpy()
 
+    clusters, which = np.unique(cid, return_inverse=True)  # one sort for the three counts
+
     def distinct(flag: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(cluster ids, rows, distinct texts) over the texts where `flag`."""
-        ids, counts = np.unique(cid[flag], return_counts=True)
-        return ids, np.bincount(np.searchsorted(ids, cid[flag]), before_rows[flag], len(ids)).astype(np.int64), counts
+        counts = np.bincount(which[flag], minlength=len(clusters))
+        rows = np.bincount(which[flag], before_rows[flag], len(clusters)).astype(np.int64)
+        some = counts > 0
+        return clusters[some], rows[some], counts[some]
 
     before = distinct(before_rows > 0)
     after = distinct(texts.column("after").to_numpy(zero_copy_only=False))
