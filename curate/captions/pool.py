@@ -89,8 +89,8 @@ def build_pools(captions: pa.Array, keys: pa.Array, seed: int, cluster_captions:
     rows = np.flatnonzero(grow)
     alone = np.flatnonzero(~grow & ~caps.is_null().to_numpy(zero_copy_only=False))
     empty = pa.array([], pa.large_string())
-    entries = _Entries(np.zeros(0, np.int64), np.zeros(0, np.int64), empty, np.zeros(0, np.int8), empty,
-                       np.zeros(0, np.int32))
+    entries = _Entries(np.zeros(0, np.int64), np.zeros(0, np.int64), [], np.zeros(0, np.int64), np.zeros(0, np.int8),
+                       empty, np.zeros(0, np.int32))
     if len(rows):
         at = pa.array(rows)
         mine = pa.array(np.flatnonzero(grow[targeted]))  # the grown rows among the targeted ones
@@ -105,9 +105,10 @@ def build_pools(captions: pa.Array, keys: pa.Array, seed: int, cluster_captions:
     offsets = np.concatenate([[0], np.cumsum(count)])
     order = np.empty(len(row), np.int64)
     order[offsets[row] + np.concatenate([entries.pos, np.zeros(len(alone), np.int64)])] = np.arange(len(row))
-    # one gather from [the captions, the grown entries]: a row that keeps its caption reads it in place
-    source = np.concatenate([n + np.arange(len(entries.row)), alone])[order]
-    text = _gather([caps, entries.text], source)
+    # one gather from the captions and what the grown entries point at: a row that keeps its caption reads it in
+    # place, a mate's caption is read from the cluster list
+    source = np.concatenate([n + entries.source, alone])[order]
+    text = _gather([caps, *entries.chunks], source)
     how = np.concatenate([entries.how, np.full(len(alone), _ORIGINAL, np.int8)])[order]
     grown = order < len(entries.row)
     list_offsets = pa.array(offsets.astype(np.int32))
@@ -203,23 +204,22 @@ def _gather(parts: list[pa.Array], at: np.ndarray) -> pa.Array:
 
 
 class _Lazy:
-    """values.take(pick), taken only for the entries that join (`take`)."""
+    """values.take(pick), never taken: the candidates that join are read from `values` by the final gather."""
 
-    def __init__(self, values: pa.Array, pick: pa.Array) -> None:
+    def __init__(self, values: pa.Array, pick: np.ndarray) -> None:
         self.values, self.pick = values, pick
-
-    def take(self, at: pa.Array) -> pa.Array:
-        return self.values.take(self.pick.take(at))
 
 
 class _Entries:
-    """Pool entries of a batch of rows, flat: row, position in the pool, text, how it was made (a `HOW` code),
-    place in the row's cluster list (`listed`; -1: not a list entry, or not known) and, for the entries with
-    listed -1 (in order), the normalised text (`norm`)."""
+    """Pool entries of a batch of rows, flat: row, position in the pool, text (`source`: an index into the
+    concatenation of `chunks`, not copied yet), how it was made (a `HOW` code), place in the row's cluster list
+    (`listed`; -1: not a list entry, or not known) and, for the entries with listed -1 (in order), the normalised
+    text (`norm`)."""
 
-    def __init__(self, row: np.ndarray, pos: np.ndarray, text: pa.Array, how: np.ndarray, norm: pa.Array,
-                 listed: np.ndarray) -> None:
-        self.row, self.pos, self.text, self.how, self.norm, self.listed = row, pos, text, how, norm, listed
+    def __init__(self, row: np.ndarray, pos: np.ndarray, chunks: list[pa.Array], source: np.ndarray,
+                 how: np.ndarray, norm: pa.Array, listed: np.ndarray) -> None:
+        self.row, self.pos, self.chunks, self.source = row, pos, chunks, source
+        self.how, self.norm, self.listed = how, norm, listed
 
 
 def _fresh(have_row: np.ndarray, have_norm: pa.Array, row: np.ndarray, norm: pa.Array) -> np.ndarray:
@@ -248,7 +248,9 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
     keys = batch._strings(keys)
     n = len(caps)
     hashes = batch.key_hashes(keys)
-    row, texts, hows = [np.arange(n)], [caps], [np.full(n, _ORIGINAL, np.int8)]
+    row, hows = [np.arange(n)], [np.full(n, _ORIGINAL, np.int8)]
+    chunks, sources = [caps], [np.arange(n)]  # entries' texts: indices into the concatenated chunks
+    placed: dict[int, int] = {}  # where a chunk starts, by id
     owns = [np.ones(n, bool)]  # the row's own caption or a variant of it (not a cluster mate's caption)
     listed = [np.full(n, -1, np.int32)]  # the entry's place in its row's cluster list, where known (clean lists)
     norms = [batch.normalize(caps)]
@@ -278,7 +280,11 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
         at = pa.array(idx)
         row.append(cand_row[idx])
         owns.append(np.full(len(idx), not mates))
-        texts.append(cand.take(at))
+        values, pick = (cand.values, cand.pick) if isinstance(cand, _Lazy) else (cand, None)
+        if id(values) not in placed:
+            placed[id(values)] = sum(len(c) for c in chunks)
+            chunks.append(values)
+        sources.append(placed[id(values)] + (pick[idx] if pick is not None else idx))
         hows.append(how[idx])
         listed.append(places[idx] if places is not None else np.full(len(idx), -1, np.int32))
         norms.append(norm.take(at))
@@ -286,7 +292,8 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
 
     if cluster_captions is not None:
         start, size, values = list_parts(cluster_captions)
-        pick = pa.array(np.repeat(start, size) + batch.within(size))
+        flat = np.repeat(start, size) + batch.within(size)
+        pick = pa.array(flat)
         cand_row = np.repeat(np.arange(n), size)
         label = np.full(len(cand_row), _CLUSTER, np.int8)
         if clean_lists and cluster_norms is not None:  # only the row's own caption can repeat one: no hashing
@@ -294,7 +301,7 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
             fresh = pc.invert(pc.equal(norm, norms[0].take(pa.array(cand_row)))).to_numpy(zero_copy_only=False)
             places = batch.within(size).astype(np.int32)
             listed[0][cand_row[~fresh]] = places[~fresh]  # the row's own caption is that entry of the list
-            offer(cand_row, _Lazy(batch._strings(values), pick), label, norm, mates=True, fresh=fresh, places=places)
+            offer(cand_row, _Lazy(batch._strings(values), flat), label, norm, mates=True, fresh=fresh, places=places)
         elif len(cand_row):
             offer(cand_row, batch._strings(values.take(pick)), label,
                   list_parts(cluster_norms)[2].take(pick) if cluster_norms is not None else None, mates=True)
@@ -342,7 +349,7 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
     first[all_row[hit]] = slot[hit]
     pos = np.where(slot == first[all_row], 0, slot + (slot < first[all_row]))
     places = np.concatenate(listed)[order]
-    return _Entries(all_row, pos, _gather(texts, order), np.concatenate(hows)[order],
+    return _Entries(all_row, pos, chunks, np.concatenate(sources)[order], np.concatenate(hows)[order],
                     _gather(norms, order[places < 0]), places)  # list entries are named by their place
 
 

@@ -121,7 +121,7 @@ def recaption_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> 
                      schema=CAPTIONS_SCHEMA)
     write_table(table, out.path(f"captions/{shard.name}.parquet"), plain=list(PLAIN_COLUMNS))
     write_table(_cluster_texts(cluster_id, dup_count, pool, made, normalised, work),
-                out.path(f"cluster_texts/{shard.name}.parquet"), plain=["text"])
+                out.path(f"cluster_texts/{shard.name}.parquet"), plain=["cluster_id", "text", "before"])
     out.advance(len(t))
     first = np.flatnonzero(changed)[:12]
     examples = table.select(["key", "original_caption", "captions"]).take(pa.array(first, pa.int64())).to_pylist()
