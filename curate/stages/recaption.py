@@ -72,13 +72,26 @@ def _context(work: str, vocab_name: str, k: int, n: int, rc_n: int, multiword: b
     return ctx
 
 
-@functools.cache
-def _cluster_captions(work: str, _stamp: object = None) -> tuple[np.ndarray, pa.Array, pa.Array]:
+_PRIMED: dict[tuple[str, object], tuple[np.ndarray, pa.Array, pa.Array]] = {}  # the global step's, in its process
+
+
+def _cluster_captions(work: str, stamp: object = None) -> tuple[np.ndarray, pa.Array, pa.Array]:
     """(sorted cluster ids, their caption lists, the same normalised) of the clusters with more than one
-    distinct caption."""
-    table = read_table(fs.join(work, "cluster_captions.parquet")).sort_by("cluster_id")
-    return (table.column("cluster_id").to_numpy(), table.column("captions").combine_chunks(),
-            table.column("norms").combine_chunks())
+    distinct caption: what the global step made in this process (`stamp` names that file), else read once."""
+    return _PRIMED.get((work, stamp)) or _read_cluster_captions(work, stamp)
+
+
+@functools.cache
+def _read_cluster_captions(work: str, _stamp: object = None) -> tuple[np.ndarray, pa.Array, pa.Array]:
+    return _sorted_lists(read_table(fs.join(work, "cluster_captions.parquet")))
+
+
+def _sorted_lists(table: pa.Table) -> tuple[np.ndarray, pa.Array, pa.Array]:
+    ids = table.column("cluster_id").to_numpy()
+    if np.any(ids[1:] < ids[:-1]):  # dedup numbers clusters in order: sorted already
+        table = table.sort_by("cluster_id")
+        ids = table.column("cluster_id").to_numpy()
+    return ids, table.column("captions").combine_chunks(), table.column("norms").combine_chunks()
 
 
 def _lists_for(cluster_id: np.ndarray, work: str) -> tuple[pa.Array | None, pa.Array | None]:
@@ -196,7 +209,7 @@ def _distinct_texts(table: pa.Table) -> pa.Table:
         CLUSTER_TEXTS_SCHEMA.names).cast(CLUSTER_TEXTS_SCHEMA)
 
 
-def _global_pass(dedup_dir: str, work: str, vocab_name: str) -> int:
+def _global_pass(dedup_dir: str, work: str, vocab_name: str, prime: bool = False) -> int:
     """Under _work/: the caption lists of dedup's clusters with two or more distinct captions (clusters.parquet,
     kept and dropped members) with their normalised texts, and for `--vocab dataset` the dataset's words.
     Returns the number of sample rows. dedup writes each list without blank captions and with each normalised
@@ -211,8 +224,12 @@ def _global_pass(dedup_dir: str, work: str, vocab_name: str) -> int:
     t = t.filter(pc.fill_null(pc.greater_equal(pc.list_value_length(t.column("captions")), 2), False))
     lists = t.column("captions").combine_chunks()
     norms = pa.ListArray.from_arrays(lists.offsets, batch.normalize(lists.values).cast(pa.string()))
-    fs.write_parquet_atomic(pa.table({"cluster_id": t.column("cluster_id"), "captions": lists, "norms": norms}),
-                            fs.join(work, "cluster_captions.parquet"), compression="none")  # read back by each shard
+    table = pa.table({"cluster_id": t.column("cluster_id"), "captions": lists, "norms": norms})
+    path = fs.join(work, "cluster_captions.parquet")
+    fs.write_parquet_atomic(table, path, compression="none")  # read back by each shard task
+    if prime:  # the shards run in this process: they take the table as it is instead of reading it back
+        _PRIMED.clear()
+        _PRIMED[(work, fs.stamp(path))] = _sorted_lists(table)
     samples = fs.list_shards(fs.join(dedup_dir, "samples"))
     if vocab_name == "dataset":  # the only use of every caption at once: samples/ and drops/
         drops = fs.list_shards(fs.join(dedup_dir, "drops")) if fs.exists(fs.join(dedup_dir, "drops")) else []
@@ -238,7 +255,7 @@ def run(dedup_dir: str, output: str, options: dict[str, Any], *, workers: int = 
     inputs = fs.list_shards(fs.join(dedup_dir, "samples"))
     fs.ensure_dir(output)
     work = fs.join(output, "_work")
-    total = _global_pass(dedup_dir, work, opts["vocab"])
+    total = _global_pass(dedup_dir, work, opts["vocab"], prime=workers == 1 and engine == "local")
     stats = run_stage(STAGE, recaption_shard, inputs, output, {**opts, "dedup": dedup_dir}, workers=workers,
                       overwrite=overwrite, progress=progress, rows_total=total, engine=engine, scheduler=scheduler)
     report = build_report(output, stats, opts)
