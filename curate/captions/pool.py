@@ -118,6 +118,13 @@ def build_pools(captions: pa.Array, keys: pa.Array, seed: int, cluster_captions:
                        entries.norm.take(pa.array(_unlisted_rank(entries.listed, order[grown])))))
 
 
+def _group_starts(rows: np.ndarray, n: int) -> np.ndarray:
+    """For ascending row numbers in [0, n): the index of each one's first occurrence (what
+    searchsorted(rows, rows, "left") gives, in linear time)."""
+    counts = np.bincount(rows, minlength=n)
+    return (np.cumsum(counts) - counts)[rows]
+
+
 def _unlisted_rank(listed: np.ndarray, entries: np.ndarray) -> np.ndarray:
     """For the given entries, in order, those with listed -1: their rank among all entries with listed -1."""
     rank = np.cumsum(listed < 0) - 1
@@ -175,6 +182,20 @@ def list_parts(lists: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array]:
     if lists.null_count:
         size = np.where(lists.is_null().to_numpy(zero_copy_only=False), 0, size)
     return start, size, lists.values
+
+
+def list_entries(lists: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, pa.Array]:
+    """Every entry of a list, large-list or list-view column, in order: (its row, its index into the values, its
+    place in its list, the values)."""
+    start, size, values = list_parts(lists)
+    place = batch.within(size)
+    return np.repeat(np.arange(len(size)), size), np.repeat(start, size) + place, place, values
+
+
+def is_own(entries: pa.Array, texts: pa.Array, row: np.ndarray) -> np.ndarray:
+    """Whether each list entry equals its row's text (`row`: each entry's row; a null on either side: no)."""
+    same = pc.equal(batch._strings(entries), batch._strings(texts).take(pa.array(row)))
+    return pc.fill_null(same, False).to_numpy(zero_copy_only=False)
 
 
 def how_codes(made: pa.Array) -> np.ndarray:
@@ -275,7 +296,7 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
         # room: the row's k-th fresh candidate joins while count + k < pool_size
         idx = np.flatnonzero(fresh)
         r = cand_row[idx]
-        rank = np.arange(len(r)) - np.searchsorted(r, r, side="left")
+        rank = np.arange(len(r)) - _group_starts(r, n)
         idx = idx[count[r] + rank < pool_size]
         at = pa.array(idx)
         row.append(cand_row[idx])
@@ -291,17 +312,15 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
         np.add.at(count, cand_row[idx], 1)
 
     if cluster_captions is not None:
-        start, size, values = list_parts(cluster_captions)
-        flat = np.repeat(start, size) + batch.within(size)
+        cand_row, flat, places, values = list_entries(cluster_captions)
         pick = pa.array(flat)
-        cand_row = np.repeat(np.arange(n), size)
         label = np.full(len(cand_row), _CLUSTER, np.int8)
         if clean_lists and cluster_norms is not None:  # only the row's own caption can repeat one: no hashing
             norm = batch._strings(list_parts(cluster_norms)[2].take(pick))
-            fresh = pc.invert(pc.equal(norm, norms[0].take(pa.array(cand_row)))).to_numpy(zero_copy_only=False)
-            places = batch.within(size).astype(np.int32)
-            listed[0][cand_row[~fresh]] = places[~fresh]  # the row's own caption is that entry of the list
-            offer(cand_row, _Lazy(batch._strings(values), flat), label, norm, mates=True, fresh=fresh, places=places)
+            own = is_own(norm, norms[0], cand_row)
+            places = places.astype(np.int32)
+            listed[0][cand_row[own]] = places[own]  # the row's own caption is that entry of the list
+            offer(cand_row, _Lazy(batch._strings(values), flat), label, norm, mates=True, fresh=~own, places=places)
         elif len(cand_row):
             offer(cand_row, batch._strings(values.take(pick)), label,
                   list_parts(cluster_norms)[2].take(pick) if cluster_norms is not None else None, mates=True)
@@ -339,7 +358,7 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
     all_row = np.concatenate(row)
     order = np.argsort(all_row, kind="stable")
     all_row, own = all_row[order], np.concatenate(owns)[order]
-    start = np.searchsorted(all_row, all_row, side="left")
+    start = _group_starts(all_row, n)
     slot = np.arange(len(all_row)) - start
     seen = np.cumsum(own)  # own entries so far, over all rows
     rank = seen - 1 - (seen - own)[start]  # among the row's own entries

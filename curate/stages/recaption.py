@@ -193,11 +193,9 @@ def _places(cluster_id: np.ndarray, norms: pa.Array, work: str) -> np.ndarray:
     place = np.full(len(cluster_id), -1, np.int32)
     if lists is None:
         return place
-    start, size, values = pools.list_parts(lists)
-    cand = np.repeat(np.arange(len(cluster_id)), size)
-    hit = pc.fill_null(pc.equal(values.take(pa.array(np.repeat(start, size) + batch.within(size))),
-                                batch._strings(norms).take(pa.array(cand))), False).to_numpy(zero_copy_only=False)
-    place[cand[hit]] = batch.within(size)[hit]  # lists hold each normalised text once
+    row, flat, places, values = pools.list_entries(lists)
+    hit = pools.is_own(values.take(pa.array(flat)), norms, row)
+    place[row[hit]] = places[hit]  # lists hold each normalised text once
     return place
 
 
