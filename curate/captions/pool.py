@@ -115,7 +115,7 @@ def build_pools(captions: pa.Array, keys: pa.Array, seed: int, cluster_captions:
     return (pa.ListArray.from_arrays(list_offsets, text.cast(pa.string())),
             pa.ListArray.from_arrays(list_offsets, pa.DictionaryArray.from_arrays(pa.array(how), _HOW)),
             Normalised(np.flatnonzero(grown), entries.listed[order[grown]],
-                       entries.norm.take(pa.array(_unlisted_rank(entries.listed, order[grown])))))
+                       entries.norm.take(pa.array(_unlisted_rank(entries.listed, order[grown]))), len(order)))
 
 
 def _group_starts(rows: np.ndarray, n: int) -> np.ndarray:
@@ -132,40 +132,30 @@ def _unlisted_rank(listed: np.ndarray, entries: np.ndarray) -> np.ndarray:
 
 
 class Normalised:
-    """The grown pools' entries: `at`, their positions in the pools' flat values (ascending); `listed`, each one's
-    place in its row's cluster list where the pools were built from clean lists (mates' captions, and the row's
-    own caption, which is in the list), else -1; `text`, the normalised text (`batch.normalize`) of those with
-    listed -1, in order. With clean lists an entry with listed -1 is in no list of its cluster: a variant joins a
-    pool only when the whole list did."""
+    """What the report needs of the pools' entries, by flat position in the pools' values: whether the entry's
+    pool grew (`known`); its place in its row's cluster list where the pools were built from clean lists (mates'
+    captions, and the row's own caption, which is in the list), else -1 (`places`); and, for the grown entries
+    with place -1, the normalised text (`lookup`, from `text`, in position order). With clean lists an entry
+    with place -1 is in no list of its cluster: a variant joins a pool only when the whole list did."""
 
-    def __init__(self, at: np.ndarray, listed: np.ndarray, text: pa.Array) -> None:
-        self.at, self.listed, self.text = at, listed, text
-        self._text_at = at[listed < 0]
-
-    @staticmethod
-    def _find(at: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(index into `at`, found) per position."""
-        if len(at) == 0:
-            return np.zeros(len(positions), np.int64), np.zeros(len(positions), bool)
-        k = np.minimum(np.searchsorted(at, positions), len(at) - 1)
-        return k, at[k] == positions
+    def __init__(self, at: np.ndarray, listed: np.ndarray, text: pa.Array, size: int) -> None:
+        self.text = text
+        self._listed = np.full(size, -2, np.int32)  # -2: the pool did not grow
+        self._listed[at] = listed
+        self._text_index = np.full(size, -1, np.int64)
+        self._text_index[at[listed < 0]] = np.arange(len(text))
 
     def known(self, positions: np.ndarray) -> np.ndarray:
-        """Whether each flat position is an entry of a grown pool."""
-        return self._find(self.at, positions)[1]
+        return self._listed[positions] != -2
 
     def places(self, positions: np.ndarray) -> np.ndarray:
-        """`listed` at each flat position, -1 where that entry's pool did not grow."""
-        k, found = self._find(self.at, positions)
-        return np.where(found, self.listed[k] if len(self.at) else -1, -1).astype(np.int32)
+        return np.maximum(self._listed[positions], -1)
 
     def lookup(self, positions: np.ndarray) -> pa.Array:
-        """The normalised text at each flat position: null where the entry is named by its list place or its
-        pool did not grow."""
-        if len(positions) == len(self._text_at) and np.array_equal(positions, self._text_at):
-            return self.text
-        k, found = self._find(self._text_at, positions)
-        return self.text.take(pa.array(k, mask=~found)) if len(self._text_at) else pa.nulls(len(positions), pa.large_string())
+        """The normalised text at each position: null where it is named by its list place or its pool did not
+        grow."""
+        k = self._text_index[positions]
+        return self.text.take(pa.array(k, mask=k < 0))
 
 
 def list_parts(lists: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array]:
