@@ -164,7 +164,8 @@ def test_stage_cuts_same_image_same_caption_and_ignores_worker_count(sample_run,
     dd = tmp_path / "dd"
     dedup.run(str(sample_run["emb"]), str(dd), {}, progress=False)
     one = recaption.run(str(dd), str(tmp_path / "one"), {}, progress=False)
-    recaption.run(str(dd), str(tmp_path / "two"), {}, workers=2, progress=False)
+    assert not recaption._PRIMED  # the in-process cluster lists are let go with the run
+    recaption.run(str(dd), str(tmp_path / "two"), {}, workers=2, progress=False)  # these read them from _work/
     a, b = read_captions(tmp_path / "one"), read_captions(tmp_path / "two")
     assert a == b
     samples = [r for p in sorted((dd / "samples").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]

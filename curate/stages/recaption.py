@@ -254,8 +254,11 @@ def run(dedup_dir: str, output: str, options: dict[str, Any], *, workers: int = 
     fs.ensure_dir(output)
     work = fs.join(output, "_work")
     total = _global_pass(dedup_dir, work, opts["vocab"], prime=workers == 1 and engine == "local")
-    stats = run_stage(STAGE, recaption_shard, inputs, output, {**opts, "dedup": dedup_dir}, workers=workers,
-                      overwrite=overwrite, progress=progress, rows_total=total, engine=engine, scheduler=scheduler)
+    try:
+        stats = run_stage(STAGE, recaption_shard, inputs, output, {**opts, "dedup": dedup_dir}, workers=workers,
+                          overwrite=overwrite, progress=progress, rows_total=total, engine=engine, scheduler=scheduler)
+    finally:
+        _PRIMED.clear()  # a pipeline goes on in this process (export, train): the lists are not kept for it
     report = build_report(output, stats, opts)
     fs.write_json_atomic(fs.join(output, "report.json"), report)
     return report
