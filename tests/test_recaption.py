@@ -182,6 +182,10 @@ def test_stage_cuts_same_image_same_caption_and_ignores_worker_count(sample_run,
             assert len(r["captions"]) == len(r["ops"]) <= 5 and len(set(r["captions"])) == len(r["captions"])
             assert r["changed"] == (r["captions"][0] != r["original_caption"])
     assert any(r["changed"] for r in a) and any(r["targeted"] and not r["changed"] for r in a)
+    # the per-op counts (from the pools' int8 codes) are what the shards' ops columns say
+    from collections import Counter
+
+    assert one["pool_entries_by_op"] == dict(Counter(op for r in a for op in r["ops"]))
     html = (tmp_path / "one" / "report.html").read_text()
     assert "Same image + same caption".lower() in html.lower()
     assert_report_recounts(one, a)  # the report comes from cluster_texts/: recounted from the caption shards
@@ -257,6 +261,37 @@ def test_a_dedup_output_without_cluster_captions_is_one_clear_error(sample_run, 
     (dd / "clusters.parquet").unlink()
     with pytest.raises(CurateError, match="no clusters.parquet"):
         recaption.run(str(dd), str(tmp_path / "rc"), {}, progress=False)
+
+
+def test_resuming_over_an_older_curates_cluster_texts_is_one_clear_error(sample_run, tmp_path):
+    import pyarrow as pa
+
+    from curate.errors import SchemaError
+
+    dd, out = tmp_path / "dd", tmp_path / "rc"
+    dedup.run(str(sample_run["emb"]), str(dd), {}, progress=False)
+    recaption.run(str(dd), str(out), {}, progress=False)
+    old = out / "cluster_texts" / "00000.parquet"
+    pq.write_table(pq.read_table(old).drop_columns(["listed"]), old)  # as cluster_texts were before `listed`
+    with pytest.raises(SchemaError, match=r"00000\.parquet: missing required column 'listed'.*--overwrite"):
+        recaption.run(str(dd), str(out), {}, progress=False)  # every shard done: only the report is made again
+    report = recaption.run(str(dd), str(out), {}, progress=False, overwrite=True)
+    assert report["duplicate_clusters"] > 0 and pq.read_schema(old).field("listed").type == pa.int32()
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(text=st.lists(st.one_of(st.none(), st.text(st.sampled_from(list("ab é\x01") + [" ", "\t", "\n", "\u3000",
+                                                                                    "\xa0", "\x85", "\x1f"]),
+                                                    max_size=12)), max_size=8), start=st.integers(0, 3))
+def test_single_spaced_joins_words_with_one_space(text, start):
+    """Tokens joined by one space, none at the edges (a byte scan picks the rows the regex looks at: it must
+    miss none), for slices too. Python's str.split() knows the same whitespace as Arrow on these characters."""
+    import pyarrow as pa
+
+    from curate.captions import batch
+
+    arr = pa.array(["x  y"] * start + text, pa.string()).slice(start)
+    assert batch.single_spaced(arr).to_pylist() == [None if t is None else " ".join(t.split()) for t in text]
 
 
 def test_null_and_empty_captions_are_kept_and_counted(tmp_path):

@@ -19,12 +19,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate import __version__
+from curate import __version__, schemas
 from curate.captions import batch
 from curate.captions import pool as pools
 from curate.captions import vocab as vocabs
 from curate.captions.ops import OPS
-from curate.errors import CurateError
+from curate.errors import CurateError, SchemaError
 from curate.executor import Shard, ShardOutput, merge_options, run_stage
 from curate.io import fs
 from curate.io.parquet import read_table, write_table
@@ -268,12 +268,14 @@ def build_report(output: str, stats: list[dict[str, Any]], opts: dict[str, Any])
     """report.json and report.html from the shards' stats and their cluster_texts/ (never the caption shards)."""
     from curate.report import html
 
-    paths = fs.list_shards(fs.join(output, "cluster_texts"))
-    parts = [read_table(p) for p in paths]
-    for p, t in zip(paths, parts, strict=True):
-        if not t.schema.equals(CLUSTER_TEXTS_SCHEMA):
-            raise CurateError(f"{p}: not the cluster_texts of this curate (an older one wrote it); rerun with "
-                              "--overwrite")
+    parts = []
+    for p in fs.list_shards(fs.join(output, "cluster_texts")):
+        t = read_table(p)
+        try:
+            schemas.validate(t.schema, "cluster_texts", source=p)
+        except SchemaError as err:  # a resumed run whose earlier shards an older curate wrote
+            raise SchemaError(f"{err}; rerun with --overwrite") from None
+        parts.append(t.select(CLUSTER_TEXTS_SCHEMA.names).cast(CLUSTER_TEXTS_SCHEMA))
     texts = _distinct_texts(pa.concat_tables(parts) if parts else CLUSTER_TEXTS_SCHEMA.empty_table())
     cid = texts.column("cluster_id").to_numpy()
     before_rows = texts.column("before").to_numpy()
