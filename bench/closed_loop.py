@@ -68,15 +68,13 @@ def main() -> None:
 
     work = Path(args.out or tempfile.mkdtemp(prefix="curate-closed-loop-"))
     rows = write_image_shard(work / "images", args.dup_images, args.copies, args.seed)
-    embed.run(str(work / "images"), str(work / "emb"), {}, progress=False)
-    dd = dedup.run(str(work / "emb"), str(work / "dedup"), {"action": "drop"}, progress=False)
-    recaption.run(str(work / "dedup"), str(work / "recaption"), {"target": "all"}, progress=False)
-    export.run(str(work / "images"), str(work / "train_curated"), {"dedup": str(work / "dedup"),
-                                                                    "captions": str(work / "recaption")}, progress=False)
+    embed.run(embed.Options(images=str(work / "images"), output=str(work / "emb"), progress=False))
+    dd = dedup.run(dedup.Options(embeddings=str(work / "emb"), output=str(work / "dedup"), action="drop", progress=False))
+    recaption.run(recaption.Options(dedup=str(work / "dedup"), output=str(work / "recaption"), target="all", progress=False))
+    export.run(export.Options(images=str(work / "images"), output=str(work / "train_curated"), dedup=str(work / "dedup"), captions=str(work / "recaption"), progress=False))
     # the raw training set keeps every copy; annotated by dedup so the audit knows which images were duplicated
-    dedup.run(str(work / "emb"), str(work / "dedup_annotate"), {}, progress=False)
-    export.run(str(work / "images"), str(work / "train_raw"), {"dedup": str(work / "dedup_annotate"),
-                                                               "include_duplicates": True}, progress=False)
+    dedup.run(dedup.Options(embeddings=str(work / "emb"), output=str(work / "dedup_annotate"), progress=False))
+    export.run(export.Options(images=str(work / "images"), output=str(work / "train_raw"), dedup=str(work / "dedup_annotate"), include_duplicates=True, progress=False))
 
     train_opts = {"model": "tiny-pixel", "resolution": 32, "steps": args.steps, "batch_size": args.batch_size,
                   "lr": 1e-3, "seed": args.seed, "checkpoint_every": args.steps,
@@ -89,14 +87,12 @@ def main() -> None:
                "dedup_marked": dd["duplicates_marked"]}
     for name in ("raw", "curated"):
         start = time.time()
-        train.run(str(work / f"train_{name}"), str(work / f"model_{name}"), train_opts, progress=False)
+        train.run(train.Options(train=str(work / f"train_{name}"), output=str(work / f"model_{name}"), **train_opts, progress=False))
         train_s = time.time() - start
         tables = []
         for s in range(args.audit_seeds):
             out = work / f"audit_{name}_{s}"
-            audit.run(str(work / f"model_{name}" / "final"), str(work / "train_raw"), str(out),
-                      {"prompts": 2 * len(dup_caps), "steps": 50, "resolution": 32, "seed": args.seed * 1000 + s,
-                       "guidance_scale": args.guidance})
+            audit.run(audit.Options(model=str(work / f"model_{name}" / "final"), train=str(work / "train_raw"), output=str(out), prompts=2 * len(dup_caps), steps=50, resolution=32, seed=args.seed * 1000 + s, guidance_scale=args.guidance))
             tables.append(pq.read_table(out / "matches.parquet"))
         m = pa.concat_tables(tables).to_pydict()
         sims, dup = np.array(m["top1_sim"]), np.array(m["source_dup_count"]) > 1

@@ -30,8 +30,9 @@ def main() -> None:
     from curate.stages import embed
 
     root = image_shards(Path(args.data) / f"jpegs-{args.n}", args.n)
-    opts = {"model": args.model, "batch_size": args.batch_size, "num_workers": args.num_workers}
-    model, _ = embed._models({**embed.DEFAULT_OPTIONS, **opts})
+    opts = embed.Options(images=str(root), output="", model=args.model, batch_size=args.batch_size,
+                         num_workers=args.num_workers)
+    model, _ = embed.load_models(opts)
 
     # baseline 1: decode + preprocess alone, one thread
     samples = [b for p in sorted((root / "images").glob("*.parquet")) for _, b in iter_image_samples(str(p))]

@@ -42,11 +42,10 @@ def embed_dir(root: Path, imgs: np.ndarray, shards: int = 10) -> Path:
         return root
     from PIL import Image
 
-    from curate.stages.embed import _models, manifest
+    from curate.stages.embed import Options, load_models, manifest
 
-    opts = {"model": "effnet-lite0", "text_model": None, "device": "cpu", "batch_size": 64, "num_workers": 2,
-            "max_image_area": 10**9, "runtime": "auto", "pooling": "avg", "resize": "short", "size": 288}
-    model, _ = _models(opts)
+    opts = Options(images="", output=str(root), max_image_area=10**9, size=288)
+    model, _ = load_models(opts)
     (root / "img_emb").mkdir(parents=True, exist_ok=True)
     (root / "metadata").mkdir(exist_ok=True)
     for s, part in enumerate(np.array_split(np.arange(len(imgs)), shards)):

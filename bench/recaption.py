@@ -129,7 +129,7 @@ def main() -> None:
             dest = out / "stage"
             shutil.rmtree(dest, ignore_errors=True)
             t = time.perf_counter()
-            recaption.run(str(root), str(dest), opts, progress=False, workers=workers)
+            recaption.run(recaption.Options(dedup=str(root), output=str(dest), **opts, progress=False, workers=workers))
             return time.perf_counter() - t
 
         def timed_io(made: list[pa.Table]) -> float:

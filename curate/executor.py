@@ -10,6 +10,7 @@ resume, atomic writes or progress.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -69,15 +70,25 @@ class ShardOutput:
         return dict(self._files)
 
 
-StageFn = Callable[[Shard, ShardOutput, dict[str, Any]], dict[str, Any]]
+StageFn = Callable[[Shard, ShardOutput, Any], dict[str, Any]]
 
 
-def merge_options(stage: str, defaults: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-    """A stage's options over its defaults; an unknown name is a programming error, not user input."""
-    unknown = set(options) - set(defaults)
-    if unknown:
-        raise ValueError(f"unknown {stage} options: {sorted(unknown)}")
-    return {**defaults, **options}
+def execution(opts: Any) -> dict[str, Any]:  # noqa: ANN401
+    """run_stage's keywords from a stage's options (curate.config.ShardRun: how shards run, not what they make)."""
+    return {"workers": opts.workers, "overwrite": opts.overwrite, "progress": opts.progress, "engine": opts.engine,
+            "scheduler": opts.scheduler}
+
+
+def recorded_options(options: Any) -> dict[str, Any]:  # noqa: ANN401
+    """What a stage's shards depend on, as recorded in `_stage.json`: a stage's options object (curate.config)
+    less its paths and execution, or a stage's own payload dataclass/dict as it is."""
+    from curate import optspec
+
+    if hasattr(options, "recorded"):
+        return options.recorded()
+    if dataclasses.is_dataclass(options):
+        return optspec.recorded(options)
+    return dict(options)
 
 
 def summarize(stats: list[dict[str, Any]]) -> dict[str, Any]:
@@ -108,8 +119,9 @@ def options_hash(options: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def plan_shards(stage: str, inputs: list[str], output_root: str, options: dict[str, Any], overwrite: bool) -> list[Shard]:
-    """Number the inputs (stable, gap-free) and record the numbering in `_stage.json`."""
+def plan_shards(stage: str, inputs: list[str], output_root: str, options: Any, overwrite: bool) -> list[Shard]:  # noqa: ANN401
+    """Number the inputs (stable, gap-free) and record the numbering and the options in `_stage.json`."""
+    options = recorded_options(options)
     fs.ensure_dir(output_root)
     manifest_path = fs.join(output_root, "_stage.json")
     digest = options_hash(options)
@@ -137,7 +149,7 @@ def plan_shards(stage: str, inputs: list[str], output_root: str, options: dict[s
     return [Shard(i, p, output_root) for i, p in enumerate(ordered) if p in wanted]
 
 
-def _run_one(stage: str, fn: StageFn, shard: Shard, options: dict[str, Any], tmp_root: str,
+def _run_one(stage: str, fn: StageFn, shard: Shard, options: Any, tmp_root: str,  # noqa: ANN401
              progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     tmp_dir = os.path.join(tmp_root, f"{shard.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     os.makedirs(tmp_dir)
@@ -181,7 +193,7 @@ def run_stage(
     fn: StageFn,
     inputs: list[str],
     output_root: str,
-    options: dict[str, Any],
+    options: Any,  # noqa: ANN401  (handed to fn; its recorded form decides resume)
     *,
     workers: int = 1,
     overwrite: bool = False,

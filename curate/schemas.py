@@ -67,8 +67,25 @@ def load(name: str) -> Schema:
     return Schema(raw["name"], str(raw.get("description", "")), cols, str(raw.get("extra_columns", "keep")))
 
 
+PIPELINE = "pipeline"  # schemas/pipeline.yaml: a JSON Schema for pipeline files, not a table
+
+
 def available() -> list[str]:
-    return sorted(p.stem for p in _schema_dir().glob("*.yaml"))
+    """The table schemas (schemas/pipeline.yaml, the pipeline files' schema, is not a table)."""
+    return sorted(p.stem for p in _schema_dir().glob("*.yaml") if p.stem != PIPELINE)
+
+
+def describe(name: str) -> str:
+    """A schema's first sentence."""
+    return load(name).description.split(".")[0].strip()
+
+
+def pipeline_yaml(json_schema: dict) -> str:
+    """schemas/pipeline.yaml's text: the pipeline JSON Schema (curate.pipeline.json_schema) as YAML."""
+    head = ("# The JSON Schema of `curate run` pipeline files, generated from curate/config.py by\n"
+            "# `curate schema pipeline > schemas/pipeline.yaml` (a test holds this file equal to it). Editors with a\n"
+            "# YAML language server can check pipeline files against it; `curate run --check FILE` does the same.\n")
+    return head + yaml.safe_dump(json_schema, sort_keys=False, width=110, allow_unicode=True)
 
 
 def type_matches(kind: str, dtype: pa.DataType) -> bool:
@@ -118,17 +135,6 @@ def validate(arrow_schema: pa.Schema, schema_name: str, *, source: str) -> None:
         extra = names - {c.name for c in schema.columns}
         if extra:
             raise SchemaError(f"{source}: unexpected column(s) {', '.join(sorted(extra))} ({schema.name} schema)")
-
-
-def parse_column_map(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
-    """Parse `old=new` strings (CLI `--column-map`) into a mapping."""
-    out: dict[str, str] = {}
-    for pair in pairs:
-        old, sep, new = pair.partition("=")
-        if not sep or not old or not new:
-            raise SchemaError(f"--column-map expects OLD=NEW, got {pair!r}")
-        out[old] = new
-    return out
 
 
 def input_renames(names: list[str], column_map: Mapping[str, str] | None = None, *, source: str) -> dict[str, str]:

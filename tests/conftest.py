@@ -91,6 +91,7 @@ def write_shard(path: Path, rows: list[dict], schema: pa.Schema | None = None) -
 @pytest.fixture(scope="session")
 def sample_run(tmp_path_factory):
     """`curate sample` -> download -> embed (effnet-lite0 and phash), once per test session."""
+    from curate.config import SampleOptions
     from curate.sample.build import build_sample
     from curate.stages import download, embed
 
@@ -100,14 +101,13 @@ def sample_run(tmp_path_factory):
     httpd = make_server(str(sample))
     serve_in_thread(httpd)
     try:
-        build_sample(str(sample), seed=0, base_url=f"http://127.0.0.1:{httpd.server_address[1]}")
-        download.run([str(p) for p in sorted((sample / "input").glob("*.parquet"))], str(root / "images"),
-                     {"allow_private_network": True, "timeout": 5}, progress=False)
+        build_sample(SampleOptions(output=str(sample), seed=0, base_url=f"http://127.0.0.1:{httpd.server_address[1]}"))
+        download.run(download.Options(inputs=tuple(str(p) for p in sorted((sample / "input").glob("*.parquet"))), output=str(root / "images"), allow_private_network=True, timeout=5, progress=False))
     finally:
         httpd.shutdown()
         httpd.server_close()
-    embed.run(str(root / "images"), str(root / "emb"), {"text_model": "minilm"}, progress=False)
-    embed.run(str(root / "images"), str(root / "phash"), {"model": "phash"}, progress=False)
+    embed.run(embed.Options(images=str(root / "images"), output=str(root / "emb"), text_model="minilm", progress=False))
+    embed.run(embed.Options(images=str(root / "images"), output=str(root / "phash"), model="phash", progress=False))
     truth = {r["key"]: r for r in pq.read_table(sample / "truth.parquet").to_pylist()}
     return {"root": root, "sample": sample, "images": root / "images", "emb": root / "emb",
             "phash": root / "phash", "truth": truth}

@@ -35,7 +35,7 @@ def truth_groups(sample_run) -> dict[str, str]:
 @pytest.mark.parametrize(("emb", "min_recall"), [("emb", 0.55), ("phash", 0.45)])
 def test_planted_copies_found_at_the_default_threshold(sample_run, tmp_path, emb, min_recall):
     out = tmp_path / "dd"
-    report = dedup.run(str(sample_run[emb]), str(out), {}, progress=False, images=str(sample_run["images"]))
+    report = dedup.run(dedup.Options(embeddings=str(sample_run[emb]), output=str(out), progress=False, images=str(sample_run["images"])))
     rows = read_samples(out)
     assert len(rows) == report["samples"] == len(truth_groups(sample_run))
     scores = pair_scores({r["key"]: r["cluster_id"] for r in rows}, truth_groups(sample_run))
@@ -59,7 +59,7 @@ def test_planted_copies_found_at_the_default_threshold(sample_run, tmp_path, emb
 
 def test_hub_score_finds_the_planted_copies_too(sample_run, tmp_path):
     out = tmp_path / "dd"
-    report = dedup.run(str(sample_run["emb"]), str(out), {"score": "hub"}, progress=False)
+    report = dedup.run(dedup.Options(embeddings=str(sample_run["emb"]), output=str(out), score="hub", progress=False))
     assert report["threshold"] == 0.05 and report["score"] == "hub"
     assert set(report["share_removed_at_threshold"]) >= {"0.00", "0.10"}  # thresholds on the hub scale
     scores = pair_scores({r["key"]: r["cluster_id"] for r in read_samples(out)}, truth_groups(sample_run))
@@ -119,7 +119,7 @@ def test_hub_score_keeps_a_screenshot_crowd_apart_on_real_embeddings(photos):
 
 def test_same_caption_clusters_are_the_riskiest(sample_run, tmp_path):
     out = tmp_path / "dd"
-    dedup.run(str(sample_run["emb"]), str(out), {}, progress=False)
+    dedup.run(dedup.Options(embeddings=str(sample_run["emb"]), output=str(out), progress=False))
     rows = read_samples(out)
     same = [r for r in rows if r["cluster_same_caption"]]
     varied = [r for r in rows if r["dup_count"] > 1 and not r["cluster_same_caption"]]
@@ -252,11 +252,10 @@ def test_ivf_and_partition_modes_agree_with_exact(tmp_path):
 def test_annotate_and_drop_account_for_every_row(tmp_path):
     x = planted(n_base=500)
     write_embed_dir(tmp_path / "emb", x)
-    ann = dedup.run(str(tmp_path / "emb"), str(tmp_path / "ann"), {"threshold": 0.9}, progress=False)
+    ann = dedup.run(dedup.Options(embeddings=str(tmp_path / "emb"), output=str(tmp_path / "ann"), threshold=0.9, progress=False))
     rows = read_samples(tmp_path / "ann")
     assert len(rows) == len(x) and ann["duplicates_marked"] == sum(not r["keep"] for r in rows) > 0
-    drop = dedup.run(str(tmp_path / "emb"), str(tmp_path / "drop"), {"threshold": 0.9, "action": "drop"},
-                     progress=False)
+    drop = dedup.run(dedup.Options(embeddings=str(tmp_path / "emb"), output=str(tmp_path / "drop"), threshold=0.9, action="drop", progress=False))
     kept = read_samples(tmp_path / "drop")
     drops = [r for p in sorted((tmp_path / "drop" / "drops").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
     assert sorted(r["key"] for r in kept + drops) == sorted(f"k{i}" for i in range(len(x)))
@@ -265,18 +264,16 @@ def test_annotate_and_drop_account_for_every_row(tmp_path):
                for d in drops)
     assert len(drops) == ann["duplicates_marked"] == drop["duplicates_marked"]
     # same options again: nothing recomputed, same report
-    again = dedup.run(str(tmp_path / "emb"), str(tmp_path / "drop"), {"threshold": 0.9, "action": "drop"},
-                      progress=False)
+    again = dedup.run(dedup.Options(embeddings=str(tmp_path / "emb"), output=str(tmp_path / "drop"), threshold=0.9, action="drop", progress=False))
     assert again == drop
 
 
 def test_against_finds_copies_of_corpus_images_in_a_new_shard(sample_run, tmp_path):
     images = sample_run["images"] / "images"
-    embed.run(str(images / "00000.parquet"), str(tmp_path / "corpus_emb"), {}, progress=False)
-    embed.run(str(images / "00001.parquet"), str(tmp_path / "new_emb"), {}, progress=False)
-    dedup.run(str(tmp_path / "corpus_emb"), str(tmp_path / "corpus"), {}, progress=False)
-    report = dedup.run(str(tmp_path / "new_emb"), str(tmp_path / "new"), {"against": str(tmp_path / "corpus")},
-                       progress=False)
+    embed.run(embed.Options(images=str(images / "00000.parquet"), output=str(tmp_path / "corpus_emb"), progress=False))
+    embed.run(embed.Options(images=str(images / "00001.parquet"), output=str(tmp_path / "new_emb"), progress=False))
+    dedup.run(dedup.Options(embeddings=str(tmp_path / "corpus_emb"), output=str(tmp_path / "corpus"), progress=False))
+    report = dedup.run(dedup.Options(embeddings=str(tmp_path / "new_emb"), output=str(tmp_path / "new"), against=str(tmp_path / "corpus"), progress=False))
     corpus_keys = set(pq.read_table(tmp_path / "corpus" / "index" / "keys.parquet").column("key").to_pylist())
     truth = truth_groups(sample_run)
     rows = read_samples(tmp_path / "new")
@@ -298,7 +295,7 @@ def test_report_html_escapes_captions(tmp_path):
     t = pq.read_table(meta)
     caps = ["<script>alert(1)</script>"] * t.num_rows
     pq.write_table(t.set_column(t.schema.get_field_index("caption"), "caption", pa.array(caps)), meta)
-    dedup.run(str(tmp_path / "emb"), str(tmp_path / "dd"), {"threshold": 0.9}, progress=False)
+    dedup.run(dedup.Options(embeddings=str(tmp_path / "emb"), output=str(tmp_path / "dd"), threshold=0.9, progress=False))
     page = (tmp_path / "dd" / "report.html").read_text()
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
@@ -432,13 +429,11 @@ def test_dedup_templates_finds_meme_and_striped_copies(photos, tmp_path):
         samples.append((f"{n}_{kind}", jpeg(TEMPLATE_TRANSFORMS[kind](p.convert("RGB"), rng)[0].convert("RGB")), n))
     samples += [(n, jpeg(p.convert("RGB")), n) for n, p, _ in photos[12:18]]
     image_shard(tmp_path / "images" / "images" / "00000.parquet", samples)
-    embed.run(str(tmp_path / "images"), str(tmp_path / "emb"), {"pooling": "gem", "resize": "pad", "size": 320},
-              progress=False)
+    embed.run(embed.Options(images=str(tmp_path / "images"), output=str(tmp_path / "emb"), pooling="gem", resize="pad", size=320, progress=False))
     truth = {k: c for k, _, c in samples}
     found, crowd, scores = {}, {}, {}
     for name, extra in (("plain", {}), ("bands", {"templates": True})):
-        report = dedup.run(str(tmp_path / "emb"), str(tmp_path / name), {"score": "hub", **extra}, progress=False,
-                           images=str(tmp_path / "images"))
+        report = dedup.run(dedup.Options(embeddings=str(tmp_path / "emb"), output=str(tmp_path / name), score="hub", **extra, progress=False, images=str(tmp_path / "images")))
         label = {r["key"]: r["cluster_id"] for r in read_samples(tmp_path / name)}
         found[name] = sum(label[k] == label[truth[k]] for k in label if k != truth[k] and truth[k] in label)
         copies = [k for k in label if k != truth[k]]  # pairs of copies of different photos put together
@@ -466,13 +461,11 @@ def test_dedup_templates_finds_framed_copies_and_keeps_the_crowd_apart(photos, t
                 for n, p, _ in photos[4:9]]  # framed pictures whose source is not in the set
     samples += [(n, jpeg(p.convert("RGB")), f"photo {n}") for n, p, _ in photos[9:16]]
     image_shard(tmp_path / "images" / "images" / "00000.parquet", samples)
-    embed.run(str(tmp_path / "images"), str(tmp_path / "emb"), {"pooling": "gem", "resize": "pad", "size": 320},
-              progress=False)
+    embed.run(embed.Options(images=str(tmp_path / "images"), output=str(tmp_path / "emb"), pooling="gem", resize="pad", size=320, progress=False))
     truth = {k: k.removesuffix("_shot") for k, _, _ in samples}
 
     def run(name: str, **opts):
-        report = dedup.run(str(tmp_path / "emb"), str(tmp_path / name), {"score": "hub", **opts}, progress=False,
-                           images=str(tmp_path / "images"))
+        report = dedup.run(dedup.Options(embeddings=str(tmp_path / "emb"), output=str(tmp_path / name), score="hub", **opts, progress=False, images=str(tmp_path / "images")))
         label = {r["key"]: r["cluster_id"] for r in read_samples(tmp_path / name)}
         with_source = sum(label[f"{n}_shot"] == label[n] for n, _ in sources)
         shots = [k for k in label if k.endswith("_shot")]
@@ -486,15 +479,14 @@ def test_dedup_templates_finds_framed_copies_and_keeps_the_crowd_apart(photos, t
     assert "framed in a shared template" in page and f"<td>{report['templates']['framed']}</td>" in page
     assert found >= 3 and found > plain_found  # measured: 4 of 4 framed copies with their source, 0 without
     assert crowd == 0 and scores["f1"] > plain_scores["f1"]
-    with pytest.raises(CurateError, match="--images"):
-        dedup.run(str(tmp_path / "emb"), str(tmp_path / "x"), {"templates": True}, progress=False)
+    with pytest.raises(CurateError, match="templates: needs images"):
+        dedup.run(dedup.Options(embeddings=str(tmp_path / "emb"), output=str(tmp_path / "x"), templates=True, progress=False))
     import shutil
 
     shutil.copytree(tmp_path / "emb", tmp_path / "foreign")  # clip-retrieval's layout from another tool
     (tmp_path / "foreign" / "_stage.json").unlink()
     with pytest.raises(CurateError, match="_stage.json"):
-        dedup.run(str(tmp_path / "foreign"), str(tmp_path / "y"), {"templates": True}, progress=False,
-                  images=str(tmp_path / "images"))
+        dedup.run(dedup.Options(embeddings=str(tmp_path / "foreign"), output=str(tmp_path / "y"), templates=True, progress=False, images=str(tmp_path / "images")))
 
 
 def test_dedup_templates_costs_overlay_copies_nothing(photos, tmp_path):
@@ -514,11 +506,10 @@ def test_dedup_templates_costs_overlay_copies_nothing(photos, tmp_path):
             samples.append((f"{n}_{c}", jpeg(TRANSFORMS[op](base, rng)[0].convert("RGB")), n))
     samples += [(n, jpeg(p.convert("RGB")), n) for n, p, _ in photos[3:12]]
     image_shard(tmp_path / "images" / "images" / "00000.parquet", samples)
-    embed.run(str(tmp_path / "images"), str(tmp_path / "emb"), {}, progress=False)
+    embed.run(embed.Options(images=str(tmp_path / "images"), output=str(tmp_path / "emb"), progress=False))
     labels = {}
     for name, extra in (("plain", {}), ("framed", {"templates": True})):
-        report = dedup.run(str(tmp_path / "emb"), str(tmp_path / name), {"score": "hub", **extra}, progress=False,
-                           images=str(tmp_path / "images"))
+        report = dedup.run(dedup.Options(embeddings=str(tmp_path / "emb"), output=str(tmp_path / name), score="hub", **extra, progress=False, images=str(tmp_path / "images")))
         labels[name] = {r["key"]: r["cluster_id"] for r in read_samples(tmp_path / name)}
     truth = {k: c for k, _, c in samples}
     assert report["templates"]["framed"] >= 1  # the premise: some overlay copies look framed (measured 2)
@@ -547,11 +538,10 @@ def test_dedup_templates_keeps_a_large_group_of_reencoded_copies_whole(photos, t
     others = [(n, small(p)) for k, (n, p, _) in enumerate(photos) if k != 2]
     samples += [(n, jpeg_bytes(p), n) for n, p in others]
     image_shard(tmp_path / "images" / "images" / "00000.parquet", samples)
-    embed.run(str(tmp_path / "images"), str(tmp_path / "emb"), {}, progress=False)
+    embed.run(embed.Options(images=str(tmp_path / "images"), output=str(tmp_path / "emb"), progress=False))
     groups = {}
     for name, extra in (("plain", {}), ("pixels", {"templates": True})):
-        report = dedup.run(str(tmp_path / "emb"), str(tmp_path / name), extra, progress=False,
-                           images=str(tmp_path / "images"))
+        report = dedup.run(dedup.Options(embeddings=str(tmp_path / "emb"), output=str(tmp_path / name), **extra, progress=False, images=str(tmp_path / "images")))
         label = {r["key"]: r["cluster_id"] for r in read_samples(tmp_path / name)}
         groups[name] = {label[f"copy{c:02d}"] for c in range(30)}
         assert not {label[n] for n, _ in others} & groups[name]  # no other photo joins

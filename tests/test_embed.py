@@ -113,7 +113,7 @@ def test_stage_alignment_and_bad_images(photos, tmp_path):
     samples += [(n, jpeg(im), c) for n, im, c in good[3:5]]
     image_shard(tmp_path / "images" / "images" / "00000.parquet", samples)
     out = tmp_path / "emb"
-    summary = embed.run(str(tmp_path / "images"), str(out), {"batch_size": 3, "text_model": "minilm"}, progress=False)
+    summary = embed.run(embed.Options(images=str(tmp_path / "images"), output=str(out), batch_size=3, text_model="minilm", progress=False))
     emb, meta, rej = load_run(out)
     kept = [n for n, _, _ in good[:3]] + ["cmyk", "sixteen", "palette"] + [n for n, _, _ in good[3:5]]
     assert [m["key"] for m in meta] == kept
@@ -197,6 +197,7 @@ def test_phash_of_a_resized_copy_is_within_a_few_bits(photos):
 
 def test_embed_the_downloaded_sample_copies_near_their_sources(tmp_path):
     """download output -> embed: planted copies are nearer their source than unrelated photos on average."""
+    from curate.config import SampleOptions
     from curate.sample.build import build_sample
     from curate.sample.server import make_server, serve_in_thread
     from curate.stages import download
@@ -206,14 +207,13 @@ def test_embed_the_downloaded_sample_copies_near_their_sources(tmp_path):
     httpd = make_server(str(sample))
     serve_in_thread(httpd)
     try:
-        build_sample(str(sample), seed=0, base_url=f"http://127.0.0.1:{httpd.server_address[1]}", bad_rows=False)
-        download.run([str(p) for p in sorted((sample / "input").glob("*.parquet"))], str(tmp_path / "images"),
-                     {"allow_private_network": True}, progress=False)
+        build_sample(SampleOptions(output=str(sample), seed=0, base_url=f"http://127.0.0.1:{httpd.server_address[1]}", bad_rows=False))
+        download.run(download.Options(inputs=tuple(str(p) for p in sorted((sample / "input").glob("*.parquet"))), output=str(tmp_path / "images"), allow_private_network=True, progress=False))
     finally:
         httpd.shutdown()
         httpd.server_close()
     out = tmp_path / "emb"
-    embed.run(str(tmp_path / "images"), str(out), {}, workers=2, progress=False)
+    embed.run(embed.Options(images=str(tmp_path / "images"), output=str(out), workers=2, progress=False))
     emb = np.concatenate([np.load(p) for p in sorted((out / "img_emb").glob("*.npy"))]).astype(np.float32)
     keys = [r["key"] for p in sorted((out / "metadata").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
     truth = {r["key"]: r["source_key"] for r in pq.read_table(sample / "truth.parquet").to_pylist()}

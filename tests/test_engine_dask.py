@@ -35,12 +35,11 @@ def test_download_embed_recaption_export_match_the_local_engine(sample_run, serv
                     [{"url": u, "caption": f"c{s}{i}"} for i, u in enumerate(urls)] + [{"url": f"{server.base}/x", "caption": "gone"}])
     inputs = [str(p) for p in sorted((tmp_path / "in").glob("*.parquet"))]
     opts = {"allow_private_network": True}
-    download.run(inputs, str(tmp_path / "dl_local"), opts, progress=False)
-    download.run(inputs, str(tmp_path / "dl_dask"), opts, progress=False, engine="dask", scheduler=scheduler)
+    download.run(download.Options(inputs=tuple(inputs), output=str(tmp_path / "dl_local"), **opts, progress=False))
+    download.run(download.Options(inputs=tuple(inputs), output=str(tmp_path / "dl_dask"), **opts, progress=False, engine="dask", scheduler=scheduler))
     assert tree(tmp_path / "dl_local") == tree(tmp_path / "dl_dask")
 
-    embed.run(str(sample_run["images"]), str(tmp_path / "emb_dask"), {"text_model": "minilm"}, progress=False,
-              engine="dask", scheduler=scheduler)
+    embed.run(embed.Options(images=str(sample_run["images"]), output=str(tmp_path / "emb_dask"), text_model="minilm", progress=False, engine="dask", scheduler=scheduler))
     local, dask = tree(sample_run["emb"]), tree(tmp_path / "emb_dask")
     assert local.keys() == dask.keys()
     import numpy as np
@@ -53,15 +52,13 @@ def test_download_embed_recaption_export_match_the_local_engine(sample_run, serv
         else:
             assert local[name] == dask[name], name
 
-    dedup.run(str(sample_run["emb"]), str(tmp_path / "dd"), {}, progress=False)
-    recaption.run(str(tmp_path / "dd"), str(tmp_path / "rc_local"), {}, progress=False)
-    recaption.run(str(tmp_path / "dd"), str(tmp_path / "rc_dask"), {}, progress=False, engine="dask",
-                  scheduler=scheduler)
+    dedup.run(dedup.Options(embeddings=str(sample_run["emb"]), output=str(tmp_path / "dd"), progress=False))
+    recaption.run(recaption.Options(dedup=str(tmp_path / "dd"), output=str(tmp_path / "rc_local"), progress=False))
+    recaption.run(recaption.Options(dedup=str(tmp_path / "dd"), output=str(tmp_path / "rc_dask"), progress=False, engine="dask", scheduler=scheduler))
     assert tree(tmp_path / "rc_local") == tree(tmp_path / "rc_dask")
     ex = {"dedup": str(tmp_path / "dd"), "captions": str(tmp_path / "rc_local"), "shard_size": 9}
-    export.run(str(sample_run["images"]), str(tmp_path / "ex_local"), ex, progress=False)
-    export.run(str(sample_run["images"]), str(tmp_path / "ex_dask"), ex, progress=False, engine="dask",
-               scheduler=scheduler)
+    export.run(export.Options(images=str(sample_run["images"]), output=str(tmp_path / "ex_local"), **ex, progress=False))
+    export.run(export.Options(images=str(sample_run["images"]), output=str(tmp_path / "ex_dask"), **ex, progress=False, engine="dask", scheduler=scheduler))
     assert tree(tmp_path / "ex_local") == tree(tmp_path / "ex_dask")  # byte-identical tars
 
 
@@ -70,9 +67,8 @@ def test_dedup_partitions_as_dask_tasks_match_the_local_engine(scheduler, tmp_pa
 
     write_embed_dir(tmp_path / "emb", planted(n_base=3000), shards=3)
     opts = {"mode": "partition", "threshold": 0.9, "nlist": 16, "save_index": False}
-    local = dedup.run(str(tmp_path / "emb"), str(tmp_path / "local"), opts, progress=False)
-    dask = dedup.run(str(tmp_path / "emb"), str(tmp_path / "dask"), opts, progress=False, engine="dask",
-                     scheduler=scheduler)
+    local = dedup.run(dedup.Options(embeddings=str(tmp_path / "emb"), output=str(tmp_path / "local"), **opts, progress=False))
+    dask = dedup.run(dedup.Options(embeddings=str(tmp_path / "emb"), output=str(tmp_path / "dask"), **opts, progress=False, engine="dask", scheduler=scheduler))
     assert local["duplicate_clusters"] == 6 and dask["duplicate_clusters"] == local["duplicate_clusters"]
     a, b = tree(tmp_path / "local"), tree(tmp_path / "dask")
     assert a.keys() == b.keys()
@@ -92,7 +88,7 @@ def test_a_worker_killed_mid_run_loses_no_rows(server, photos, tmp_path):
         write_shard(tmp_path / "in" / f"{s}.parquet", [{"url": u, "caption": f"s{s} {i}"} for i, u in enumerate(urls)])
     inputs = [str(p) for p in sorted((tmp_path / "in").glob("*.parquet"))]
     opts = {"allow_private_network": True, "timeout": 5, "threads": 1}
-    download.run(inputs, str(tmp_path / "local"), opts, progress=False)
+    download.run(download.Options(inputs=tuple(inputs), output=str(tmp_path / "local"), **opts, progress=False))
 
     server.httpd.delay = 0.3  # ~1.2 s per shard: the kill lands while shards are in flight
     cluster = distributed.LocalCluster(host="127.0.0.1", dashboard_address=None, n_workers=2, threads_per_worker=1,
@@ -103,7 +99,7 @@ def test_a_worker_killed_mid_run_loses_no_rows(server, photos, tmp_path):
 
     def run() -> None:
         try:
-            download.run(inputs, str(out), opts, progress=False, engine="dask", scheduler=cluster.scheduler_address)
+            download.run(download.Options(inputs=tuple(inputs), output=str(out), **opts, progress=False, engine="dask", scheduler=cluster.scheduler_address))
         except BaseException as err:  # noqa: BLE001 (reported below; the rerun must complete it)
             errors.append(err)
 
@@ -126,7 +122,7 @@ def test_a_worker_killed_mid_run_loses_no_rows(server, photos, tmp_path):
     server.httpd.delay = 0.0
     if errors:  # the run may fail with the lost worker; a rerun completes only what is missing
         print(f"run failed with the lost worker ({errors[0]!r}); rerunning")
-        download.run(inputs, str(out), opts, progress=False)
+        download.run(download.Options(inputs=tuple(inputs), output=str(out), **opts, progress=False))
     assert tree(out) == tree(tmp_path / "local")
     stats = [json.loads(p.read_text()) for p in sorted((out / "_stats").glob("*.json"))]
     assert len(stats) == 6 and sum(s["rows_in"] for s in stats) == 24 == sum(s["rows_out"] for s in stats)

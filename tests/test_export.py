@@ -16,10 +16,9 @@ from curate.stages import dedup, export, recaption
 
 def test_export_round_trips_through_plain_webdataset(sample_run, tmp_path):
     dd, rc, out = tmp_path / "dd", tmp_path / "rc", tmp_path / "train"
-    dedup.run(str(sample_run["emb"]), str(dd), {}, progress=False)
-    recaption.run(str(dd), str(rc), {}, progress=False)
-    summary = export.run(str(sample_run["images"]), str(out), {"dedup": str(dd), "captions": str(rc),
-                                                                "shard_size": 7}, progress=False)
+    dedup.run(dedup.Options(embeddings=str(sample_run["emb"]), output=str(dd), progress=False))
+    recaption.run(recaption.Options(dedup=str(dd), output=str(rc), progress=False))
+    summary = export.run(export.Options(images=str(sample_run["images"]), output=str(out), dedup=str(dd), captions=str(rc), shard_size=7, progress=False))
     tars = sorted(out.glob("*.tar"))
     assert [t.name for t in tars] == [f"{j:05d}.tar" for j in range(len(tars))]  # gap-free
     samples = list(wds.WebDataset([str(t) for t in tars], shardshuffle=False))  # no curate code
@@ -41,14 +40,13 @@ def test_export_round_trips_through_plain_webdataset(sample_run, tmp_path):
     schemas.validate(pq.read_schema(out / "00000.parquet"), "train_shard", source="sidecar")
     # rerun: resumes (nothing to do), same bytes
     before = {t.name: t.read_bytes() for t in tars}
-    export.run(str(sample_run["images"]), str(out), {"dedup": str(dd), "captions": str(rc), "shard_size": 7},
-               progress=False)
+    export.run(export.Options(images=str(sample_run["images"]), output=str(out), dedup=str(dd), captions=str(rc), shard_size=7, progress=False))
     assert {t.name: t.read_bytes() for t in sorted(out.glob("*.tar"))} == before
 
 
 def test_export_without_dedup_keeps_everything(sample_run, tmp_path):
     out = tmp_path / "train"
-    summary = export.run(str(sample_run["images"]), str(out), {"shard_size": 1000}, progress=False)
+    summary = export.run(export.Options(images=str(sample_run["images"]), output=str(out), shard_size=1000, progress=False))
     n = sum(pq.read_metadata(p).num_rows for p in (sample_run["images"] / "images").glob("*.parquet"))
     assert summary["rows_out"] == n and len(list(out.glob("*.tar"))) == 1
 
@@ -58,10 +56,9 @@ def test_a_redone_dedup_is_read_again_by_the_same_process(sample_run, tmp_path):
     dd = tmp_path / "dd"
 
     def exported_counts(threshold: float, out: str) -> tuple[dict, dict]:
-        dedup.run(str(sample_run["emb"]), str(dd), {"threshold": threshold}, overwrite=True, progress=False)
-        recaption.run(str(dd), str(tmp_path / "rc"), {}, overwrite=True, progress=False)
-        export.run(str(sample_run["images"]), str(tmp_path / out), {"dedup": str(dd), "captions": str(tmp_path / "rc"),
-                                                                      "include_duplicates": True}, progress=False)
+        dedup.run(dedup.Options(embeddings=str(sample_run["emb"]), output=str(dd), threshold=threshold, overwrite=True, progress=False))
+        recaption.run(recaption.Options(dedup=str(dd), output=str(tmp_path / "rc"), overwrite=True, progress=False))
+        export.run(export.Options(images=str(sample_run["images"]), output=str(tmp_path / out), dedup=str(dd), captions=str(tmp_path / "rc"), include_duplicates=True, progress=False))
         sidecar = {r["key"]: r["dup_count"] for r in pq.read_table(tmp_path / out / "00000.parquet").to_pylist()}
         truth = {r["key"]: r["dup_count"] for p in sorted((dd / "samples").glob("*.parquet"))
                  for r in pq.read_table(p).to_pylist()}

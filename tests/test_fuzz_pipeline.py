@@ -92,20 +92,19 @@ def run_pipeline(parts: list[list[dict]]) -> bool:
         inputs = [str(p) for p in sorted((base / "in").glob("*.parquet"))]
         n_rows = sum(len(r) for r in parts)
 
-        dl = download.run(inputs, str(root / "images"), {"allow_private_network": True, "timeout": 3}, progress=False)
+        dl = download.run(download.Options(inputs=tuple(inputs), output=str(root / "images"), allow_private_network=True, timeout=3, progress=False))
         assert dl["rows_in"] == n_rows == dl["rows_out"] + dl["rows_rejected"]
         rejects = [r for p in sorted((root / "images" / "rejects").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
         assert len(rejects) == dl["rows_rejected"] and all(r["reason"] for r in rejects)
         if dl["rows_out"]:
-            em = embed.run(str(root / "images"), str(root / "emb"), {"model": "phash"}, progress=False)
+            em = embed.run(embed.Options(images=str(root / "images"), output=str(root / "emb"), model="phash", progress=False))
             assert em["rows_in"] == dl["rows_out"] == em["rows_out"] + em["rows_rejected"]
             if em["rows_out"]:
-                dd = dedup.run(str(root / "emb"), str(root / "dedup"), {}, progress=False)
+                dd = dedup.run(dedup.Options(embeddings=str(root / "emb"), output=str(root / "dedup"), progress=False))
                 assert dd["samples"] == em["rows_out"]
-                rc = recaption.run(str(root / "dedup"), str(root / "recaption"), {}, progress=False)
+                rc = recaption.run(recaption.Options(dedup=str(root / "dedup"), output=str(root / "recaption"), progress=False))
                 assert rc["samples"] == em["rows_out"]
-                ex = export.run(str(root / "images"), str(root / "train"),
-                                {"dedup": str(root / "dedup"), "captions": str(root / "recaption")}, progress=False)
+                ex = export.run(export.Options(images=str(root / "images"), output=str(root / "train"), dedup=str(root / "dedup"), captions=str(root / "recaption"), progress=False))
                 assert ex["image_rows"] == dl["rows_out"]
                 assert ex["rows_out"] + ex["rows_rejected"] + sum(ex["excluded"].values()) == ex["image_rows"]
                 exported = True
@@ -136,8 +135,8 @@ def test_the_same_key_in_two_shards_is_exported_once_and_counted(server, photos,
         pq.write_table(pa.Table.from_pylist([{"key": "same", "url": url, "caption": f"shard {i}"}]),
                        tmp_path / "in" / f"{i}.parquet")
     inputs = [str(p) for p in sorted((tmp_path / "in").glob("*.parquet"))]
-    download.run(inputs, str(tmp_path / "images"), {"allow_private_network": True}, progress=False)
-    ex = export.run(str(tmp_path / "images"), str(tmp_path / "train"), {}, progress=False)
+    download.run(download.Options(inputs=tuple(inputs), output=str(tmp_path / "images"), allow_private_network=True, progress=False))
+    ex = export.run(export.Options(images=str(tmp_path / "images"), output=str(tmp_path / "train"), progress=False))
     assert ex["image_rows"] == 2 and ex["rows_out"] == 1 and ex["excluded"] == {"duplicate_key": 1}
     sidecar = pq.read_table(tmp_path / "train" / "00000.parquet").to_pylist()
     assert [r["caption"] for r in sidecar] == ["shard 0"]

@@ -6,10 +6,11 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from curate import schemas
+from curate import config, optspec, schemas
 from curate.cli import cli
 from curate.errors import SchemaError
 from curate.io.laion import check_input_shards
+from curate.optspec import OptionError
 from tests.conftest import write_shard
 
 
@@ -70,8 +71,8 @@ def test_shards_with_different_schemas(tmp_path):
 
 
 def test_column_map_errors():
-    with pytest.raises(SchemaError, match="OLD=NEW"):
-        schemas.parse_column_map(["nonsense"])
+    with pytest.raises(OptionError, match="OLD=NEW"):
+        optspec.coerce(optspec.specs(config.DownloadOptions)[-1], ["nonsense"])
     with pytest.raises(SchemaError, match="'link2', which is not in the file"):
         schemas.input_renames(["url", "caption"], {"link2": "url"}, source="f.parquet")
 

@@ -48,7 +48,7 @@ stages:
     assert [p.stat().st_mtime_ns for p in stats] == before  # finished shards were not redone
 
 
-@pytest.mark.parametrize(("text", "needle"), [("stages: 3", "needs `root`"), ("root: x\nstages:\n  - bogus: {}", "unknown stage"),
+@pytest.mark.parametrize(("text", "needle"), [("stages: 3", "root: is required"), ("root: x\nstages:\n  - bogus: {}", "unknown stage"),
                                               ("root: [", "not valid YAML")])
 def test_bad_pipeline_files_are_one_line_errors(tmp_path, text, needle):
     config = tmp_path / "p.yaml"

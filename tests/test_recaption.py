@@ -162,10 +162,10 @@ def read_captions(out: Path) -> list[dict]:
 
 def test_stage_cuts_same_image_same_caption_and_ignores_worker_count(sample_run, tmp_path):
     dd = tmp_path / "dd"
-    dedup.run(str(sample_run["emb"]), str(dd), {}, progress=False)
-    one = recaption.run(str(dd), str(tmp_path / "one"), {}, progress=False)
+    dedup.run(dedup.Options(embeddings=str(sample_run["emb"]), output=str(dd), progress=False))
+    one = recaption.run(recaption.Options(dedup=str(dd), output=str(tmp_path / "one"), progress=False))
     assert not recaption._PRIMED  # the in-process cluster lists are let go with the run
-    recaption.run(str(dd), str(tmp_path / "two"), {}, workers=2, progress=False)  # these read them from _work/
+    recaption.run(recaption.Options(dedup=str(dd), output=str(tmp_path / "two"), workers=2, progress=False))  # these read them from _work/
     a, b = read_captions(tmp_path / "one"), read_captions(tmp_path / "two")
     assert a == b
     samples = [r for p in sorted((dd / "samples").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
@@ -241,8 +241,8 @@ def test_report_recounts_from_the_caption_shards(sample_run, tmp_path, options):
     """cluster_texts/ names a list text by its place in the cluster's list and any other text by itself: the two
     must never name one text twice, whether or not a pool took the whole list."""
     dd = tmp_path / "dd"
-    dedup.run(str(sample_run["emb"]), str(dd), {}, progress=False)
-    report = recaption.run(str(dd), str(tmp_path / "rc"), options, progress=False)
+    dedup.run(dedup.Options(embeddings=str(sample_run["emb"]), output=str(dd), progress=False))
+    report = recaption.run(recaption.Options(dedup=str(dd), output=str(tmp_path / "rc"), **options, progress=False))
     rows = read_captions(tmp_path / "rc")
     texts = pq.read_table(tmp_path / "rc" / "cluster_texts" / "00000.parquet")
     listed = texts.column("listed").to_numpy()
@@ -253,14 +253,14 @@ def test_report_recounts_from_the_caption_shards(sample_run, tmp_path, options):
 
 def test_a_dedup_output_without_cluster_captions_is_one_clear_error(sample_run, tmp_path):
     dd = tmp_path / "dd"
-    dedup.run(str(sample_run["emb"]), str(dd), {}, progress=False)
+    dedup.run(dedup.Options(embeddings=str(sample_run["emb"]), output=str(dd), progress=False))
     clusters = pq.read_table(dd / "clusters.parquet")
     pq.write_table(clusters.drop(["captions"]), dd / "clusters.parquet")
     with pytest.raises(CurateError, match="rerun curate dedup"):
-        recaption.run(str(dd), str(tmp_path / "rc"), {}, progress=False)
+        recaption.run(recaption.Options(dedup=str(dd), output=str(tmp_path / "rc"), progress=False))
     (dd / "clusters.parquet").unlink()
     with pytest.raises(CurateError, match="no clusters.parquet"):
-        recaption.run(str(dd), str(tmp_path / "rc"), {}, progress=False)
+        recaption.run(recaption.Options(dedup=str(dd), output=str(tmp_path / "rc"), progress=False))
 
 
 def test_resuming_over_an_older_curates_cluster_texts_is_one_clear_error(sample_run, tmp_path):
@@ -269,13 +269,13 @@ def test_resuming_over_an_older_curates_cluster_texts_is_one_clear_error(sample_
     from curate.errors import SchemaError
 
     dd, out = tmp_path / "dd", tmp_path / "rc"
-    dedup.run(str(sample_run["emb"]), str(dd), {}, progress=False)
-    recaption.run(str(dd), str(out), {}, progress=False)
+    dedup.run(dedup.Options(embeddings=str(sample_run["emb"]), output=str(dd), progress=False))
+    recaption.run(recaption.Options(dedup=str(dd), output=str(out), progress=False))
     old = out / "cluster_texts" / "00000.parquet"
     pq.write_table(pq.read_table(old).drop_columns(["listed"]), old)  # as cluster_texts were before `listed`
     with pytest.raises(SchemaError, match=r"00000\.parquet: missing required column 'listed'.*--overwrite"):
-        recaption.run(str(dd), str(out), {}, progress=False)  # every shard done: only the report is made again
-    report = recaption.run(str(dd), str(out), {}, progress=False, overwrite=True)
+        recaption.run(recaption.Options(dedup=str(dd), output=str(out), progress=False))  # every shard done: only the report is made again
+    report = recaption.run(recaption.Options(dedup=str(dd), output=str(out), progress=False, overwrite=True))
     assert report["duplicate_clusters"] > 0 and pq.read_schema(old).field("listed").type == pa.int32()
 
 
@@ -313,8 +313,8 @@ def test_null_and_empty_captions_are_kept_and_counted(tmp_path):
     pq.write_table(pa.table({"key": [f"k{i}" for i in range(6)], "shard": [0] * 6, "caption": caps}),
                    emb / "metadata" / "metadata_00000.parquet")
     (emb / "manifest.json").write_text(json.dumps({"model": "synthetic", "dim": 16, "kind": "float"}))
-    dedup.run(str(emb), str(tmp_path / "dd"), {"threshold": 0.95}, progress=False)
-    report = recaption.run(str(tmp_path / "dd"), str(tmp_path / "rc"), {"target": "all"}, progress=False)
+    dedup.run(dedup.Options(embeddings=str(emb), output=str(tmp_path / "dd"), threshold=0.95, progress=False))
+    report = recaption.run(recaption.Options(dedup=str(tmp_path / "dd"), output=str(tmp_path / "rc"), target="all", progress=False))
     rows = {r["key"]: r for r in read_captions(tmp_path / "rc")}
     assert rows["k0"]["original_caption"] is None and rows["k0"]["captions"] == []
     assert rows["k1"]["captions"] == [""] and not rows["k1"]["changed"]
@@ -325,9 +325,8 @@ def test_null_and_empty_captions_are_kept_and_counted(tmp_path):
 def test_caption_tables_match_their_schema(sample_run, tmp_path):
     from curate import schemas
 
-    dedup.run(str(sample_run["emb"]), str(tmp_path / "dd"), {}, progress=False)
-    recaption.run(str(tmp_path / "dd"), str(tmp_path / "rc"), {"vocab": "dataset", "ops": ["rt", "rc"]},
-                  progress=False)
+    dedup.run(dedup.Options(embeddings=str(sample_run["emb"]), output=str(tmp_path / "dd"), progress=False))
+    recaption.run(recaption.Options(dedup=str(tmp_path / "dd"), output=str(tmp_path / "rc"), vocab="dataset", ops=("rt", "rc"), progress=False))
     schemas.validate(pq.read_schema(tmp_path / "rc" / "captions" / "00000.parquet"), "captions", source="captions")
     schemas.validate(pq.read_schema(tmp_path / "rc" / "cluster_texts" / "00000.parquet"), "cluster_texts",
                      source="cluster_texts")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from PIL import Image
 
+from curate.config import SampleOptions
 from curate.sample.build import build_sample
 from curate.sample.server import make_server, serve_in_thread
 
@@ -21,16 +22,16 @@ def digest_tree(root: Path) -> dict[str, str]:
 
 
 def test_sample_is_deterministic_by_seed(tmp_path):
-    a = build_sample(str(tmp_path / "a"), seed=3, base_url="http://127.0.0.1:1")
-    b = build_sample(str(tmp_path / "b"), seed=3, base_url="http://127.0.0.1:1")
-    build_sample(str(tmp_path / "c"), seed=4, base_url="http://127.0.0.1:1")
+    a = build_sample(SampleOptions(output=str(tmp_path / "a"), seed=3, base_url="http://127.0.0.1:1"))
+    b = build_sample(SampleOptions(output=str(tmp_path / "b"), seed=3, base_url="http://127.0.0.1:1"))
+    build_sample(SampleOptions(output=str(tmp_path / "c"), seed=4, base_url="http://127.0.0.1:1"))
     assert a == b
     assert digest_tree(tmp_path / "a") == digest_tree(tmp_path / "b")
     assert digest_tree(tmp_path / "a") != digest_tree(tmp_path / "c")
 
 
 def test_sample_ground_truth_matches_the_files(tmp_path):
-    summary = build_sample(str(tmp_path), seed=0, base_url="http://127.0.0.1:1")
+    summary = build_sample(SampleOptions(output=str(tmp_path), seed=0, base_url="http://127.0.0.1:1"))
     truth = {r["key"]: r for r in pq.read_table(tmp_path / "truth.parquet").to_pylist()}
     rows = []
     for p in sorted((tmp_path / "input").glob("*.parquet")):
@@ -83,7 +84,7 @@ def test_demo_flow_sample_serve_download(tmp_path):
 def test_sample_tables_match_their_schemas(tmp_path):
     from curate import schemas
 
-    build_sample(str(tmp_path), seed=1, base_url="http://127.0.0.1:1")
+    build_sample(SampleOptions(output=str(tmp_path), seed=1, base_url="http://127.0.0.1:1"))
     schemas.validate(pq.read_schema(tmp_path / "truth.parquet"), "sample_truth", source="truth.parquet")
     for p in (tmp_path / "input").glob("*.parquet"):
         schemas.validate(pq.read_schema(p), "input_shard", source=str(p))

@@ -20,10 +20,9 @@ from curate.stages import audit, dedup, export, recaption, train
 @pytest.fixture(scope="module")
 def train_dir(sample_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("train_data")
-    dedup.run(str(sample_run["emb"]), str(root / "dd"), {}, progress=False)
-    recaption.run(str(root / "dd"), str(root / "rc"), {}, progress=False)
-    export.run(str(sample_run["images"]), str(root / "train"), {"dedup": str(root / "dd"),
-                                                                 "captions": str(root / "rc")}, progress=False)
+    dedup.run(dedup.Options(embeddings=str(sample_run["emb"]), output=str(root / "dd"), progress=False))
+    recaption.run(recaption.Options(dedup=str(root / "dd"), output=str(root / "rc"), progress=False))
+    export.run(export.Options(images=str(sample_run["images"]), output=str(root / "train"), dedup=str(root / "dd"), captions=str(root / "rc"), progress=False))
     return root / "train"
 
 
@@ -33,7 +32,7 @@ def unet_weights(path) -> dict:
 
 def test_tiny_model_trains_and_resumes_exactly(train_dir, tmp_path):
     opts = {"steps": 4, "checkpoint_every": 2, "batch_size": 2, "mitigations": ["rt", "gn"], "p": 0.5}
-    a = train.run(str(train_dir), str(tmp_path / "a"), opts, progress=False)
+    a = train.run(train.Options(train=str(train_dir), output=str(tmp_path / "a"), **opts, progress=False))
     assert np.isfinite(a["final_loss"]) and a["steps"] == 4
     log = [json.loads(line) for line in (tmp_path / "a" / "train.log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in log)
@@ -44,7 +43,7 @@ def test_tiny_model_trains_and_resumes_exactly(train_dir, tmp_path):
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     (tmp_path / "b" / "checkpoints" / "step-000004").rename(tmp_path / "b" / "checkpoints" / "step-000004.tmp")
     shutil.rmtree(tmp_path / "b" / "final")
-    b = train.run(str(train_dir), str(tmp_path / "b"), opts, progress=False)
+    b = train.run(train.Options(train=str(train_dir), output=str(tmp_path / "b"), **opts, progress=False))
     assert b["resumed_from"] == 2
     assert (tmp_path / "b" / "train.log.jsonl").read_text() == (tmp_path / "a" / "train.log.jsonl").read_text()
     assert b["mitigations_applied"] == a["mitigations_applied"] and b["final_loss"] == a["final_loss"]
@@ -94,15 +93,14 @@ def test_gaussian_noise_on_text_embeddings():
 
 def test_duplication_simulation_weights(train_dir):
     keys = [f"k{i}" for i in range(1000)]
-    w, dup = train.sampling_weights(keys, {"seed": 0, "dup_share": 0.05, "dup_weight": 5.0})
+    w, dup = train.sampling_weights(keys, train.Options(train="t", output="o", seed=0, dup_share=0.05, dup_weight=5.0))
     assert 30 < dup.sum() < 70
     assert np.isclose(w[dup][0] / w[~dup][0], 5.0) and np.isclose(w.sum(), 1.0)
 
 
 def test_audit_generates_and_scores(train_dir, tmp_path):
-    train.run(str(train_dir), str(tmp_path / "model"), {"steps": 2, "batch_size": 2}, progress=False)
-    report = audit.run(str(tmp_path / "model" / "final"), str(train_dir), str(tmp_path / "audit"),
-                       {"prompts": 4, "steps": 3, "mitigation": "gni"})
+    train.run(train.Options(train=str(train_dir), output=str(tmp_path / "model"), steps=2, batch_size=2, progress=False))
+    report = audit.run(audit.Options(model=str(tmp_path / "model" / "final"), train=str(train_dir), output=str(tmp_path / "audit"), prompts=4, steps=3, mitigation="gni"))
     g = report["metrics"]["generations"]
     assert g["n"] == 4 and -1 <= g["mean"] <= 1 and g["p75"] <= g["p90"] <= g["p95"]
     assert len(list((tmp_path / "audit" / "generations").glob("*.png"))) == 4
@@ -130,7 +128,7 @@ def test_audit_finds_exact_copies_at_similarity_one_and_the_baseline(sample_run,
         copies[f"{meta['key']}.jpg"] = meta["key"]
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(gen / "noise.png")
-    report = audit.run_folder(str(gen), str(sample_run["emb"]), str(tmp_path / "audit"), {})
+    report = audit.run(audit.Options(generated=str(gen), corpus=str(sample_run["emb"]), output=str(tmp_path / "audit")))
     import pyarrow.parquet as pq
 
     matches = {r["generation"]: r for r in pq.read_table(tmp_path / "audit" / "matches.parquet").to_pylist()}
@@ -147,11 +145,9 @@ def test_audit_finds_exact_copies_at_similarity_one_and_the_baseline(sample_run,
 def test_tiny_pixel_model_trains_saves_and_generates(train_dir, tmp_path):
     from curate.diffusion import pixel
 
-    s = train.run(str(train_dir), str(tmp_path / "m"), {"model": "tiny-pixel", "resolution": 32, "steps": 2,
-                                                        "batch_size": 2}, progress=False)
+    s = train.run(train.Options(train=str(train_dir), output=str(tmp_path / "m"), model="tiny-pixel", resolution=32, steps=2, batch_size=2, progress=False))
     assert np.isfinite(s["final_loss"]) and pixel.is_pixel_model(str(tmp_path / "m" / "final"))
-    report = audit.run(str(tmp_path / "m" / "final"), str(train_dir), str(tmp_path / "a"),
-                       {"prompts": 2, "steps": 2, "resolution": 32, "mitigation": "rt"})
+    report = audit.run(audit.Options(model=str(tmp_path / "m" / "final"), train=str(train_dir), output=str(tmp_path / "a"), prompts=2, steps=2, resolution=32, mitigation="rt"))
     assert report["metrics"]["generations"]["n"] == 2
     share = report["top1_is_source_share"]
     n_distinct = len({r["cluster_id"] if r["cluster_id"] is not None else r["key"]

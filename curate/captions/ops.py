@@ -25,8 +25,9 @@ from typing import Any
 import pyarrow as pa
 
 from curate.captions import batch
+from curate.config import CAPTION_OPS
 
-OPS = ("paraphrase", "rt", "cwr", "rna", "rc")
+OPS = CAPTION_OPS  # declared with recaption's options
 
 # a short stop-word list (nltk's stopwords corpus is not available offline)
 STOPWORDS = frozenset("""

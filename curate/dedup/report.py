@@ -39,18 +39,18 @@ def _thumbs(images: str | None, keys: set[str]) -> dict[str, bytes]:
     return out
 
 
-def build_report(rows: dict[str, Any], pairs: Pairs, clusters: pa.Table, opts: dict[str, Any], emb: EmbeddingSet,
+def build_report(rows: dict[str, Any], pairs: Pairs, clusters: pa.Table, opts: Any, emb: EmbeddingSet,
                  manifest: dict[str, Any], output: str, images: str | None,
                  templates: dict[str, int] | None = None) -> dict[str, Any]:
     n = emb.n
     size = clusters.column("size").to_numpy()
     same = clusters.column("same_caption").to_numpy(zero_copy_only=False)
     keep = np.asarray(rows["keep"])
-    threshold = opts["threshold"]
+    threshold = opts.threshold
     at = {}
-    for t in sorted(set(opts["report_thresholds"]) | {threshold}):
+    for t in sorted(set(opts.report_thresholds) | {threshold}):
         p = pairs.above(t)
-        labels = link(n, p.i, p.j, p.sim, opts["linkage"], opts["mutual_k"])
+        labels = link(n, p.i, p.j, p.sim, opts.linkage, opts.mutual_k)
         at[f"{t:.2f}"] = round(1.0 - (int(labels.max()) + 1 if n else 0) / n, 4) if n else 0.0
     dup_clusters = int((size > 1).sum())
     risk = np.asarray(rows["memorization_risk"])
@@ -58,9 +58,9 @@ def build_report(rows: dict[str, Any], pairs: Pairs, clusters: pa.Table, opts: d
     captions = emb.metadata.column("caption").to_pylist() if "caption" in emb.metadata.column_names else [None] * n
     report: dict[str, Any] = {
         "model": manifest.get("model"), "kind": emb.kind, "samples": n, "threshold": threshold,
-        "score": opts.get("score", "raw"),
+        "score": opts.score,
         **({"templates": templates} if templates else {}),
-        "linkage": opts["linkage"], "mode": opts["mode"], "keep_policy": opts["keep"], "action": opts["action"],
+        "linkage": opts.linkage, "mode": opts.mode, "keep_policy": opts.keep, "action": opts.action,
         "clusters": int(len(size)), "duplicate_clusters": dup_clusters,
         "samples_in_duplicate_clusters": int(size[size > 1].sum()),
         "duplicates_marked": int((~keep).sum()), "share_removed": round(float((~keep).mean()) if n else 0.0, 4),
@@ -72,7 +72,7 @@ def build_report(rows: dict[str, Any], pairs: Pairs, clusters: pa.Table, opts: d
         "risk_top": [{"key": rows["key"][r], "dup_count": int(rows["dup_count"][r]),
                       "cluster_captions": int(rows["cluster_captions"][r]), "memorization_risk": float(risk[r]),
                       "caption": captions[r]} for r in top if risk[r] > 0],
-        "against": opts["against"],
+        "against": opts.against,
         "corpus_duplicates": sum(1 for r in range(n) if rows["corpus_key"][r]
                                  and rows["duplicate_of"][r] == rows["corpus_key"][r]),
     }

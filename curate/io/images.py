@@ -8,7 +8,7 @@ import warnings
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 # Pillow's own default (about 89.5 megapixels): big enough for any photo, small enough to refuse bombs.
-DEFAULT_MAX_IMAGE_AREA = 89_478_485
+from curate.config import DEFAULT_MAX_IMAGE_AREA  # noqa: E402  (re-exported)
 
 
 def _sniff(data: bytes) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from curate.config import SampleOptions
 from curate.io.fs import write_bytes_atomic, write_json_atomic, write_parquet_atomic
 from curate.sample.copies import make_copy
 from curate.sample.photos import Photo, bundled_photos, tuxpaint_stamps
@@ -45,24 +46,15 @@ def _jpeg_bytes(img: Any, quality: int = 92) -> bytes:  # noqa: ANN401 (PIL imag
     return buf.getvalue()
 
 
-def build_sample(
-    out_dir: str,
-    *,
-    seed: int = 0,
-    base_url: str = "http://127.0.0.1:8765",
-    shards: int = 2,
-    copy_share: float = 0.6,
-    max_copies: int = 3,
-    same_caption_share: float = 0.5,
-    max_stamps: int = 60,
-    debian_root: str | None = None,
-    bad_rows: bool = True,
-) -> dict[str, Any]:
+def build_sample(opts: SampleOptions) -> dict[str, Any]:
     """Write `files/`, `input/{i:05d}.parquet`, `truth.parquet` and `sample.json` under `out_dir`.
 
     Deterministic for a given seed and set of available photos (the Debian stamps are used when installed
     and reported in sample.json either way).
     """
+    out_dir, seed, base_url, shards, bad_rows = opts.output, opts.seed, opts.base_url, opts.shards, opts.bad_rows
+    copy_share, max_copies, same_caption_share = opts.copy_share, opts.max_copies, opts.same_caption_share
+    max_stamps, debian_root = opts.max_stamps, opts.debian_root
     rng = np.random.default_rng(seed)
     photos: list[Photo] = bundled_photos()
     stamps = list(tuxpaint_stamps(debian_root))

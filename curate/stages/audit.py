@@ -18,24 +18,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from curate import __version__
+from curate import __version__, optspec
+from curate.config import AuditOptions
 from curate.errors import CurateError
 from curate.io import fs
+from curate.optspec import ensure_valid
 
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "prompts": 16,
-    "steps": 10,
-    "resolution": 64,
-    "embed_model": "effnet-lite0",
-    "threshold": 0.5,
-    "mitigation": "none",  # none | gni | rt | cwr | rna
-    "gni_lambda": 0.1,
-    "insertions": 2,
-    "seed": 0,
-    "guidance_scale": 7.5,
-    "device": "cpu",
-    "match_resolution": False,  # True: compare with training images cropped and resized to the generation resolution
-}
+Options = AuditOptions  # this stage's options (curate/config.py)
+
 
 
 def similarity_stats(sims: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -100,7 +90,7 @@ def choose_prompts(train: list[dict[str, Any]], n: int, seed: int) -> list[int]:
     return [int(i) for i in pick]
 
 
-def generate(model_dir: str, prompts: list[str], opts: dict[str, Any]) -> list[Any]:
+def generate(model_dir: str, prompts: list[str], opts: AuditOptions) -> list[Any]:
     import torch
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
@@ -108,17 +98,17 @@ def generate(model_dir: str, prompts: list[str], opts: dict[str, Any]) -> list[A
     from curate.diffusion.mitigations import gaussian_noise, prompt_mitigation
     from curate.models import resolve_device
 
-    device = resolve_device(opts["device"])
+    device = resolve_device(opts.device)
     if not os.path.isdir(model_dir):
         raise CurateError(f"{model_dir}: not a diffusers pipeline folder (curate train writes OUTPUT/final)")
     from curate.diffusion import pixel
 
     if pixel.is_pixel_model(model_dir):
         vocab = clip_words()
-        texts = [prompt_mitigation(p, opts["mitigation"], f"prompt{i}", opts["seed"], vocab, opts["insertions"])
-                 if opts["mitigation"] != "gni" else p for i, p in enumerate(prompts)]
-        hook = ((lambda e, g: gaussian_noise(e, opts["gni_lambda"], 1.0, g)) if opts["mitigation"] == "gni" else None)
-        return pixel.generate(model_dir, texts, opts["steps"], opts["guidance_scale"], opts["seed"], device, hook)
+        texts = [prompt_mitigation(p, opts.mitigation, f"prompt{i}", opts.seed, vocab, opts.insertions)
+                 if opts.mitigation != "gni" else p for i, p in enumerate(prompts)]
+        hook = ((lambda e, g: gaussian_noise(e, opts.gni_lambda, 1.0, g)) if opts.mitigation == "gni" else None)
+        return pixel.generate(model_dir, texts, opts.steps, opts.guidance_scale, opts.seed, device, hook)
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None, requires_safety_checker=False,
                                                    use_safetensors=True).to(device)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
@@ -126,15 +116,15 @@ def generate(model_dir: str, prompts: list[str], opts: dict[str, Any]) -> list[A
     vocab = clip_words()
     images = []
     for i, prompt in enumerate(prompts):
-        g = torch.Generator().manual_seed(opts["seed"] * 1_000_003 + i)
-        kw: dict[str, Any] = {"num_inference_steps": opts["steps"], "height": opts["resolution"],
-                              "width": opts["resolution"], "generator": g, "guidance_scale": opts["guidance_scale"]}
-        if opts["mitigation"] == "gni":
-            emb, neg = pipe.encode_prompt(prompt, device, 1, opts["guidance_scale"] > 1)
-            kw.update(prompt_embeds=gaussian_noise(emb, opts["gni_lambda"], 1.0, g), negative_prompt_embeds=neg)
+        g = torch.Generator().manual_seed(opts.seed * 1_000_003 + i)
+        kw: dict[str, Any] = {"num_inference_steps": opts.steps, "height": opts.resolution,
+                              "width": opts.resolution, "generator": g, "guidance_scale": opts.guidance_scale}
+        if opts.mitigation == "gni":
+            emb, neg = pipe.encode_prompt(prompt, device, 1, opts.guidance_scale > 1)
+            kw.update(prompt_embeds=gaussian_noise(emb, opts.gni_lambda, 1.0, g), negative_prompt_embeds=neg)
             images.append(pipe(**kw).images[0])
         else:
-            text = prompt_mitigation(prompt, opts["mitigation"], f"prompt{i}", opts["seed"], vocab, opts["insertions"])
+            text = prompt_mitigation(prompt, opts.mitigation, f"prompt{i}", opts.seed, vocab, opts.insertions)
             images.append(pipe(text, **kw).images[0])
     return images
 
@@ -174,11 +164,11 @@ def _decode(data: bytes) -> Any:  # noqa: ANN401
     return to_rgb(Image.open(io.BytesIO(data)))
 
 
-def _fingerprint(model_dir: str, train_dir: str, opts: dict[str, Any]) -> str:
+def _fingerprint(model_dir: str, train_dir: str, opts: AuditOptions) -> str:
     """What an audit's result depends on: the model's weights, the training shards' sidecars, the options."""
     import hashlib
 
-    h = hashlib.sha256(json.dumps(opts, sort_keys=True, default=str).encode())
+    h = hashlib.sha256(json.dumps(optspec.recorded(opts), sort_keys=True, default=str).encode())
     for folder, ends in ((model_dir, (".safetensors", ".json")), (train_dir, (".parquet",))):
         for base, _, files in sorted(os.walk(folder)):
             for name in sorted(files):
@@ -189,14 +179,15 @@ def _fingerprint(model_dir: str, train_dir: str, opts: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def run(model_dir: str, train_dir: str, output: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Generate for training captions with the model in `model_dir` and score replication against `train_dir`."""
-    from curate.executor import merge_options
+def run(opts: AuditOptions) -> dict[str, Any]:
+    """Generate for training captions with the model `opts.model` and score replication against `opts.train`;
+    or, with `generated` and `corpus`, audit a folder of images against an embed output."""
+    ensure_valid(opts)
+    if opts.generated:
+        return run_folder(opts)
     from curate.models import load_image_model
 
-    opts = merge_options("audit", DEFAULT_OPTIONS, options)
-    if opts["mitigation"] not in ("none", "gni", "rt", "cwr", "rna"):
-        raise CurateError("--mitigation: none, gni, rt, cwr or rna")
+    model_dir, train_dir, output = opts.model, opts.train, opts.output
     os.makedirs(output, exist_ok=True)
     fingerprint = _fingerprint(model_dir, train_dir, opts)
     done = os.path.join(output, "report.json")
@@ -205,16 +196,16 @@ def run(model_dir: str, train_dir: str, output: str, options: dict[str, Any]) ->
         if prev.get("fingerprint") == fingerprint:
             return prev  # the same model, training set and options were audited already
     train = load_training(train_dir)
-    model = load_image_model(opts["embed_model"])
+    model = load_image_model(opts.embed_model)
     train_imgs = [_decode(s["jpg"]) for s in train]
-    if opts["match_resolution"]:
+    if opts.match_resolution:
         # what the model saw (and so what it could copy) is the training image at its resolution: a 32 px
         # generation is compared with the 32 px training image, not with the 512 px original
         from curate.models.preprocess import square
 
-        train_imgs = [square(im, opts["resolution"], "crop") for im in train_imgs]
+        train_imgs = [square(im, opts.resolution, "crop") for im in train_imgs]
     train_emb = embed_images(model, train_imgs)
-    picks = choose_prompts(train, opts["prompts"], opts["seed"])
+    picks = choose_prompts(train, opts.prompts, opts.seed)
     prompts = [train[i]["caption"] for i in picks]
     generations = generate(model_dir, prompts, opts)
     with fs.atomic_dir(os.path.join(output, "generations")) as gen_dir:
@@ -235,10 +226,10 @@ def run(model_dir: str, train_dir: str, output: str, options: dict[str, Any]) ->
         "top1_is_source": is_source,
     })
     fs.write_parquet_atomic(matches, os.path.join(output, "matches.parquet"))
-    t = opts["threshold"]
+    t = opts.threshold
     report = {
-        "model": model_dir, "train": train_dir, "embed_model": opts["embed_model"], "threshold": t,
-        "mitigation": opts["mitigation"], "seed": opts["seed"], "steps": opts["steps"],
+        "model": model_dir, "train": train_dir, "embed_model": opts.embed_model, "threshold": t,
+        "mitigation": opts.mitigation, "seed": opts.seed, "steps": opts.steps,
         "metrics": {"generations": similarity_stats(sims, t),
                     "generations_of_duplicated": similarity_stats(sims[is_dup], t),
                     "generations_of_unique": similarity_stats(sims[~is_dup], t),
@@ -254,14 +245,13 @@ def run(model_dir: str, train_dir: str, output: str, options: dict[str, Any]) ->
     return report
 
 
-def run_folder(generated: str, corpus: str, output: str, options: dict[str, Any]) -> dict[str, Any]:
+def run_folder(opts: AuditOptions) -> dict[str, Any]:
     """Audit any folder of images against any `curate embed` output (its manifest names the model)."""
     from curate.dedup.vectors import open_embeddings
-    from curate.executor import merge_options
     from curate.io.images import decode_image
     from curate.models import load_image_model
 
-    opts = merge_options("audit", DEFAULT_OPTIONS, options)
+    generated, corpus, output = opts.generated, opts.corpus, opts.output
     emb = open_embeddings(corpus)
     if emb.kind != "float":
         raise CurateError(f"{corpus}: audit needs float embeddings, not {emb.kind}")
@@ -286,7 +276,7 @@ def run_folder(generated: str, corpus: str, output: str, options: dict[str, Any]
     os.makedirs(output, exist_ok=True)
     fs.write_parquet_atomic(pa.table({"generation": names, "top1_key": [keys[r] for r in rows],
                                       "top1_sim": sims.astype(np.float32)}), os.path.join(output, "matches.parquet"))
-    t = opts["threshold"]
+    t = opts.threshold
     report = {"generated": generated, "corpus": corpus, "embed_model": spec, "threshold": t,
               "metrics": {"generations": similarity_stats(sims, t),
                           "train_vs_train_baseline": similarity_stats(base_sims, t)},

@@ -9,8 +9,10 @@ shard executor, so they are atomic and resumable like every stage. Outputs (sche
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,46 +20,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from curate import __version__
+from curate import __version__, optspec
+from curate.config import REPORT_THRESHOLDS, DedupOptions, EmbedOptions
 from curate.dedup import count
 from curate.dedup import index as idx
 from curate.dedup.link import STRONG, link
 from curate.dedup.pairs import Pairs, hub_scored, knn_pairs, partition_pairs, partition_pairs_dask
 from curate.dedup.vectors import EmbeddingSet, open_embeddings
 from curate.errors import CurateError
-from curate.executor import Shard, ShardOutput, merge_options, run_stage
+from curate.executor import Shard, ShardOutput, run_stage
 from curate.io import fs
 from curate.io.parquet import read_table, write_table
+from curate.optspec import ensure_valid
 
+Options = DedupOptions  # this stage's options (curate/config.py)
 STAGE = "dedup"
-REPORT_THRESHOLDS = (0.85, 0.90, 0.95, 0.98)
 
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "threshold": None,  # cosine; None: by model family (default_threshold)
-    "mode": "auto",  # auto | knn | partition (SemDeDup)
-    "linkage": "mutual",  # components | mutual | leader (mutual scored best in bench/copydetect.py)
-    "mutual_k": 3,
-    "k": 32,
-    "index": "auto",  # auto | flat | ivf
-    "codec": "flat",  # ivf storage: flat | sq8 | pq
-    "nlist": 0,
-    "nprobe": 8,
-    "n_assign": 2,  # partition mode: centroids per row
-    "keep": "first",
-    "seed": 0,
-    "action": "annotate",  # annotate | drop
-    "against": None,  # a previous dedup output with index/
-    "caption_near": 0.95,
-    "save_index": True,
-    "report_thresholds": list(REPORT_THRESHOLDS),
-    "whiten": "none",  # none | center | pca (fit on the corpus; see curate/dedup/whiten.py)
-    "score": "raw",  # raw | hub (similarity minus the pair's mean top-k similarity; see pairs.hub_scored)
-    "hub_k": 5,
-    "hub_beta": 1.0,
-    "hub_floor": 0.5,  # score hub: the raw similarity down to which candidate pairs are gathered
-    "templates": False,  # compare template-framed images by their picture (curate/dedup/templates.py; needs images)
-    "template_k": 8,  # neighbours compared pixel for pixel
-}
 HUB_REPORT_THRESHOLDS = (0.0, 0.05, 0.1, 0.2)
 
 ROWS_SCHEMA = pa.schema([
@@ -89,11 +67,11 @@ def default_threshold(kind: str, model: str = "", score: str = "raw") -> float:
     return 0.92
 
 
-def find_pairs(emb: EmbeddingSet, opts: dict[str, Any], floor: float, engine: str = "local",
+def find_pairs(emb: EmbeddingSet, opts: DedupOptions, floor: float, engine: str = "local",
                scheduler: str | None = None, workers: int = 1) -> tuple[Pairs, Any]:
     """Candidate pairs at similarity >= floor, and the FAISS index when one was built. On `engine="dask"`
     float embeddings use the partition (SemDeDup) plan, one Dask task per partition."""
-    mode = opts["mode"]
+    mode = opts.mode
     if mode == "auto":
         if emb.kind == "bits":
             mode = "knn"
@@ -107,22 +85,22 @@ def find_pairs(emb: EmbeddingSet, opts: dict[str, Any], floor: float, engine: st
         if emb.kind == "bits":
             raise CurateError("--mode partition needs float embeddings; hashes use the binary index (knn)")
         if engine == "dask":
-            pairs = partition_pairs_dask(emb, floor, nlist=opts["nlist"], n_assign=opts["n_assign"],
-                                         seed=opts["seed"], scheduler=scheduler, workers=workers)
+            pairs = partition_pairs_dask(emb, floor, nlist=opts.nlist, n_assign=opts.n_assign,
+                                         seed=opts.seed, scheduler=scheduler, workers=workers)
         else:
-            pairs = partition_pairs(emb, floor, nlist=opts["nlist"], n_assign=opts["n_assign"], seed=opts["seed"])
-        index = idx.build(emb, _index_spec(opts)) if opts["save_index"] else None
+            pairs = partition_pairs(emb, floor, nlist=opts.nlist, n_assign=opts.n_assign, seed=opts.seed)
+        index = idx.build(emb, _index_spec(opts)) if opts.save_index else None
         return pairs, index
     index = idx.build(emb, _index_spec(opts))
-    return knn_pairs(emb, index, opts["k"], floor), index
+    return knn_pairs(emb, index, opts.k, floor), index
 
 
-def _index_spec(opts: dict[str, Any]) -> idx.IndexSpec:
-    return idx.IndexSpec(kind=opts["index"], nlist=opts["nlist"], nprobe=opts["nprobe"], codec=opts["codec"],
-                         seed=opts["seed"])
+def _index_spec(opts: DedupOptions) -> idx.IndexSpec:
+    return idx.IndexSpec(kind=opts.index, nlist=opts.nlist, nprobe=opts.nprobe, codec=opts.codec,
+                         seed=opts.seed)
 
 
-def cluster(emb: EmbeddingSet, pairs: Pairs, opts: dict[str, Any], threshold: float) -> dict[str, Any]:
+def cluster(emb: EmbeddingSet, pairs: Pairs, opts: DedupOptions, threshold: float) -> dict[str, Any]:
     """Everything per row, as columns (global row order)."""
     meta = emb.metadata
     n = emb.n
@@ -131,9 +109,9 @@ def cluster(emb: EmbeddingSet, pairs: Pairs, opts: dict[str, Any], threshold: fl
                    else pa.nulls(n, pa.string()))
     captions = caption_col.to_pylist()
     p = pairs.above(threshold)
-    labels = link(n, p.i, p.j, p.sim, opts["linkage"], opts["mutual_k"])
+    labels = link(n, p.i, p.j, p.sim, opts.linkage, opts.mutual_k)
     size = np.bincount(labels)[labels]
-    caption_counts = count.cluster_captions(labels, caption_col, emb.load_text(), opts["caption_near"])
+    caption_counts = count.cluster_captions(labels, caption_col, emb.load_text(), opts.caption_near)
     distinct = caption_counts.near[labels]
     area = None
     if "width" in meta.column_names and "height" in meta.column_names:
@@ -141,9 +119,9 @@ def cluster(emb: EmbeddingSet, pairs: Pairs, opts: dict[str, Any], threshold: fl
                                                              meta.column("height").to_pylist(), strict=True)], float)
     aesthetic = (np.array([np.nan if a is None else a for a in meta.column("aesthetic").to_pylist()], float)
                  if "aesthetic" in meta.column_names else None)
-    if opts["keep"] == "aesthetic" and aesthetic is None:
+    if opts.keep == "aesthetic" and aesthetic is None:
         raise CurateError("--keep aesthetic: the metadata has no aesthetic column (LAION's AESTHETIC_SCORE)")
-    rep = count.representatives(labels, opts["keep"], opts["seed"], keys, area, aesthetic)
+    rep = count.representatives(labels, opts.keep, opts.seed, keys, area, aesthetic)
     rep_row = np.zeros(int(labels.max()) + 1 if n else 0, np.int64)
     rep_row[labels[rep]] = np.flatnonzero(rep)
     leader_of = rep_row[labels]
@@ -206,11 +184,25 @@ def check_against(rows: dict[str, Any], emb: EmbeddingSet, against: str, thresho
                     rows["duplicate_sim"][g] = sims[r, 0]
 
 
-def write_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class WritePlan:
+    """What write_shard needs, and what the written shards depend on (recorded for resume)."""
+
+    action: str
+    shard_of: dict[str, int]  # embed metadata file -> its shard number
+    options: dict[str, Any]  # the run's recorded options, the threshold and report thresholds resolved
+    embeddings: str
+    images: str | None
+
+    def recorded(self) -> dict[str, Any]:
+        return {**self.options, "_shard_of": self.shard_of, "embeddings": self.embeddings, "images": self.images}
+
+
+def write_shard(shard: Shard, out: ShardOutput, plan: WritePlan) -> dict[str, Any]:
     """Per embed shard: samples/{i}.parquet (and drops/{i}.parquet) from the global rows table."""
     rows = pq.read_table(fs.join(shard.output_root, "_work", "rows.parquet"),
-                         filters=[("shard", "=", options["_shard_of"][shard.input])])
-    drop = options["action"] == "drop"
+                         filters=[("shard", "=", plan.shard_of[shard.input])])
+    drop = plan.action == "drop"
     keep = rows.column("keep").to_numpy(zero_copy_only=False)
     kept = rows.filter(pa.array(keep)) if drop else rows
     write_table(kept, out.path(f"samples/{shard.name}.parquet"))
@@ -241,80 +233,72 @@ def save_index(index: Any, emb: EmbeddingSet, output: str, threshold: float, mod
                                                         "index": type(index).__name__})
 
 
-def run(emb_dir: str, output: str, options: dict[str, Any], *, overwrite: bool = False, progress: bool = True,
-        images: str | None = None, engine: str = "local", scheduler: str | None = None,
-        workers: int = 1) -> dict[str, Any]:
-    opts = merge_options(STAGE, DEFAULT_OPTIONS, options)
+def run(opts: DedupOptions) -> dict[str, Any]:
+    ensure_valid(opts)
+    emb_dir, output, images = opts.embeddings, opts.output, opts.images
     emb = open_embeddings(emb_dir)
     manifest = fs.read_json(fs.join(emb_dir, "manifest.json"))
     whitening = None
-    if opts["against"] and opts["whiten"] != "none":
-        raise CurateError("--against uses the corpus's saved transform: leave --whiten at none for the new shards")
-    if opts["against"]:
-        saved = fs.join(opts["against"], "index", "whitening.npz")
+    if opts.against:
+        saved = fs.join(opts.against, "index", "whitening.npz")
         if fs.exists(saved):
             from curate.dedup.whiten import Whitening
 
             whitening = Whitening.load(fs.url_to_fs(saved)[1])
-    elif opts["whiten"] != "none":
+    elif opts.whiten != "none":
         from curate.dedup.whiten import fit
 
-        whitening = fit(emb, opts["whiten"], seed=opts["seed"])
+        whitening = fit(emb, opts.whiten, seed=opts.seed)
     if whitening is not None:
         emb = emb.with_transform(whitening, whitening.dim_out)
-    if opts["score"] not in ("raw", "hub"):
-        raise CurateError(f"--score: raw or hub, not {opts['score']!r}")
-    hub = opts["score"] == "hub"
-    if hub and opts["against"]:
-        raise CurateError("--against compares with the corpus on raw similarity: use --score raw")
-    threshold = float(opts["threshold"] if opts["threshold"] is not None
-                      else default_threshold(emb.kind, manifest.get("model", ""), opts["score"]))
-    opts["threshold"] = threshold
-    if hub and list(opts["report_thresholds"]) == list(REPORT_THRESHOLDS):
-        opts["report_thresholds"] = list(HUB_REPORT_THRESHOLDS)
-    floor = float(opts["hub_floor"]) if hub else min([threshold, *opts["report_thresholds"]])
-    if opts["templates"]:
-        if not images:
-            raise CurateError("--templates compares pixels: pass --images (the `curate download` output)")
+    hub = opts.score == "hub"
+    threshold = float(opts.threshold if opts.threshold is not None
+                      else default_threshold(emb.kind, manifest.get("model", ""), opts.score))
+    report_thresholds = opts.report_thresholds
+    if hub and report_thresholds == REPORT_THRESHOLDS:
+        report_thresholds = HUB_REPORT_THRESHOLDS
+    opts = dataclasses.replace(opts, threshold=threshold, report_thresholds=report_thresholds)
+    floor = float(opts.hub_floor) if hub else min([threshold, *opts.report_thresholds])
+    if opts.templates:
         if emb.kind == "bits":
             raise CurateError("--templates needs float embeddings (it embeds each framed picture again)")
-        floor = min(floor, float(opts["hub_floor"]))  # a frame's mates can sit well below the threshold
+        floor = min(floor, float(opts.hub_floor))  # a frame's mates can sit well below the threshold
     meta_paths = fs.list_shards(fs.join(emb_dir, "metadata"))
     shard_of = {p: s for p, s in zip(meta_paths, emb.shards, strict=True)}
-    stage_opts = {**opts, "_shard_of": shard_of, "embeddings": emb_dir, "images": images}
+    plan = WritePlan(opts.action, shard_of, optspec.recorded(opts), emb_dir, images)
     report_path = fs.join(output, "report.json")
     manifest_path = fs.join(output, "_stage.json")
-    if not overwrite and fs.exists(report_path) and fs.exists(manifest_path):
-        from curate.executor import options_hash
+    if not opts.overwrite and fs.exists(report_path) and fs.exists(manifest_path):
+        from curate.executor import options_hash, recorded_options
 
-        if fs.read_json(manifest_path).get("options_hash") == options_hash(stage_opts):
+        if fs.read_json(manifest_path).get("options_hash") == options_hash(recorded_options(plan)):
             return fs.read_json(report_path)  # done with these options: nothing to redo
     fs.ensure_dir(output)
 
-    pairs, index = find_pairs(emb, opts, floor, engine, scheduler, workers)
+    pairs, index = find_pairs(emb, opts, floor, opts.engine, opts.scheduler, opts.workers)
     template_info = None
-    if opts["templates"]:
-        pairs, template_info, same = framed_pairs(emb, pairs, index, images, emb_dir, opts, floor, progress)
+    if opts.templates:
+        pairs, template_info, same = framed_pairs(emb, pairs, index, images, emb_dir, opts, floor, opts.progress)
     if hub:
-        pairs = hub_scored(pairs, emb.n, opts["hub_k"], opts["hub_beta"], floor)
-    if opts["templates"]:
+        pairs = hub_scored(pairs, emb.n, opts.hub_k, opts.hub_beta, floor)
+    if opts.templates:
         from curate.dedup.templates import link_same
 
         pairs = Pairs(pairs.i, pairs.j, link_same(pairs.i, pairs.j, pairs.sim, same, STRONG), pairs.nn, pairs.nn_sim)
     rows = cluster(emb, pairs, opts, threshold)
-    if opts["against"]:
-        check_against(rows, emb, opts["against"], threshold)
+    if opts.against:
+        check_against(rows, emb, opts.against, threshold)
     caption_counts = rows.pop("_caption_counts")
     table = pa.table({name: rows[name] for name in ROWS_SCHEMA.names}, schema=ROWS_SCHEMA)
     fs.write_parquet_atomic(table, fs.join(output, "_work", "rows.parquet"))
     clusters = cluster_table(rows, caption_counts)
     fs.write_parquet_atomic(clusters, fs.join(output, "clusters.parquet"))
-    if index is not None and opts["save_index"]:
+    if index is not None and opts.save_index:
         save_index(index, emb, output, threshold, manifest.get("model", "?"))
-        if whitening is not None and not opts["against"]:
+        if whitening is not None and not opts.against:
             whitening.save(fs.url_to_fs(fs.join(output, "index", "whitening.npz"))[1])
 
-    stats = run_stage(STAGE, write_shard, meta_paths, output, stage_opts, overwrite=True, progress=progress,
+    stats = run_stage(STAGE, write_shard, meta_paths, output, plan, overwrite=True, progress=opts.progress,
                       rows_total=emb.n)
     from curate.dedup.report import build_report
 
@@ -326,7 +310,7 @@ def run(emb_dir: str, output: str, options: dict[str, Any], *, overwrite: bool =
     return report
 
 
-def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_dir: str, opts: dict[str, Any],  # noqa: ANN401
+def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_dir: str, opts: DedupOptions,  # noqa: ANN401
                  floor: float, progress: bool) -> tuple[Pairs, dict[str, int], np.ndarray]:
     """`--templates` (curate/dedup/templates.py `apply`) with this run's inputs: images decoded from the
     download shards through embed's safe decoder, pictures embedded with the embed run's own model (loaded as
@@ -336,15 +320,17 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
 
     from curate.dedup import templates
     from curate.io.image_shards import iter_image_samples
-    from curate.io.images import DEFAULT_MAX_IMAGE_AREA, decode_image
+    from curate.io.images import decode_image
     from curate.stages.embed import load_models
 
     stage_path = fs.join(emb_dir, "_stage.json")
     if not fs.exists(stage_path):
         raise CurateError(f"--templates: {emb_dir} has no _stage.json, so the model that made these embeddings "
                           "is unknown (run curate embed, or dedup without --templates)")
-    embed_opts = fs.read_json(stage_path)["options"]
-    max_area = int(embed_opts.get("max_image_area") or DEFAULT_MAX_IMAGE_AREA)
+    # the embed run's own model, as embed loads it (CPU where no GPU is here)
+    embed_opts = optspec.from_recorded(EmbedOptions, fs.read_json(stage_path)["options"], images=images,
+                                       output=emb_dir, text_model=None, device="auto")
+    max_area = embed_opts.max_image_area
     row_of = {str(k): r for r, k in enumerate(emb.metadata.column("key").to_pylist())}
     root = fs.join(images, "images") if fs.exists(fs.join(images, "images")) else images
     draft = (2 * templates.WORK, 2 * templates.WORK)
@@ -360,7 +346,7 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
                     if img is not None:
                         yield r, img
 
-    model = load_models({**embed_opts, "text_model": None, "device": "auto"})[0]  # CPU where no GPU is here
+    model = load_models(embed_opts)[0]
 
     def embed(pictures: list[Image.Image]) -> np.ndarray:
         v = model.embed([model.preprocess(p) for p in pictures])
@@ -368,7 +354,7 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
 
     def search(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if index is not None:
-            sims, ids = idx.search(index, q, opts["k"] + 1)
+            sims, ids = idx.search(index, q, opts.k + 1)
             hit = (ids >= 0) & (sims >= floor)
             return np.nonzero(hit)[0], ids[hit]
         qs, rows = [], []
@@ -385,7 +371,7 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
         return bars[-1].update
 
     try:
-        found = templates.apply(pairs.i, pairs.j, pairs.sim, emb.n, opts["template_k"], floor, load, embed, search,
+        found = templates.apply(pairs.i, pairs.j, pairs.sim, emb.n, opts.template_k, floor, load, embed, search,
                                 emb.gather, bar)
     finally:
         for b in bars:

@@ -20,34 +20,19 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.config import DownloadOptions
 from curate.executor import Shard, ShardOutput
-from curate.io.images import DEFAULT_MAX_IMAGE_AREA, inspect_image_bytes
+from curate.io.images import inspect_image_bytes
 from curate.io.keys import generated_key, sanitize_key
 from curate.io.parquet import iter_batches, open_parquet, write_table
 from curate.io.tar import SampleTarWriter
 from curate.net.urlpolicy import PREFIX, check_url, install_guarded_opener, reject_message
+from curate.optspec import ensure_valid
 from curate.schemas import normalize_input
 
+Options = DownloadOptions  # this stage's options (curate/config.py)
 STAGE = "download"
 
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "output_format": "webdataset",  # or "parquet" (image bytes in the parquet, no tar)
-    "image_size": 512,
-    "resize_mode": "keep_ratio",
-    "resize_only_if_bigger": True,
-    "encode_format": "jpg",
-    "encode_quality": 95,
-    "timeout": 10,
-    "retries": 0,
-    "threads": 16,
-    "chunk_rows": 2000,
-    "max_image_area": DEFAULT_MAX_IMAGE_AREA,
-    "max_aspect_ratio": 10.0,
-    "min_image_size": 0,
-    "max_bytes": 50 * 1024 * 1024,
-    "allow_private_network": False,
-    "column_map": {},
-}
 
 REJECT_SCHEMA = pa.schema(
     [
@@ -148,36 +133,36 @@ class _Collector:
         pass
 
 
-def _make_downloader(options: dict[str, Any], collector: _Collector, scratch: str) -> Any:  # noqa: ANN401
+def _make_downloader(options: DownloadOptions, collector: _Collector, scratch: str) -> Any:  # noqa: ANN401
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     from img2dataset.downloader import Downloader
     from img2dataset.resizer import Resizer
 
     resizer = Resizer(
-        image_size=options["image_size"],
-        resize_mode=options["resize_mode"],
-        resize_only_if_bigger=options["resize_only_if_bigger"],
-        encode_quality=options["encode_quality"],
-        encode_format=options["encode_format"],
-        min_image_size=options["min_image_size"],
-        max_image_area=options["max_image_area"],
-        max_aspect_ratio=options["max_aspect_ratio"],
+        image_size=options.image_size,
+        resize_mode=options.resize_mode,
+        resize_only_if_bigger=options.resize_only_if_bigger,
+        encode_quality=options.encode_quality,
+        encode_format=options.encode_format,
+        min_image_size=options.min_image_size,
+        max_image_area=options.max_image_area,
+        max_aspect_ratio=options.max_aspect_ratio,
     )
     return Downloader(
         sample_writer_class=collector,
-        resizer=_CheckedResizer(resizer, options["max_image_area"]),
-        thread_count=options["threads"],
+        resizer=_CheckedResizer(resizer, options.max_image_area),
+        thread_count=options.threads,
         save_caption=True,
         extract_exif=True,
         output_folder=scratch,
         column_list=["url", "caption", "curate_row"],
-        timeout=options["timeout"],
+        timeout=options.timeout,
         number_sample_per_shard=10**9,
         oom_shard_count=5,
         compute_hash="sha256",
         verify_hash_type=None,
-        encode_format=options["encode_format"],
-        retries=options["retries"],
+        encode_format=options.encode_format,
+        retries=options.retries,
         user_agent_token="curate",
         disallowed_header_directives=["noai", "noimageai", "noindex", "noimageindex"],
     )
@@ -195,11 +180,10 @@ def _caption_text(value: object) -> tuple[str | None, str | None]:
     return str(value), None
 
 
-def download_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dict[str, Any]:
+def download_shard(shard: Shard, out: ShardOutput, opts: DownloadOptions) -> dict[str, Any]:
     """The stage core: one input shard -> images/{i}.tar + images/{i}.parquet + rejects/{i}.parquet."""
-    opts = {**DEFAULT_OPTIONS, **options}
-    install_guarded_opener(opts["allow_private_network"], opts["max_bytes"])
-    fmt = opts["output_format"]
+    install_guarded_opener(opts.allow_private_network, opts.max_bytes)
+    fmt = opts.output_format
     tar = SampleTarWriter(out.path(f"images/{shard.name}.tar")) if fmt == "webdataset" else None
     meta_path = out.path(f"images/{shard.name}.parquet")
     meta_writer: pq.ParquetWriter | None = None
@@ -221,9 +205,9 @@ def download_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> d
     collector = _Collector()
     downloader = _make_downloader(opts, collector, scratch)  # once per shard; each chunk reuses it
     pf = open_parquet(shard.input)
-    renames = normalize_input(pf.schema_arrow, opts["column_map"], source=shard.input)
+    renames = normalize_input(pf.schema_arrow, dict(opts.column_map), source=shard.input)
     pf.close()
-    for chunk_no, batch in enumerate(iter_batches(shard.input, batch_size=opts["chunk_rows"], renames=renames)):
+    for chunk_no, batch in enumerate(iter_batches(shard.input, batch_size=opts.chunk_rows, renames=renames)):
         extra_fields = [f for f in batch.schema if f.name not in ("url", "caption", "key")]
         if out_schema is None:
             fields = list(BASE_FIELDS)
@@ -249,7 +233,7 @@ def download_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> d
             if cap_err:
                 reject(key, row, rec.get("url"), None, "caption_not_utf8", cap_err)
                 continue
-            verdict = check_url(rec.get("url"), opts["allow_private_network"])
+            verdict = check_url(rec.get("url"), opts.allow_private_network)
             if verdict is not None:
                 reject(key, row, rec.get("url"), caption, *verdict)
                 continue
@@ -281,7 +265,7 @@ def download_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> d
                 original_height=meta["original_height"], sha256=meta["sha256"], exif=meta.get("exif"),
             )
             if tar is not None:
-                tar.write(rec["key"], {opts["encode_format"]: img, "txt": rec["caption"] or "", "json": rec})
+                tar.write(rec["key"], {opts.encode_format: img, "txt": rec["caption"] or "", "json": rec})
             else:
                 rec = {**rec, "jpg": img}
             kept.append(rec)
@@ -308,21 +292,18 @@ def download_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> d
     }
 
 
-def run(inputs: list[str], output: str, options: dict[str, Any], *, workers: int = 1, overwrite: bool = False,
-        progress: bool = True, engine: str = "local",
-        scheduler: str | None = None) -> dict[str, Any]:
+def run(opts: DownloadOptions) -> dict[str, Any]:
     """Check every input shard's schema, download the shards not done yet, return the summary."""
-    from curate.executor import merge_options, run_stage, summarize
+    from curate.executor import execution, run_stage, summarize
+    from curate.io.fs import join, list_shards, write_json_atomic
     from curate.io.laion import check_input_shards
     from curate.io.parquet import num_rows
 
-    opts = merge_options(STAGE, DEFAULT_OPTIONS, options)
-    check_input_shards(inputs, opts["column_map"])
+    ensure_valid(opts)
+    inputs = list_shards(list(opts.inputs))
+    check_input_shards(inputs, dict(opts.column_map))
     total = sum(num_rows(p) for p in inputs)
-    stats = run_stage(STAGE, download_shard, inputs, output, opts, workers=workers, overwrite=overwrite,
-                      progress=progress, rows_total=total, engine=engine, scheduler=scheduler)
+    stats = run_stage(STAGE, download_shard, inputs, opts.output, opts, rows_total=total, **execution(opts))
     summary = summarize(stats)
-    from curate.io.fs import join, write_json_atomic
-
-    write_json_atomic(join(output, "summary.json"), summary)
+    write_json_atomic(join(opts.output, "summary.json"), summary)
     return summary

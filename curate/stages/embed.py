@@ -19,43 +19,34 @@ import numpy as np
 import pyarrow as pa
 
 from curate import __version__
+from curate.config import EmbedOptions
 from curate.executor import Shard, ShardOutput
 from curate.io.image_shards import iter_image_samples
-from curate.io.images import DEFAULT_MAX_IMAGE_AREA, decode_image
+from curate.io.images import decode_image
 from curate.io.parquet import write_table
+from curate.optspec import ensure_valid
 from curate.stages.download import REJECT_SCHEMA
 
+Options = EmbedOptions  # this stage's options (curate/config.py)
 STAGE = "embed"
 
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "model": "effnet-lite0",
-    "text_model": None,  # minilm | same | open_clip:ARCH/PRETRAINED
-    "device": "cpu",
-    "batch_size": 64,
-    "num_workers": 2,
-    "max_image_area": DEFAULT_MAX_IMAGE_AREA,
-    "runtime": "auto",  # effnet: onnx on CPU, torch on CUDA
-    "pooling": "avg",  # effnet: avg | gem
-    "resize": "short",  # torchscript: short | crop | resize; effnet: crop (short means crop) | pad
-    "size": None,  # input side; None: torchscript 288, effnet its own (224 for lite0)
-}
 METADATA_DROP = ("jpg", "exif")
 
 _MODELS: dict[tuple, Any] = {}  # loaded once per process (a worker keeps its model across shards)
 
 
-def load_models(opts: dict[str, Any]) -> tuple[Any, Any]:
+def load_models(opts: EmbedOptions) -> tuple[Any, Any]:
     """(image model, text model or None) for embed's options, loaded and warmed up once per process (a worker
     keeps its model across shards); dedup --templates loads the embed run's model through it too."""
     from curate.models import load_image_model, load_text_model
 
-    key = (opts["model"], opts["text_model"], opts["device"], opts["runtime"], opts["pooling"], opts["resize"],
-           opts["size"])
+    key = (opts.model, opts.text_model, opts.device, opts.runtime, opts.pooling, opts.resize,
+           opts.size)
     if key not in _MODELS:
-        image = load_image_model(opts["model"], opts["device"], runtime=opts["runtime"], pooling=opts["pooling"],
-                                 resize=opts["resize"], size=opts["size"])
-        text = load_text_model(opts["text_model"], opts["device"], image) if opts["text_model"] else None
-        image.warmup(opts["batch_size"])
+        image = load_image_model(opts.model, opts.device, runtime=opts.runtime, pooling=opts.pooling,
+                                 resize=opts.resize, size=opts.size)
+        text = load_text_model(opts.text_model, opts.device, image) if opts.text_model else None
+        image.warmup(opts.batch_size)
         _MODELS.clear()
         _MODELS[key] = (image, text)
     return _MODELS[key]
@@ -79,10 +70,9 @@ def prefetch_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, a
             yield first, fut.result()
 
 
-def embed_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dict[str, Any]:
-    opts = {**DEFAULT_OPTIONS, **options}
+def embed_shard(shard: Shard, out: ShardOutput, opts: EmbedOptions) -> dict[str, Any]:
     image_model, text_model = load_models(opts)
-    max_area = opts["max_image_area"]
+    max_area = opts.max_image_area
 
     def prepare(sample: tuple[dict[str, Any], bytes | None]) -> tuple[Any, str | None, str | None]:
         _, data = sample
@@ -110,8 +100,8 @@ def embed_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dict
             batch.clear()
 
     samples = iter_image_samples(shard.input)
-    ahead = max(2 * opts["batch_size"], 8)
-    for (meta, _), (arr, reason, detail) in prefetch_map(prepare, samples, opts["num_workers"], ahead):
+    ahead = max(2 * opts.batch_size, 8)
+    for (meta, _), (arr, reason, detail) in prefetch_map(prepare, samples, opts.num_workers, ahead):
         rows_in += 1
         if arr is None:
             reasons[reason] += 1
@@ -120,7 +110,7 @@ def embed_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dict
             continue
         rows.append({k: v for k, v in meta.items() if k not in METADATA_DROP} | {"shard": shard.index})
         batch.append(arr)
-        if len(batch) >= opts["batch_size"]:
+        if len(batch) >= opts.batch_size:
             flush()
     flush()
 
@@ -153,7 +143,7 @@ def _save_npy(path: str, arr: np.ndarray) -> None:
         f.write(buf.getvalue())
 
 
-def manifest(opts: dict[str, Any]) -> dict[str, Any]:
+def manifest(opts: EmbedOptions) -> dict[str, Any]:
     image_model, text_model = load_models(opts)
     bits = image_model.kind == "bits"
     doc = {
@@ -169,25 +159,23 @@ def manifest(opts: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def run(image_dir: str, output: str, options: dict[str, Any], *, workers: int = 1, overwrite: bool = False,
-        progress: bool = True, engine: str = "local",
-        scheduler: str | None = None) -> dict[str, Any]:
+def run(opts: EmbedOptions) -> dict[str, Any]:
     """Embed every image shard of a `curate download` output folder (or a list/glob of its parquet files)."""
-    from curate.executor import merge_options, run_stage, summarize
+    from curate.executor import execution, run_stage, summarize
     from curate.io import fs
     from curate.io.fs import list_shards
     from curate.io.parquet import num_rows
 
-    opts = merge_options(STAGE, DEFAULT_OPTIONS, options)
+    ensure_valid(opts)
+    image_dir, output = opts.images, opts.output
     src = fs.join(image_dir, "images") if fs.exists(fs.join(image_dir, "images")) else image_dir
     inputs = list_shards(src)
     total = sum(num_rows(p) for p in inputs)
     doc = manifest(opts)  # loads the model here: a spec without weights fails before any shard starts
     fs.ensure_dir(output)
-    stats = run_stage(STAGE, embed_shard, inputs, output, opts, workers=workers, overwrite=overwrite,
-                      progress=progress, rows_total=total, engine=engine, scheduler=scheduler)
+    stats = run_stage(STAGE, embed_shard, inputs, output, opts, rows_total=total, **execution(opts))
     fs.write_json_atomic(fs.join(output, "manifest.json"), doc)
-    summary = {**summarize(stats), "model": opts["model"],
+    summary = {**summarize(stats), "model": opts.model,
                "seconds": round(sum(s.get("seconds", 0.0) for s in stats), 3)}  # shard wall time, for benchmarks
     fs.write_json_atomic(fs.join(output, "summary.json"), summary)
     return summary

@@ -12,27 +12,25 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate import optspec
+from curate.config import ExportOptions
 from curate.errors import CurateError
-from curate.executor import Shard, ShardOutput, merge_options, run_stage, summarize
+from curate.executor import Shard, ShardOutput, execution, run_stage, summarize
 from curate.io import fs
 from curate.io.image_shards import iter_image_samples
 from curate.io.keys import sanitize_key
 from curate.io.parquet import read_table, write_table
 from curate.io.tar import SampleTarWriter
+from curate.optspec import ensure_valid
 
+Options = ExportOptions  # this stage's options (curate/config.py)
 STAGE = "export"
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "shard_size": 1000,
-    "include_duplicates": False,  # also export samples dedup marked keep=false (annotated)
-    "images": "",
-    "dedup": None,
-    "captions": None,
-}
 SIDECAR_SCHEMA = pa.schema([
     ("key", pa.string()), ("caption", pa.string()), ("captions", pa.list_(pa.string())), ("dup_count", pa.int64()),
     ("cluster_id", pa.int64()), ("memorization_risk", pa.float32()), ("keep", pa.bool_()),
@@ -50,11 +48,11 @@ def _table_by_key(folder: str | None, sub: str, columns: list[str]) -> dict[str,
     return out
 
 
-def plan(opts: dict[str, Any]) -> tuple[pa.Table, dict[str, int], int]:
+def plan(opts: ExportOptions) -> tuple[pa.Table, dict[str, int], int]:
     """(key, source parquet, output shard) for every sample to export, in input order; the counts of image
     rows left out, by reason; and the number of image rows read."""
-    root = fs.join(opts["images"], "images") if fs.exists(fs.join(opts["images"], "images")) else opts["images"]
-    dedup = _table_by_key(opts["dedup"], "samples", ["key", "keep"])
+    root = fs.join(opts.images, "images") if fs.exists(fs.join(opts.images, "images")) else opts.images
+    dedup = _table_by_key(opts.dedup, "samples", ["key", "keep"])
     keys, sources = [], []
     excluded: dict[str, int] = defaultdict(int)
     planned: set[str] = set()
@@ -65,18 +63,18 @@ def plan(opts: dict[str, Any]) -> tuple[pa.Table, dict[str, int], int]:
             if key in planned:  # the same key in two input shards: tars need unique keys, the first one wins
                 excluded["duplicate_key"] += 1
                 continue
-            if opts["dedup"] and key not in dedup:
+            if opts.dedup and key not in dedup:
                 excluded["dropped_by_dedup"] += 1  # dedup --action drop lists it in its drops/
                 continue
-            if dedup and not dedup[key]["keep"] and not opts["include_duplicates"]:
+            if dedup and not dedup[key]["keep"] and not opts.include_duplicates:
                 excluded["duplicate_not_kept"] += 1  # dedup kept another member of its cluster
                 continue
             keys.append(key)
             planned.add(key)
             sources.append(path)
     if not keys:
-        raise CurateError(f"{opts['images']}: nothing to export")
-    out = [i // opts["shard_size"] for i in range(len(keys))]
+        raise CurateError(f"{opts.images}: nothing to export")
+    out = [i // opts.shard_size for i in range(len(keys))]
     return pa.table({"key": keys, "source": sources, "out_shard": out}), dict(sorted(excluded.items())), seen
 
 
@@ -86,14 +84,27 @@ def _joined(dedup: str | None, captions: str | None, _stamps: object = None) -> 
             _table_by_key(captions, "captions", ["key", "captions", "ops"]))
 
 
-def export_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Job:
+    """What each export shard task gets: the options, and the plan's digest (recorded with them: new inputs
+    change the plan, and a changed plan needs --overwrite)."""
+
+    options: ExportOptions
+    plan: str
+
+    def recorded(self) -> dict[str, Any]:
+        return {**optspec.recorded(self.options), "plan": self.plan}
+
+
+def export_shard(shard: Shard, out: ShardOutput, job: Job) -> dict[str, Any]:
+    options = job.options
     j = int(shard.input.rsplit(":", 1)[1])
     plan_table = pq.read_table(fs.url_to_fs(fs.join(shard.output_root, "_work", "plan.parquet"))[1],
                                filters=[("out_shard", "=", j)])
     wanted = plan_table.column("key").to_pylist()
     # keyed by the inputs' manifests too: a Dask worker may serve a later run whose dedup/captions were redone
-    stamps = tuple(fs.stamp(fs.join(d, "_stage.json")) if d else None for d in (options["dedup"], options["captions"]))
-    dedup, captions = _joined(options["dedup"], options["captions"], stamps)
+    stamps = tuple(fs.stamp(fs.join(d, "_stage.json")) if d else None for d in (options.dedup, options.captions))
+    dedup, captions = _joined(options.dedup, options.captions, stamps)
     found: dict[str, tuple[dict[str, Any], bytes | None]] = {}
     planned_source = dict(zip(wanted, plan_table.column("source").to_pylist(), strict=True))
     for source in dict.fromkeys(planned_source.values()):
@@ -133,20 +144,16 @@ def export_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dic
             "reasons": dict(missing)}
 
 
-def run(images: str, output: str, options: dict[str, Any], *, workers: int = 1, overwrite: bool = False,
-        progress: bool = True, engine: str = "local",
-        scheduler: str | None = None) -> dict[str, Any]:
-    opts = merge_options(STAGE, DEFAULT_OPTIONS, {**options, "images": images})
-    if opts["shard_size"] < 1:
-        raise CurateError("--shard-size must be at least 1")
+def run(opts: ExportOptions) -> dict[str, Any]:
+    ensure_valid(opts)
+    output = opts.output
     table, excluded, image_rows = plan(opts)
     fs.write_parquet_atomic(table, fs.join(output, "_work", "plan.parquet"))
     n_out = int(table.column("out_shard").to_numpy().max()) + 1
     units = [f"export:{j}" for j in range(n_out)]
-    # the plan is part of the options: new inputs change it, and a changed plan needs --overwrite
     digest = hashlib.sha256("\n".join(table.column("key").to_pylist()).encode()).hexdigest()
-    stats = run_stage(STAGE, export_shard, units, output, {**opts, "plan": digest}, workers=workers, overwrite=overwrite,
-                      progress=progress, rows_total=table.num_rows, engine=engine, scheduler=scheduler)
+    stats = run_stage(STAGE, export_shard, units, output, Job(opts, digest), rows_total=table.num_rows,
+                      **execution(opts))
     summary = {**summarize(stats), "image_rows": image_rows, "excluded": excluded}
     fs.write_json_atomic(fs.join(output, "summary.json"), summary)
     return summary

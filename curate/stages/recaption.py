@@ -19,28 +19,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate import __version__, schemas
+from curate import __version__, optspec, schemas
 from curate.captions import batch
 from curate.captions import pool as pools
 from curate.captions import vocab as vocabs
-from curate.captions.ops import OPS
+from curate.config import RecaptionOptions
 from curate.errors import CurateError, SchemaError
-from curate.executor import Shard, ShardOutput, merge_options, run_stage
+from curate.executor import Shard, ShardOutput, execution, run_stage
 from curate.io import fs
 from curate.io.parquet import read_table, write_table
+from curate.optspec import ensure_valid
 
+Options = RecaptionOptions  # this stage's options (curate/config.py)
 STAGE = "recaption"
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "ops": ["paraphrase", "rt", "cwr", "rna"],
-    "pool_size": 5,
-    "target": "duplicates",  # all | duplicates | risk
-    "vocab": "wordnet",  # wordnet | dataset | clip
-    "n": 2,  # words inserted by rt / cwr (the reference's 2)
-    "k": 2,  # words replaced by paraphrase
-    "rc_n": 4,  # tokens of rc's random caption (the reference's 4)
-    "multiword": False,
-    "seed": 0,
-}
 
 CAPTIONS_SCHEMA = pa.schema([
     ("key", pa.string()), ("shard", pa.int64()), ("cluster_id", pa.int64()), ("dup_count", pa.int64()),
@@ -109,21 +100,20 @@ def _lists_for(cluster_id: np.ndarray, work: str) -> tuple[pa.Array | None, pa.A
             pa.ListViewArray.from_arrays(start, size, norms.values, mask=none))
 
 
-def recaption_shard(shard: Shard, out: ShardOutput, options: dict[str, Any]) -> dict[str, Any]:
+def recaption_shard(shard: Shard, out: ShardOutput, opts: RecaptionOptions) -> dict[str, Any]:
     """One samples shard -> captions/{i}.parquet, as whole-column operations (no Python loop per caption
     except for paraphrase, which looks words up in WordNet), and cluster_texts/{i}.parquet for the report."""
-    opts = options
     work = fs.join(shard.output_root, "_work")
-    ctx = _context(work, opts["vocab"], opts["k"], opts["n"], opts["rc_n"], opts["multiword"],
-                   "paraphrase" in opts["ops"], fs.stamp(fs.join(work, "vocab.txt")))
+    ctx = _context(work, opts.vocab, opts.k, opts.n, opts.rc_n, opts.multiword,
+                   "paraphrase" in opts.ops, fs.stamp(fs.join(work, "vocab.txt")))
     t = read_table(shard.input, columns=list(INPUT_COLUMNS))
     keys, captions = t.column("key").combine_chunks(), t.column("caption").combine_chunks()
     cluster_id = t.column("cluster_id").to_numpy()
     dup_count = t.column("dup_count").to_numpy()
     risk = t.column("memorization_risk").to_numpy(zero_copy_only=False)
-    targeted = pools.targeted_mask(opts["target"], keys, opts["seed"], dup_count, risk)
+    targeted = pools.targeted_mask(opts.target, keys, opts.seed, dup_count, risk)
     lists, norms = _lists_for(cluster_id[targeted], work)
-    pool, made, normalised = pools.build_pools(captions, keys, opts["seed"], lists, opts["ops"], opts["pool_size"],
+    pool, made, normalised = pools.build_pools(captions, keys, opts.seed, lists, opts.ops, opts.pool_size,
                                                ctx, targeted, norms, clean_lists=True)
     # the caption to use differs from the original exactly when it is a variant: a variant's normalised text is
     # never its row's own (the pools are distinct), and a mate's caption is never first
@@ -237,26 +227,19 @@ def _global_pass(dedup_dir: str, work: str, vocab_name: str, prime: bool = False
     return sum(pq.read_metadata(fs.url_to_fs(p)[1]).num_rows for p in samples)
 
 
-def run(dedup_dir: str, output: str, options: dict[str, Any], *, workers: int = 1, overwrite: bool = False,
-        progress: bool = True, engine: str = "local",
-        scheduler: str | None = None) -> dict[str, Any]:
-    opts = merge_options(STAGE, DEFAULT_OPTIONS, options)
-    bad = [o for o in opts["ops"] if o not in OPS]
-    if bad:
-        raise CurateError(f"--ops: unknown operation(s) {', '.join(bad)}; choose from {', '.join(OPS)}")
-    if opts["target"] not in pools.TARGETS:
-        raise CurateError(f"--target: one of {', '.join(pools.TARGETS)}")
-    if "paraphrase" in opts["ops"] or opts["vocab"] == "wordnet":
+def run(opts: RecaptionOptions) -> dict[str, Any]:
+    ensure_valid(opts)
+    dedup_dir, output = opts.dedup, opts.output
+    if "paraphrase" in opts.ops or opts.vocab == "wordnet":
         from curate.captions.wordnet import corpus_root
 
         corpus_root()  # fails here, with the install hint, before any shard starts
     inputs = fs.list_shards(fs.join(dedup_dir, "samples"))
     fs.ensure_dir(output)
     work = fs.join(output, "_work")
-    total = _global_pass(dedup_dir, work, opts["vocab"], prime=workers == 1 and engine == "local")
+    total = _global_pass(dedup_dir, work, opts.vocab, prime=opts.workers == 1 and opts.engine == "local")
     try:
-        stats = run_stage(STAGE, recaption_shard, inputs, output, {**opts, "dedup": dedup_dir}, workers=workers,
-                          overwrite=overwrite, progress=progress, rows_total=total, engine=engine, scheduler=scheduler)
+        stats = run_stage(STAGE, recaption_shard, inputs, output, opts, rows_total=total, **execution(opts))
     finally:
         _PRIMED.clear()  # a pipeline goes on in this process (export, train): the lists are not kept for it
     report = build_report(output, stats, opts)
@@ -264,7 +247,7 @@ def run(dedup_dir: str, output: str, options: dict[str, Any], *, workers: int = 
     return report
 
 
-def build_report(output: str, stats: list[dict[str, Any]], opts: dict[str, Any]) -> dict[str, Any]:
+def build_report(output: str, stats: list[dict[str, Any]], opts: RecaptionOptions) -> dict[str, Any]:
     """report.json and report.html from the shards' stats and their cluster_texts/ (never the caption shards)."""
     from curate.report import html
 
@@ -319,7 +302,7 @@ def build_report(output: str, stats: list[dict[str, Any]], opts: dict[str, Any])
         "same_image_same_caption_clusters": {"before": same_before, "after": same_after,
                                              "share_before": round(same_before / len(dup_clusters), 4) if dup_clusters else 0.0,
                                              "share_after": round(same_after / len(dup_clusters), 4) if dup_clusters else 0.0},
-        "pool_entries_by_op": dict(op_counts.most_common()), "options": opts, "examples": examples,
+        "pool_entries_by_op": dict(op_counts.most_common()), "options": optspec.recorded(opts), "examples": examples,
         "curate_version": __version__,
     }
     summary = html.table(["measure", "value"], [

@@ -21,28 +21,15 @@ from typing import Any
 
 import numpy as np
 
+from curate import optspec
+from curate.config import TrainOptions
 from curate.diffusion.mitigations import TrainMitigations, gaussian_noise, train_caption
 from curate.errors import CurateError
 from curate.io import fs
+from curate.optspec import ensure_valid
 
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "model": "tiny",
-    "resolution": 64,
-    "steps": 100,
-    "batch_size": 4,
-    "lr": 1e-4,
-    "seed": 0,
-    "mitigations": [],  # rc, rt, cwr, rna, gn
-    "p": 0.1,
-    "gn_lambda": 0.1,
-    "mc": True,
-    "dup_share": 0.0,  # duplication simulation: this share of images gets dup_weight x sampling weight
-    "dup_weight": 5.0,
-    "dup_mode": "both",  # both: always the same caption (dup_both); image: a random pool caption (dup_image)
-    "caption_dropout": 0.0,  # share of captions replaced by "" (what classifier-free guidance needs)
-    "checkpoint_every": 50,
-    "device": "cpu",
-}
+Options = TrainOptions  # this stage's options (curate/config.py)
+
 
 
 def load_training_set(train_dir: str, resolution: int) -> tuple[np.ndarray, list[str], list[list[str]]]:
@@ -141,38 +128,37 @@ def _truncate_log(path: str, last_step: int) -> None:
         fs.write_text_atomic(path, "".join(keep))
 
 
-def sampling_weights(keys: list[str], opts: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def sampling_weights(keys: list[str], opts: TrainOptions) -> tuple[np.ndarray, np.ndarray]:
     """(weights, duplicated mask): the duplication simulation of the reference experiments, seeded by key."""
     from curate.captions.ops import rng_for
 
-    dup = np.array([rng_for(opts["seed"], k, "dup").random() < opts["dup_share"] for k in keys], bool)
-    weights = np.where(dup, opts["dup_weight"], 1.0)
+    dup = np.array([rng_for(opts.seed, k, "dup").random() < opts.dup_share for k in keys], bool)
+    weights = np.where(dup, opts.dup_weight, 1.0)
     return weights / weights.sum(), dup
 
 
-def run(train_dir: str, output: str, options: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
+def run(opts: TrainOptions) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
 
     from curate.captions.vocab import clip_words
-    from curate.executor import merge_options
     from curate.models import resolve_device
 
-    opts = merge_options("train", DEFAULT_OPTIONS, options)
+    ensure_valid(opts)
+    train_dir, output, progress = opts.train, opts.output, opts.progress
+    recorded = optspec.recorded(opts)
     try:
-        mit = TrainMitigations.parse(opts["mitigations"], opts["p"], opts["gn_lambda"], opts["mc"])
+        mit = TrainMitigations.parse(opts.mitigations, opts.p, opts.gn_lambda, opts.mc)
     except ValueError as err:
         raise CurateError(f"--mitigations: {err}") from None
-    if opts["dup_mode"] not in ("both", "image"):
-        raise CurateError("--dup-mode: both or image")
-    device = resolve_device(opts["device"])
+    device = resolve_device(opts.device)
     os.makedirs(output, exist_ok=True)
-    images, keys, pools = load_training_set(train_dir, opts["resolution"])
+    images, keys, pools = load_training_set(train_dir, opts.resolution)
     weights, dup = sampling_weights(keys, opts)
     vocab = clip_words()
 
-    comp = load_components(opts["model"], opts["resolution"], opts["seed"])
+    comp = load_components(opts.model, opts.resolution, opts.seed)
     unet, vae, text_encoder, tokenizer, scheduler = (comp[k] for k in
                                                      ("unet", "vae", "text_encoder", "tokenizer", "noise_scheduler"))
     text_encoder.requires_grad_(False)
@@ -182,17 +168,17 @@ def run(train_dir: str, output: str, options: dict[str, Any], *, progress: bool 
         vae.to(device).eval()
     start = 0
     resumed = latest_checkpoint(output)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=opts["lr"])
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=opts.lr)
     if resumed is not None:
         prev = fs.read_json(os.path.join(resumed[1], "trainer_state.json"))
-        if prev.get("options") != json.loads(json.dumps(opts)):
+        if prev.get("options") != recorded:
             raise CurateError(f"{output}: has checkpoints of a run with other options; choose another output folder")
         from diffusers import UNet2DConditionModel
 
         unet = UNet2DConditionModel.from_pretrained(os.path.join(resumed[1], "unet"), use_safetensors=True)
         if "_name_or_path" in unet.config:  # diffusers records where it loaded from: not part of the model
             unet._internal_dict = type(unet.config)({k: v for k, v in unet.config.items() if k != "_name_or_path"})
-        optimizer = torch.optim.AdamW(unet.parameters(), lr=opts["lr"])
+        optimizer = torch.optim.AdamW(unet.parameters(), lr=opts.lr)
         optimizer.load_state_dict(torch.load(os.path.join(resumed[1], "optimizer.pt"), weights_only=True,
                                              map_location="cpu"))
         start = resumed[0]
@@ -209,16 +195,16 @@ def run(train_dir: str, output: str, options: dict[str, Any], *, progress: bool 
             moments = torch.cat([vae.encode(pixels[i : i + 32].to(device)).latent_dist.parameters.cpu()
                                  for i in range(0, len(pixels), 32)])
         scaling = getattr(vae.config, "scaling_factor", 0.18215)
-    bar = tqdm(total=opts["steps"], initial=start, desc="train", unit="step", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=opts.steps, initial=start, desc="train", unit="step", disable=not progress, file=sys.stderr)
     t0 = time.time()
-    for step in range(start + 1, opts["steps"] + 1):
-        g = torch.Generator().manual_seed(opts["seed"] * 1_000_003 + step)
-        idx = torch.multinomial(torch.from_numpy(weights), opts["batch_size"], replacement=True, generator=g)
+    for step in range(start + 1, opts.steps + 1):
+        g = torch.Generator().manual_seed(opts.seed * 1_000_003 + step)
+        idx = torch.multinomial(torch.from_numpy(weights), opts.batch_size, replacement=True, generator=g)
         captions = []
         for i in idx.tolist():
-            fixed = bool(dup[i]) and opts["dup_mode"] == "both"
-            caption, applied = train_caption(pools[i], keys[i], step, opts["seed"], mit, vocab, fixed=fixed)
-            if opts["caption_dropout"] > 0 and float(torch.rand(1, generator=g)) < opts["caption_dropout"]:
+            fixed = bool(dup[i]) and opts.dup_mode == "both"
+            caption, applied = train_caption(pools[i], keys[i], step, opts.seed, mit, vocab, fixed=fixed)
+            if opts.caption_dropout > 0 and float(torch.rand(1, generator=g)) < opts.caption_dropout:
                 caption = ""
             captions.append(caption)
             for a in applied:
@@ -250,17 +236,17 @@ def run(train_dir: str, output: str, options: dict[str, Any], *, progress: bool 
             f.write(json.dumps({"step": step, "loss": round(loss_value, 6), "captions": captions}) + "\n")
         bar.set_postfix(loss=f"{loss_value:.4f}")
         bar.update(1)
-        if step % opts["checkpoint_every"] == 0 or step == opts["steps"]:
-            _save_checkpoint(output, step, unet, optimizer, {"options": opts, "loss": loss_value,
+        if step % opts.checkpoint_every == 0 or step == opts.steps:
+            _save_checkpoint(output, step, unet, optimizer, {"options": recorded, "loss": loss_value,
                                                                  "mitigations_applied": dict(applied_total)})
     bar.close()
     if vae is None:
         from curate.diffusion import pixel
 
-        pixel.save(comp, os.path.join(output, "final"), opts["resolution"])
+        pixel.save(comp, os.path.join(output, "final"), opts.resolution)
     else:
         save_pipeline(comp, os.path.join(output, "final"))
-    summary = {"steps": opts["steps"], "resumed_from": start, "final_loss": loss_value, "samples": len(keys),
+    summary = {"steps": opts.steps, "resumed_from": start, "final_loss": loss_value, "samples": len(keys),
                "duplicated_samples": int(dup.sum()), "mitigations_applied": applied_total,
                "seconds": round(time.time() - t0, 2), "device": device}
     fs.write_json_atomic(os.path.join(output, "summary.json"), summary)
