@@ -27,7 +27,7 @@ class ShardRun:
     workers: int = option(1, "Shards processed in parallel (--engine dask without --scheduler: local workers).",
                           role="run")
     overwrite: bool = option(False, "Redo shards that are already done.", role="run", flag="--overwrite")
-    progress: bool = option(True, "Progress bars.", role="run")
+    progress: bool = option(True, "Progress bars (on a terminal).", role="run")
     engine: str = option("local", "Run shards here, or as Dask tasks (pip install 'curate[dask]').",
                          choices=("local", "dask"), role="run")
     scheduler: str | None = option(None, "--engine dask: a scheduler address (default: a local cluster).", role="run")
@@ -234,7 +234,7 @@ class TrainOptions:
                                          "for guidance).")
     checkpoint_every: int = option(50, "Steps between checkpoints.")
     device: str = option("cpu", "auto, cpu or cuda (AMP on CUDA).", choices=("auto", "cpu", "cuda"))
-    progress: bool = option(True, "Progress bar.", role="run")
+    progress: bool = option(True, "Progress bar (on a terminal).", role="run")
 
     def problems(self) -> list[tuple[str, str]]:
         out = []

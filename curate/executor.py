@@ -225,9 +225,9 @@ def run_stage(
             pending.append(shard)
 
     shard_bar = tqdm(total=len(shards), initial=len(done), desc=f"{stage} shards", unit="shard",
-                     disable=not progress, file=sys.stderr, position=0)
+                     disable=None if progress else True, file=sys.stderr, position=0)
     row_bar = tqdm(total=rows_total, initial=sum(s.get("rows_in", 0) for s in done.values()),
-                   desc=f"{stage} rows", unit="row", disable=not progress, file=sys.stderr, position=1)
+                   desc=f"{stage} rows", unit="row", disable=None if progress else True, file=sys.stderr, position=1)
     try:
         if engine == "dask":
             from curate.engines.dask import map_shards

@@ -367,7 +367,7 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
     bars: list[Any] = []
 
     def bar(desc: str, total: int) -> Callable[[int], None]:
-        bars.append(tqdm(total=total, disable=not progress, desc=desc, unit="img"))
+        bars.append(tqdm(total=total, disable=None if progress else True, desc=desc, unit="img"))
         return bars[-1].update
 
     try:

@@ -195,7 +195,7 @@ def run(opts: TrainOptions) -> dict[str, Any]:
             moments = torch.cat([vae.encode(pixels[i : i + 32].to(device)).latent_dist.parameters.cpu()
                                  for i in range(0, len(pixels), 32)])
         scaling = getattr(vae.config, "scaling_factor", 0.18215)
-    bar = tqdm(total=opts.steps, initial=start, desc="train", unit="step", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=opts.steps, initial=start, desc="train", unit="step", disable=None if progress else True, file=sys.stderr)
     t0 = time.time()
     for step in range(start + 1, opts.steps + 1):
         g = torch.Generator().manual_seed(opts.seed * 1_000_003 + step)
