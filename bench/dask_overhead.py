@@ -43,16 +43,19 @@ def main() -> None:
     cluster = distributed.LocalCluster(host="127.0.0.1", dashboard_address=None, n_workers=1, threads_per_worker=1,
                                        processes=True)
     try:
-        opts = {"model": "effnet-lite0", "num_workers": 1}
-        embed_local = timed(embed.run, str(images), str(tmp / "emb_local"), opts, progress=False)
-        embed_dask = timed(embed.run, str(images), str(tmp / "emb_dask"), opts, progress=False, engine="dask",
-                           scheduler=cluster.scheduler_address)
+        def embed_opts(out: str, **kw: object) -> embed.Options:
+            return embed.Options(images=str(images), output=str(tmp / out), num_workers=1, progress=False, **kw)
+
+        def dedup_opts(out: str, **kw: object) -> dedup.Options:
+            return dedup.Options(embeddings=str(tmp / "vec"), output=str(tmp / out), mode="partition", threshold=0.95,
+                                 save_index=False, progress=False, **kw)
+
+        embed_local = timed(embed.run, embed_opts("emb_local"))
+        embed_dask = timed(embed.run, embed_opts("emb_dask", engine="dask", scheduler=cluster.scheduler_address))
 
         make_vectors(tmp / "vec", args.vectors, args.dim)
-        dopts = {"mode": "partition", "threshold": 0.95, "save_index": False}
-        dedup_local = timed(dedup.run, str(tmp / "vec"), str(tmp / "dd_local"), dopts, progress=False)
-        dedup_dask = timed(dedup.run, str(tmp / "vec"), str(tmp / "dd_dask"), dopts, progress=False, engine="dask",
-                           scheduler=cluster.scheduler_address)
+        dedup_local = timed(dedup.run, dedup_opts("dd_local"))
+        dedup_dask = timed(dedup.run, dedup_opts("dd_dask", engine="dask", scheduler=cluster.scheduler_address))
         same = (json.loads((tmp / "dd_local" / "report.json").read_text())["duplicate_clusters"]
                 == json.loads((tmp / "dd_dask" / "report.json").read_text())["duplicate_clusters"])
     finally:

@@ -162,9 +162,10 @@ def main() -> None:
 
     # baseline: IVF range search (nlist 1000, nprobe 8) over a subset of queries, scaled to all N
     quant = faiss.IndexFlatIP(args.dim)
-    ivf = faiss.IndexIVFFlat(quant, args.dim, 1000, faiss.METRIC_INNER_PRODUCT)
+    nlist = min(1000, max(1, args.n // 40))  # faiss wants >= 39 training points per list
+    ivf = faiss.IndexIVFFlat(quant, args.dim, nlist, faiss.METRIC_INNER_PRODUCT)
     t = time.perf_counter()
-    ivf.train(x[rng.choice(args.n, 100_000, replace=False)].astype(np.float32))
+    ivf.train(x[rng.choice(args.n, min(args.n, 100_000), replace=False)].astype(np.float32))
     for b in range(0, args.n, 100_000):
         ivf.add(x[b : b + 100_000].astype(np.float32))
     ivf_build_s = time.perf_counter() - t

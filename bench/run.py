@@ -1,8 +1,13 @@
-"""`make bench`: run every benchmark in its own process and write JSON results to bench/results/."""
+"""`make bench`: run every benchmark in its own process and write JSON results to bench/results/.
+
+`SMOKE` holds a tiny run of every benchmark module; `make test` runs them (tests/test_bench_smoke.py), so a
+benchmark that no longer runs fails the tests instead of the next `make bench`.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -27,9 +32,35 @@ BENCHES = {
     ],
 }
 
+# one tiny run per benchmark module (each also takes --data where it caches inputs; the test points it at a
+# temporary folder)
+SMOKE = {
+    "bench.embed": ["--n", "24", "--batch-size", "8"],
+    "bench.dedup": ["--n", "20000", "--dim", "32", "--queries", "50", "--baseline-queries", "200"],
+    "bench.copydetect": ["--originals", "8"],
+    "bench.realscale": ["--n", "600"],
+    "bench.recaption": ["--n", "3000", "--repeat", "1"],
+    "bench.dask_overhead": ["--images", "16", "--shards", "2", "--vectors", "4000", "--dim", "32"],
+    "bench.closed_loop": ["--steps", "2", "--dup-images", "2", "--copies", "3", "--audit-seeds", "1"],
+}
+TAKES_DATA = ("bench.embed", "bench.dedup", "bench.realscale", "bench.recaption", "bench.dask_overhead")
+
+
+def run_one(argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> dict:
+    """Run one benchmark; its JSON result, or SystemExit with the benchmark's own error (its stderr's end)."""
+    proc = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, env=env, cwd=cwd)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-25:])
+        raise SystemExit(f"bench: {' '.join(argv)} failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(lines[-1])
+
 
 def main() -> None:
     only = set(sys.argv[1:])
+    unknown = only - set(BENCHES)
+    if unknown:
+        raise SystemExit(f"bench: unknown benchmark(s) {', '.join(sorted(unknown))}; one of {', '.join(BENCHES)}")
     out_dir = Path("bench/results")
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, runs in BENCHES.items():
@@ -38,11 +69,10 @@ def main() -> None:
         results = []
         for argv in runs:
             print(f"bench {name}: {' '.join(argv)}", file=sys.stderr, flush=True)
-            proc = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, check=True)
-            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            results.append(run_one(argv))
             print(f"  {results[-1]}", file=sys.stderr, flush=True)
         doc = {"bench": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.platform(),
-               "cpus": __import__("os").cpu_count(), "results": results}
+               "cpus": os.cpu_count(), "results": results}
         (out_dir / f"{name}.json").write_text(json.dumps(doc, indent=2))
         print(f"wrote {out_dir / f'{name}.json'}", file=sys.stderr)
 

@@ -1,0 +1,48 @@
+"""Every benchmark module runs: a tiny run of each (bench/run.py's SMOKE), so `make bench` cannot rot.
+
+These check that each benchmark still runs end to end against today's code and prints its JSON, with a few
+sanity checks on the figures (exact answers at toy sizes); the figures themselves belong to `make bench`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bench.run import BENCHES, SMOKE, TAKES_DATA, run_one
+from tests.conftest import REPO
+
+CHECKS = {
+    "bench.embed": lambda r: r["images"] == 24 and r["curate_embed_images_per_s"] > 0 and r["ratio_to_forward_only"] > 0,
+    "bench.dedup": lambda r: r["pair_recall"] >= 0.99 and r["pair_precision"] >= 0.99,
+    "bench.copydetect": lambda r: 0 <= r["best_f1"]["best_sweep_f1"] <= 1 and r["true_pairs"] > 0,
+    "bench.realscale": lambda r: r["knn_flat"]["pair_recall_direct"] == 1.0 and r["partition"]["pair_recall_direct"] == 1.0,
+    "bench.recaption": lambda r: r["n"] == 3000 and r["stage"]["insertions_duplicates"]["ratio_to_plain_copy"] > 0,
+    "bench.dask_overhead": lambda r: r["dedup_same_clusters"] is True and r["embed_dask_s"] > 0,
+    "bench.closed_loop": lambda r: {"raw", "curated"} <= set(r) and r["raw"]["generations"]["n"] > 0,
+}
+
+
+def test_every_benchmark_module_has_a_smoke_run():
+    modules = {argv[0] for runs in BENCHES.values() for argv in runs}
+    assert modules <= set(SMOKE) == set(CHECKS)
+    listed = {f"bench.{p.stem}" for p in (REPO / "bench").glob("*.py")} - {"bench.__init__", "bench.run", "bench.data",
+                                                                             "bench.cli_run"}
+    assert listed == set(SMOKE), "a benchmark module without a smoke run (bench/run.py SMOKE)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", list(SMOKE))
+def test_benchmark_smoke_run(module, tmp_path):
+    argv = [module, *SMOKE[module]]
+    if module in TAKES_DATA:
+        argv += ["--data", str(tmp_path / "data")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path)}
+    result = run_one(argv, env=env, cwd=str(REPO))  # they find .data/ and scripts/ there, as `make bench` runs them
+    assert CHECKS[module](result), result
+
+
+def test_a_failing_benchmark_shows_its_own_error():
+    with pytest.raises(SystemExit, match="unrecognized arguments: --no-such-flag"):
+        run_one(["bench.dedup", "--no-such-flag"], cwd=str(REPO))
