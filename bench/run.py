@@ -18,6 +18,8 @@ BENCHES = {
     "embed": [
         ["bench.embed", "--model", "effnet-lite0", "--n", "1024"],
         ["bench.embed", "--model", "open_clip:ViT-B-32/random", "--n", "192", "--batch-size", "32"],
+        ["bench.embed", "--model", "sscd-distilled", "--n", "1024", "--batch-size", "32"],
+        ["bench.embed", "--model", "sscd", "--n", "512", "--batch-size", "32"],
     ],
     "dedup": [
         ["bench.dedup", "--n", "1000000"],

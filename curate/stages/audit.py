@@ -10,6 +10,7 @@ folder of images against any `curate embed` output instead.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -22,6 +23,7 @@ from curate import __version__, optspec
 from curate.config import AuditOptions
 from curate.errors import CurateError
 from curate.io import fs
+from curate.models import is_copy_detector
 from curate.optspec import ensure_valid
 
 Options = AuditOptions  # this stage's options (curate/config.py)
@@ -179,6 +181,16 @@ def _fingerprint(model_dir: str, train_dir: str, opts: AuditOptions) -> str:
     return h.hexdigest()
 
 
+def audit_model(spec: str) -> str:
+    """`auto`: SSCD, the research's replication measure (its 0.5 mark is in SSCD units), where installed; else
+    effnet-lite0, whose similarities read lower (there 0.5 is not the research's mark)."""
+    if spec != "auto":
+        return spec
+    from curate.models.onnx_copy import available
+
+    return "sscd" if available("sscd") else "effnet-lite0"
+
+
 def run(opts: AuditOptions) -> dict[str, Any]:
     """Generate for training captions with the model `opts.model` and score replication against `opts.train`;
     or, with `generated` and `corpus`, audit a folder of images against an embed output."""
@@ -187,6 +199,7 @@ def run(opts: AuditOptions) -> dict[str, Any]:
         return run_folder(opts)
     from curate.models import load_image_model
 
+    opts = dataclasses.replace(opts, embed_model=audit_model(opts.embed_model))
     model_dir, train_dir, output = opts.model, opts.train, opts.output
     os.makedirs(output, exist_ok=True)
     fingerprint = _fingerprint(model_dir, train_dir, opts)
@@ -229,6 +242,7 @@ def run(opts: AuditOptions) -> dict[str, Any]:
     t = opts.threshold
     report = {
         "model": model_dir, "train": train_dir, "embed_model": opts.embed_model, "threshold": t,
+        "units": "sscd" if is_copy_detector(opts.embed_model) else f"{opts.embed_model} (not SSCD units)",
         "mitigation": opts.mitigation, "seed": opts.seed, "steps": opts.steps,
         "metrics": {"generations": similarity_stats(sims, t),
                     "generations_of_duplicated": similarity_stats(sims[is_dup], t),

@@ -31,12 +31,15 @@ from curate.errors import CurateError
 from curate.executor import Shard, ShardOutput, run_stage
 from curate.io import fs
 from curate.io.parquet import read_table, write_table
+from curate.models import is_copy_detector
 from curate.optspec import ensure_valid
 
 Options = DedupOptions  # this stage's options (curate/config.py)
 STAGE = "dedup"
 
 HUB_REPORT_THRESHOLDS = (0.0, 0.05, 0.1, 0.2)
+COPY_REPORT_THRESHOLDS = (0.5, 0.75, 0.95)  # SSCD units: the research's replication, DISC21's copy, duplicate
+COPY_THRESHOLD = 0.75
 
 ROWS_SCHEMA = pa.schema([
     ("key", pa.string()), ("shard", pa.int64()), ("caption", pa.string()), ("cluster_id", pa.int64()),
@@ -52,18 +55,19 @@ DROP_SCHEMA = pa.schema([("key", pa.string()), ("shard", pa.int64()), ("caption"
 
 
 def default_threshold(kind: str, model: str = "", score: str = "raw") -> float:
-    """Per model family (measured on `curate sample` data; see the README): hashes <= 10 of 64 bits differ,
-    EfficientNet-Lite ImageNet features 0.80, SSCD-style TorchScript 0.75 (SSCD's ~90%-precision copy mark),
-    CLIP-like and other float embeddings 0.92. Hub scores (`--score hub`): 0.05 above the pair's mean top-k
-    similarity (bench/copydetect.py's best F1 with EfficientNet-Lite lay at 0.04-0.06)."""
+    """Per model family (measured on `curate sample` data and bench/copydetect.py; see the README): hashes <= 10
+    of 64 bits differ, EfficientNet-Lite ImageNet features 0.80, SSCD and other copy detectors 0.75 (SSCD's
+    ~90%-precision copy mark on DISC21), CLIP-like and other float embeddings 0.92. Hub scores (`--score hub`):
+    0.05 above the pair's mean top-k similarity (bench/copydetect.py's best F1 with EfficientNet-Lite lay at
+    0.04-0.06)."""
     if score == "hub":
         return 0.05
     if kind == "bits":
         return 0.84
     if model.startswith("effnet"):
         return 0.80
-    if model.startswith("torchscript:"):
-        return 0.75
+    if is_copy_detector(model):
+        return COPY_THRESHOLD
     return 0.92
 
 
@@ -257,6 +261,8 @@ def run(opts: DedupOptions) -> dict[str, Any]:
     report_thresholds = opts.report_thresholds
     if hub and report_thresholds == REPORT_THRESHOLDS:
         report_thresholds = HUB_REPORT_THRESHOLDS
+    elif is_copy_detector(manifest.get("model", "")) and report_thresholds == REPORT_THRESHOLDS:
+        report_thresholds = COPY_REPORT_THRESHOLDS
     opts = dataclasses.replace(opts, threshold=threshold, report_thresholds=report_thresholds)
     floor = float(opts.hub_floor) if hub else min([threshold, *opts.report_thresholds])
     if opts.templates:
