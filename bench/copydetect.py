@@ -151,7 +151,7 @@ def main() -> None:
     from curate.stages.dedup import default_threshold
 
     images, group, how = build_images(args.originals, args.seed, args.debian_root)
-    sweep = [round(x, 3) for x in np.arange(0.5, 0.99, 0.02)]
+    sweep = [round(x, 3) for x in np.arange(0.2, 0.99, 0.02)]
     hub_sweep = [round(x, 3) for x in np.arange(-0.2, 0.3, 0.02)]
     results = {"images": len(images), "originals": len(set(group)),
                "copies_by_kind": {h: how.count(h) for h in sorted(set(how)) if h != "original"},
@@ -163,6 +163,13 @@ def main() -> None:
         emb = np.concatenate([m.embed([m.preprocess(im) for im in images[i : i + 64]])
                               for i in range(0, len(images), 64)])
         feats[f"{spec}/{pooling}" + (f"/{resize}{size}" if size else "")] = emb
+    from curate.models.onnx_copy import available
+
+    for spec in ("sscd", "sscd-distilled"):  # the research's copy detector, where installed (make install)
+        if available(spec):
+            m = load_image_model(spec)
+            feats[spec] = np.concatenate([m.embed([m.preprocess(im) for im in images[i : i + 32]])
+                                          for i in range(0, len(images), 32)])
     ph = load_image_model("phash")
     bits = np.unpackbits(ph.embed([ph.preprocess(im) for im in images]), axis=1).astype(np.float32)
     hamming = bits @ (1 - bits).T + (1 - bits) @ bits.T
@@ -182,9 +189,10 @@ def main() -> None:
                     w = Whitening(mean, (vt[keep].T / np.sqrt(eig[keep] + 0.1 * eig[keep].mean())).astype(np.float32))
                 x = w(emb)
             sims = x @ x.T
-            results[f"{name}/{mode}"] = scores_for(sims, group, sweep, default_threshold("float", "effnet"), how=how)
+            model_name = name.split("/")[0]
+            results[f"{name}/{mode}"] = scores_for(sims, group, sweep, default_threshold("float", model_name), how=how)
             results[f"{name}/{mode}/hub"] = scores_for(sims, group, hub_sweep,
-                                                       default_threshold("float", "effnet", "hub"), hub=True, how=how)
+                                                       default_threshold("float", model_name, "hub"), hub=True, how=how)
             if name.endswith("avg"):
                 # hash and embedding combined: a pair is a copy when either signal says so
                 both = np.maximum(sims, np.where(phash_sims >= default_threshold("bits"), 1.0, -1.0))

@@ -24,6 +24,7 @@ BENCHES = {
     "dedup": [
         ["bench.dedup", "--n", "1000000"],
         ["bench.copydetect", "--originals", "400"],
+        ["bench.copy_light"],
         ["bench.realscale", "--n", "50000"],
     ],
     "recaption": [
@@ -40,6 +41,7 @@ SMOKE = {
     "bench.embed": ["--n", "24", "--batch-size", "8"],
     "bench.dedup": ["--n", "20000", "--dim", "32", "--queries", "50", "--baseline-queries", "200"],
     "bench.copydetect": ["--originals", "8"],
+    "bench.copy_light": ["--dev-originals", "6", "--heldout-groups", "4", "--copies", "2"],
     "bench.realscale": ["--n", "600"],
     "bench.recaption": ["--n", "3000", "--repeat", "1"],
     "bench.dask_overhead": ["--images", "16", "--shards", "2", "--vectors", "4000", "--dim", "32"],

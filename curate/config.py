@@ -130,7 +130,7 @@ class DedupOptions(ShardRun):
     embeddings: str = option(help="A `curate embed` output.", role="input", argument=True)
     output: str = option(help="Output folder.", role="output", argument=True)
     threshold: float | None = option(None, "Cosine similarity for duplicates [default by model: effnet 0.80, "
-                                           "sscd, sscd-distilled, onnx, torchscript 0.75, open_clip 0.92, "
+                                           "sscd, sscd-distilled, onnx, torchscript 0.60, open_clip 0.92, "
                                            "phash/dhash 0.84 (<= 10 of 64 bits)].")
     mode: str = option("auto", "knn through a FAISS index, or SemDeDup partitions (k-means + dense blocks); auto by size.",
                        choices=("auto", "knn", "partition"))
@@ -151,7 +151,7 @@ class DedupOptions(ShardRun):
     save_index: bool = option(True, "Save the FAISS index under index/ (for --against).")
     report_thresholds: tuple[float, ...] = option(REPORT_THRESHOLDS, "Thresholds the report counts clusters at "
                                                                      "(unless given: --score hub 0,0.05,0.1,0.2; "
-                                                                     "SSCD-family models 0.5,0.75,0.95).")
+                                                                     "SSCD-family models 0.5,0.75,0.95: the research's replication mark, DISC21's 90% precision copy mark, its duplicate).")
     whiten: str = option("none", "Post-process the features, fit on this corpus (saved with the index for --against).",
                          choices=("none", "center", "pca"))
     score: str = option("raw", "hub: similarity minus the pair's mean similarity to its --hub-k nearest (templates and "

@@ -17,6 +17,8 @@ CHECKS = {
     "bench.embed": lambda r: r["images"] == 24 and r["curate_embed_images_per_s"] > 0 and r["ratio_to_forward_only"] > 0,
     "bench.dedup": lambda r: r["pair_recall"] >= 0.99 and r["pair_precision"] >= 0.99,
     "bench.copydetect": lambda r: 0 <= r["best_f1"]["best_sweep_f1"] <= 1 and r["true_pairs"] > 0,
+    "bench.copy_light": lambda r: {"sscd", "sscd-distilled", "effnet-lite0", "phash"} <= set(r["backends"])
+    and all(0 <= b["mutual"]["heldout_at_default"]["f1"] <= 1 for b in r["backends"].values()),
     "bench.realscale": lambda r: r["knn_flat"]["pair_recall_direct"] == 1.0 and r["partition"]["pair_recall_direct"] == 1.0,
     "bench.recaption": lambda r: r["n"] == 3000 and r["stage"]["insertions_duplicates"]["ratio_to_plain_copy"] > 0,
     "bench.dask_overhead": lambda r: r["dedup_same_clusters"] is True and r["embed_dask_s"] > 0,
