@@ -22,6 +22,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--num-workers", type=int, default=2)
+    ap.add_argument("--size", type=int, default=None, help="the model's input size (embed --size)")
+    ap.add_argument("--resize", default="short", help="embed --resize")
     ap.add_argument("--data", default="bench/.data")
     args = ap.parse_args()
 
@@ -31,7 +33,7 @@ def main() -> None:
 
     root = image_shards(Path(args.data) / f"jpegs-{args.n}", args.n)
     opts = embed.Options(images=str(root), output="", model=args.model, batch_size=args.batch_size,
-                         num_workers=args.num_workers)
+                         num_workers=args.num_workers, size=args.size, resize=args.resize)
     model, _ = embed.load_models(opts)
 
     # baseline 1: decode + preprocess alone, one thread
@@ -57,7 +59,8 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="curate-bench-embed-"))
     try:
         wall, stage_rss = run_curate("embed", str(root), str(out / "emb"), "--no-progress", "--model", args.model,
-                                     "--batch-size", str(args.batch_size), "--num-workers", str(args.num_workers))
+                                     "--batch-size", str(args.batch_size), "--num-workers", str(args.num_workers),
+                                     "--resize", args.resize, *(["--size", str(args.size)] if args.size else []))
         summary = json.loads((out / "emb" / "summary.json").read_text())
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -70,7 +73,7 @@ def main() -> None:
         "ratio_to_forward_only": round(stage_rate / forward_rate, 3),
         "curate_embed_wall_s_with_model_load": round(wall, 2),
         "curate_embed_peak_rss_mb": round(stage_rss, 1),
-        "batch_size": args.batch_size, "num_workers": args.num_workers,
+        "batch_size": args.batch_size, "num_workers": args.num_workers, "size": args.size, "resize": args.resize,
     }))
 
 

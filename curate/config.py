@@ -115,7 +115,8 @@ class EmbedOptions(ShardRun):
                                   "resize or pad; effnet: crop (short means crop) or pad (the whole picture, long "
                                   "edge to --size).",
                          choices=("short", "crop", "resize", "pad"))
-    size: int | None = option(None, "Input size (sscd, onnx, torchscript 288; effnet its own: 224 for lite0).")
+    size: int | None = option(None, "Input size (sscd 256, sscd-distilled 224, onnx and torchscript 288; effnet its "
+                                    "own: 224 for lite0).")
 
     def problems(self) -> list[tuple[str, str]]:
         out = super().problems()

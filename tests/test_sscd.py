@@ -60,12 +60,12 @@ def test_short_edge_resize_keeps_aspect_within_a_bucket():
 
 def test_onnx_path_runs_any_model_with_the_contract_and_rejects_others(photos, tmp_path):
     img = photos[0][1]
-    shipped = load_image_model("sscd-distilled")
+    shipped = load_image_model("sscd-distilled", size=288)
     same = load_image_model(f"onnx:{model_path('sscd-distilled')}")
     a = shipped.embed([shipped.preprocess(img)])
     b = same.embed([same.preprocess(img)])
     assert np.allclose(a, b, atol=1e-6)
-    assert same.describe()["preprocess"]["size"] == 288
+    assert same.describe()["preprocess"]["size"] == 288  # onnx:PATH: SSCD's own size
     # a float NCHW model is not a copy-detection model of this contract: one clear line
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, 8, 8])
@@ -95,7 +95,7 @@ def test_embed_dedup_and_audit_in_sscd_units(sample_run, tmp_path):
     assert summary["rows_out"] == summary["rows_in"] > 20
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"] == "sscd-distilled" and manifest["dim"] == 512
-    assert manifest["preprocess"] == {"resize": "short_edge_to_size_long_edge_to_multiple_of_32", "size": 288,
+    assert manifest["preprocess"] == {"resize": "short_edge_to_size_long_edge_to_multiple_of_32", "size": 224,
                                       "interpolation": "bilinear"}
     report = dedup.run(dedup.Options(embeddings=str(out), output=str(tmp_path / "dd"), progress=False))
     assert report["threshold"] == 0.6

