@@ -84,7 +84,7 @@ def main() -> None:
     results = {"seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "images": len(rows),
                "duplicated_photos": args.dup_images, "copies_each": args.copies, "audit_seeds": args.audit_seeds,
                "caption_dropout": args.caption_dropout, "guidance": args.guidance,
-               "dedup_marked": dd["duplicates_marked"]}
+               "dedup_marked": dd["duplicates_marked"], "audit_embed_model": audit.audit_model("auto")}
     for name in ("raw", "curated"):
         start = time.time()
         train.run(train.Options(train=str(work / f"train_{name}"), output=str(work / f"model_{name}"), **train_opts, progress=False))
