@@ -24,6 +24,26 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CURATE_CACHE", Path.home() / ".cache" / "curate"))
 
 
+def file_mode() -> int:
+    """The mode a new file gets under this process's umask (0644 under umask 022). mkstemp makes its files 0600
+    whatever the umask, so every atomic write sets this on its temp file: a training job or web server running
+    as another user must be able to read what curate wrote."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            umask = next(int(ln.split()[1], 8) for ln in f if ln.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)  # no /proc: read it by setting it, and put it back at once
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
+def mkstemp_like_open(directory: str, prefix: str = ".tmp-", suffix: str = "") -> tuple[int, str]:
+    """tempfile.mkstemp whose file has the mode open() would give it."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
+    os.fchmod(fd, file_mode())
+    return fd, tmp
+
+
 def is_local(path: str) -> bool:
     fs, _ = url_to_fs(path)
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
@@ -107,7 +127,7 @@ def write_json_atomic(path: str, obj: Any) -> None:
         _, p = url_to_fs(path)
         d = os.path.dirname(p) or "."
         os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
+        fd, tmp = mkstemp_like_open(d, suffix=".json")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -129,7 +149,7 @@ def atomic_local(path: str) -> Iterator[str]:
     _, p = url_to_fs(path)
     d = os.path.dirname(p) or "."
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.splitext(p)[1])
+    fd, tmp = mkstemp_like_open(d, suffix=os.path.splitext(p)[1])
     os.close(fd)
     try:
         yield tmp
@@ -158,6 +178,10 @@ def atomic_dir(path: str) -> Iterator[str]:
     os.makedirs(tmp)
     try:
         yield tmp
+        mode = file_mode()  # what libraries wrote in it gets the umask's mode too (safetensors files come 0600)
+        for base, _, files in os.walk(tmp):
+            for name in files:
+                os.chmod(os.path.join(base, name), mode)
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
     finally:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -84,7 +83,7 @@ def export_onnx(spec: str, pooling: str, size: int | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     model = build_torch_model(spec, pooling)
     size = size or VARIANTS[spec][1]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
+    fd, tmp = fs.mkstemp_like_open(str(path.parent), prefix="", suffix=".onnx.tmp")
     os.close(fd)
     try:
         with warnings.catch_warnings():
