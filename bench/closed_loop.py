@@ -89,23 +89,33 @@ def main() -> None:
         start = time.time()
         train.run(train.Options(train=str(work / f"train_{name}"), output=str(work / f"model_{name}"), **train_opts, progress=False))
         train_s = time.time() - start
-        tables = []
-        for s in range(args.audit_seeds):
-            out = work / f"audit_{name}_{s}"
-            audit.run(audit.Options(model=str(work / f"model_{name}" / "final"), train=str(work / "train_raw"), output=str(out), prompts=2 * len(dup_caps), steps=50, resolution=32, seed=args.seed * 1000 + s, guidance_scale=args.guidance))
-            tables.append(pq.read_table(out / "matches.parquet"))
-        m = pa.concat_tables(tables).to_pydict()
-        sims, dup = np.array(m["top1_sim"]), np.array(m["source_dup_count"]) > 1
-        src = np.array(m["top1_is_source"], bool)
-        results[name] = {
-            "train_seconds": round(train_s, 1),
-            "generations": audit.similarity_stats(sims, 0.5),
-            "generations_of_duplicated": audit.similarity_stats(sims[dup], 0.5),
-            "generations_of_unique": audit.similarity_stats(sims[~dup], 0.5),
-            "top1_is_source_share": {"all": round(float(src.mean()), 3), "duplicated": round(float(src[dup].mean()), 3),
-                                     "unique": round(float(src[~dup].mean()), 3),
-                                     "chance": round(1 / len({r["caption"] for r in rows}), 3)},
-        }
+        results[name] = {"train_seconds": round(train_s, 1)}
+        # two audits of the same generations' kind: against the training images as downloaded, and at the
+        # generation's own resolution (what a 32 px model saw, so what it could copy: --match-resolution)
+        for view, match in (("full_resolution", False), ("match_resolution", True)):
+            tables = []
+            for s in range(args.audit_seeds):
+                out = work / f"audit_{name}_{view}_{s}"
+                audit.run(audit.Options(model=str(work / f"model_{name}" / "final"), train=str(work / "train_raw"),
+                                        output=str(out), prompts=2 * len(dup_caps), steps=50, resolution=32,
+                                        seed=args.seed * 1000 + s, guidance_scale=args.guidance,
+                                        match_resolution=match))
+                tables.append(pq.read_table(out / "matches.parquet"))
+            m = pa.concat_tables(tables).to_pydict()
+            sims, dup = np.array(m["top1_sim"]), np.array(m["source_dup_count"]) > 1
+            src = np.array(m["top1_is_source"], bool)
+            entry = {
+                "generations": audit.similarity_stats(sims, 0.5),
+                "generations_of_duplicated": audit.similarity_stats(sims[dup], 0.5),
+                "generations_of_unique": audit.similarity_stats(sims[~dup], 0.5),
+                "top1_is_source_share": {"all": round(float(src.mean()), 3), "duplicated": round(float(src[dup].mean()), 3),
+                                         "unique": round(float(src[~dup].mean()), 3),
+                                         "chance": round(1 / len({r["caption"] for r in rows}), 3)},
+            }
+            if view == "full_resolution":
+                results[name].update(entry)  # the keys earlier evidence files have
+            else:
+                results[name][view] = entry
     results["duplicated_captions"] = dup_caps
     print(json.dumps(results))
     if args.out is None:

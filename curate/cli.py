@@ -11,8 +11,6 @@ import click
 from curate import __version__, config, optspec
 from curate.errors import CurateError
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # img2dataset imports albumentations, which phones home
-
 
 def _echo_summary(title: str, summary: dict) -> None:
     click.echo(f"{title}: {summary['rows_out']}/{summary['rows_in']} rows ok "

@@ -19,8 +19,9 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,6 +150,28 @@ def plan_shards(stage: str, inputs: list[str], output_root: str, options: Any, o
     return [Shard(i, p, output_root) for i, p in enumerate(ordered) if p in wanted]
 
 
+_PARENT: int | None = None  # in a worker process: the pid of the run that started it
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: the kernel kills this worker when the run that spawned it dies (SIGKILL included), so
+    no worker of a killed run goes on committing shards into the output while a rerun works there."""
+    global _PARENT
+    _PARENT = parent
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _parent_gone() -> bool:
+    return _PARENT is not None and os.getppid() != _PARENT
+
+
 def _run_one(stage: str, fn: StageFn, shard: Shard, options: Any, tmp_root: str,  # noqa: ANN401
              progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     tmp_dir = os.path.join(tmp_root, f"{shard.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -157,6 +180,8 @@ def _run_one(stage: str, fn: StageFn, shard: Shard, options: Any, tmp_root: str,
     start = time.time()
     try:
         stats = dict(fn(shard, out, options))
+        if _parent_gone():  # where the kernel cannot kill us with the parent (not Linux): never commit orphaned
+            os._exit(1)
         for rel, local in sorted(out.files.items()):
             if not os.path.exists(local):
                 raise RuntimeError(f"stage {stage} registered {rel} for shard {shard.index} but did not write it")
@@ -208,6 +233,51 @@ def run_stage(
     per-shard function to a Dask cluster (curate/engines/dask.py).
     """
     tmp_root = _local_tmp_root(output_root)
+    with output_lock(output_root):
+        return _run_stage(stage, fn, inputs, output_root, options, tmp_root, workers=workers, overwrite=overwrite,
+                          progress=progress, rows_total=rows_total, engine=engine, scheduler=scheduler)
+
+
+_HELD: set[str] = set()  # output roots this process holds the lock of
+
+
+@contextmanager
+def output_lock(output_root: str) -> Iterator[None]:
+    """One curate process writes a stage output at a time: an flock on `_lock` (an empty file: outputs stay
+    byte-identical across runs), which the kernel releases when its holder dies, SIGKILL included."""
+    if not fs.is_local(output_root):
+        yield
+        return
+    import fcntl
+
+    _, root = fs.url_to_fs(output_root)
+    root = os.path.abspath(root)
+    if root in _HELD:  # a stage that holds it already (its global step) runs its shards: re-entrant
+        yield
+        return
+    try:
+        os.makedirs(root, exist_ok=True)
+        fd = os.open(os.path.join(root, "_lock"), os.O_RDWR | os.O_CREAT, fs.file_mode())
+    except OSError as err:
+        raise CurateError(f"{output_root}: cannot write here ({err.strerror or err})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CurateError(f"{output_root}: another curate process is writing here; wait for it to finish or "
+                              "stop it, then rerun") from None
+        _HELD.add(root)
+        try:
+            yield
+        finally:
+            _HELD.discard(root)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _run_stage(stage: str, fn: StageFn, inputs: list[str], output_root: str, options: Any, tmp_root: str,  # noqa: ANN401
+               *, workers: int, overwrite: bool, progress: bool, rows_total: int | None, engine: str,
+               scheduler: str | None) -> list[dict[str, Any]]:
     try:
         shards = plan_shards(stage, inputs, output_root, options, overwrite)
         shutil.rmtree(tmp_root, ignore_errors=True)  # leftovers of a killed run: never committed, safe to drop
@@ -248,7 +318,8 @@ def run_stage(
                 shard_bar.update(1)
         else:
             ctx = multiprocessing.get_context("spawn")  # img2dataset and torch are not fork-safe
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent,
+                                       initargs=(os.getpid(),))
             try:
                 futures: dict[Future, Shard] = {
                     pool.submit(_run_one, stage, fn, s, options, tmp_root): s for s in pending

@@ -28,7 +28,7 @@ from curate.dedup.link import STRONG, link
 from curate.dedup.pairs import Pairs, hub_scored, knn_pairs, partition_pairs, partition_pairs_dask
 from curate.dedup.vectors import EmbeddingSet, open_embeddings
 from curate.errors import CurateError
-from curate.executor import Shard, ShardOutput, run_stage
+from curate.executor import Shard, ShardOutput, output_lock, run_stage
 from curate.io import fs
 from curate.io.parquet import read_table, write_table
 from curate.models import is_copy_detector
@@ -240,7 +240,13 @@ def save_index(index: Any, emb: EmbeddingSet, output: str, threshold: float, mod
 
 
 def run(opts: DedupOptions) -> dict[str, Any]:
+    """The stage, holding its output's lock from the global step to the report (executor.output_lock)."""
     ensure_valid(opts)
+    with output_lock(opts.output):
+        return _run(opts)
+
+
+def _run(opts: DedupOptions) -> dict[str, Any]:
     emb_dir, output, images = opts.embeddings, opts.output, opts.images
     emb = open_embeddings(emb_dir)
     manifest = fs.read_json(fs.join(emb_dir, "manifest.json"))

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import threading
+import types
 from collections import Counter
 from typing import Any
 
@@ -133,10 +135,25 @@ class _Collector:
         pass
 
 
+def _img2dataset() -> tuple[type, type]:
+    """(Downloader, Resizer). img2dataset's package imports wandb for a logger curate never uses, and importing
+    wandb makes two temp folders in $TMPDIR (wandb-artifacts, wandb-media) that only a clean exit removes: every
+    killed run left them behind. A placeholder stands in for wandb during that import (unless wandb is already
+    imported), and is taken out of sys.modules after, so a later `import wandb` gets the real one."""
+    placeholder = None
+    if "wandb" not in sys.modules:
+        placeholder = sys.modules["wandb"] = types.ModuleType("wandb")
+    try:
+        from img2dataset.downloader import Downloader
+        from img2dataset.resizer import Resizer
+    finally:
+        if placeholder is not None and sys.modules.get("wandb") is placeholder:
+            del sys.modules["wandb"]
+    return Downloader, Resizer
+
+
 def _make_downloader(options: DownloadOptions, collector: _Collector, scratch: str) -> Any:  # noqa: ANN401
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    from img2dataset.downloader import Downloader
-    from img2dataset.resizer import Resizer
+    Downloader, Resizer = _img2dataset()  # noqa: N806 (classes)
 
     resizer = Resizer(
         image_size=options.image_size,

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from curate import optspec
 from curate.config import ExportOptions
 from curate.errors import CurateError
-from curate.executor import Shard, ShardOutput, execution, run_stage, summarize
+from curate.executor import Shard, ShardOutput, execution, output_lock, run_stage, summarize
 from curate.io import fs
 from curate.io.image_shards import iter_image_samples
 from curate.io.keys import sanitize_key
@@ -145,7 +145,13 @@ def export_shard(shard: Shard, out: ShardOutput, job: Job) -> dict[str, Any]:
 
 
 def run(opts: ExportOptions) -> dict[str, Any]:
+    """The stage, holding its output's lock from the global step to the report (executor.output_lock)."""
     ensure_valid(opts)
+    with output_lock(opts.output):
+        return _run(opts)
+
+
+def _run(opts: ExportOptions) -> dict[str, Any]:
     output = opts.output
     table, excluded, image_rows = plan(opts)
     fs.write_parquet_atomic(table, fs.join(output, "_work", "plan.parquet"))

@@ -25,7 +25,7 @@ from curate.captions import pool as pools
 from curate.captions import vocab as vocabs
 from curate.config import RecaptionOptions
 from curate.errors import CurateError, SchemaError
-from curate.executor import Shard, ShardOutput, execution, run_stage
+from curate.executor import Shard, ShardOutput, execution, output_lock, run_stage
 from curate.io import fs
 from curate.io.parquet import read_table, write_table
 from curate.optspec import ensure_valid
@@ -228,7 +228,13 @@ def _global_pass(dedup_dir: str, work: str, vocab_name: str, prime: bool = False
 
 
 def run(opts: RecaptionOptions) -> dict[str, Any]:
+    """The stage, holding its output's lock from the global step to the report (executor.output_lock)."""
     ensure_valid(opts)
+    with output_lock(opts.output):
+        return _run(opts)
+
+
+def _run(opts: RecaptionOptions) -> dict[str, Any]:
     dedup_dir, output = opts.dedup, opts.output
     if "paraphrase" in opts.ops or opts.vocab == "wordnet":
         from curate.captions.wordnet import corpus_root
