@@ -133,6 +133,9 @@ def test_private_network_refused_by_default(server, photos, tmp_path):
         {"key": "localhost", "url": f"http://localhost:{port}/a.jpg", "caption": "x"},
         {"key": "v6", "url": f"http://[::1]:{port}/a.jpg", "caption": "x"},
         {"key": "private", "url": "http://10.1.2.3/a.jpg", "caption": "x"},
+        # other spellings of 127.0.0.1 that resolvers accept: decimal, hex, short and octal forms, v4-mapped v6
+        *({"key": f"spelling{i}", "url": f"http://{host}:{port}/a.jpg", "caption": "x"} for i, host in enumerate(
+            ("2130706433", "0x7f000001", "127.1", "0177.0.0.1", "[::ffff:127.0.0.1]", "0.0.0.0"))),
     ]
     try:
         host_ip = socket.gethostbyname(socket.gethostname())
