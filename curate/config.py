@@ -181,12 +181,14 @@ class DedupOptions(ShardRun):
 class RecaptionOptions(ShardRun):
     dedup: str = option(help="A `curate dedup` output.", role="input", argument=True, metavar="DEDUP")
     output: str = option(help="Output folder.", role="output", argument=True)
-    ops: tuple[str, ...] = option(("paraphrase", "rt", "cwr", "rna"), "Operations that fill the pool.",
-                                  choices=CAPTION_OPS)
+    ops: tuple[str, ...] = option(("rt", "cwr", "rna"), "Operations that fill the pool after the cluster's own "
+                                  "captions (MC); paraphrase is opt-in: on real captions it still breaks many it "
+                                  "changes.", choices=CAPTION_OPS)
     pool_size: int = option(5, "Captions per targeted sample (MC pool).")
     target: str = option("duplicates", "Every sample, members of duplicate clusters, or with probability = "
                                        "memorization_risk.", choices=("all", "duplicates", "risk"))
-    vocab: str = option("wordnet", "Words that rt and rc insert.", choices=("wordnet", "dataset", "clip"))
+    vocab: str = option("common", "Words that rt and rc insert (common: frequent English words); every vocabulary "
+                                  "has an offensive-word list removed.", choices=("common", "wordnet", "dataset", "clip"))
     n: int = option(2, "Words inserted by rt and cwr.")
     k: int = option(2, "Words paraphrase replaces at most.")
     rc_n: int = option(4, "Tokens of rc's random caption.")
