@@ -62,3 +62,37 @@ def test_default_ops_are_the_research_insertions_and_mc():
     opts = config.RecaptionOptions(dedup="d", output="o")
     assert opts.ops == ("rt", "cwr", "rna") and opts.vocab == "common"
     assert np.all([op in config.CAPTION_OPS for op in opts.ops])
+
+
+def is_subsequence(small: str, big: str) -> bool:
+    it = iter(big)
+    return all(c in it for c in small)
+
+
+ODD = ["a  cat\ton the\u00a0mat ", "  lead and trail  ", "tab\tonly", "line\nbreak here", "wide\u3000space x",
+       "plain caption here", "one"]
+
+
+@pytest.mark.parametrize("op", ["rt", "cwr", "rna"])
+def test_insertions_change_nothing_but_the_inserted_words(laion, op):
+    """On the real captions and on captions with odd whitespace: the original is a subsequence of every variant,
+    and the variant is exactly the inserted words (each with one space) longer: no whitespace rewritten."""
+    captions, keys = laion
+    caps = pa.concat_arrays([captions, pa.array(ODD)])
+    keys = pa.array([f"k{i}" for i in range(len(caps))])
+    words = arrow_vocab(vocab.load("common"))
+    changed = odd_seen = 0
+    for variant in range(5):
+        stream = batch.streams(keys, 3, op, variant)
+        out = (batch.rt(caps, stream, words, n=2) if op == "rt" else
+               batch.cwr(caps, stream, n=2) if op == "cwr" else batch.rna(caps, stream))
+        for before, after in zip(caps.to_pylist(), out.to_pylist(), strict=True):
+            if not before or not before.split():
+                assert after == before
+                continue
+            added = Counter(after.split()) - Counter(before.split())
+            assert is_subsequence(before, after), (before, after)
+            assert len(after) - len(before) == sum((len(w) + 1) * c for w, c in added.items()), (before, after)
+            changed += after != before
+            odd_seen += " ".join(before.split()) != before
+    assert changed > 4000 and odd_seen >= 5 * len(ODD) - 10

@@ -7,12 +7,15 @@ work is a handful of vectorised Arrow/numpy passes instead of a Python loop per 
 
 Tokens are whitespace-separated (Arrow's Unicode `utf8_split_whitespace`); a caption with no token (null,
 empty, only spaces) is returned as it is. Insertions pick, for each new word, one of the len+1 gaps between
-the original tokens uniformly (words drawn for the same gap keep their draw order); the result is joined with
-single spaces.
+the original tokens uniformly (words drawn for the same gap keep their draw order). The caption outside the
+inserted words stays byte for byte what it was: most captions are single-spaced, so joining their tokens with
+single spaces gives that; the few others (tabs, runs of spaces, no-break spaces, edge spaces) are spliced row by
+row instead (`_splice`), their whitespace kept.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -195,11 +198,61 @@ def _insert(captions: pa.Array, tokens: Tokens, rows: np.ndarray, words: list[pa
     values = pa.concat_arrays([tokens.flat] + [w.cast(pa.large_string()) for w in words]).take(pa.array(source))
     offsets = np.concatenate([[0], np.cumsum(out_len)]).astype(np.int64)
     joined = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(offsets), values), _SPACE)
+    joined = _keep_whitespace(_strings(captions).take(pa.array(rows)), joined, gaps, words)
     if m == len(captions):
         return joined
     mask = np.zeros(len(captions), bool)
     mask[rows] = True
     return pc.replace_with_mask(_strings(captions), pa.array(mask), joined)
+
+
+def _keep_whitespace(originals: pa.LargeStringArray, joined: pa.Array, gaps: np.ndarray,
+                     words: list[pa.Array]) -> pa.Array:
+    """`joined` (tokens re-joined with single spaces), with the rows whose caption is not single-spaced spliced
+    instead, so their own whitespace survives the insertion."""
+    maybe = np.flatnonzero(_maybe_odd(originals))
+    if len(maybe) == 0:
+        return joined
+    sub = originals.take(pa.array(maybe))
+    odd = maybe[pc.fill_null(pc.not_equal(single_spaced(sub), sub), False).to_numpy(zero_copy_only=False)]
+    if len(odd) == 0:
+        return joined
+    texts = originals.take(pa.array(odd)).to_pylist()
+    ws = [w.take(pa.array(odd)).to_pylist() for w in words]
+    spliced = [_splice(t, gaps[r], [str(w[j]) for w in ws]) for j, (r, t) in enumerate(zip(odd, texts, strict=True))]
+    done = [s if s is not None else joined[int(r)].as_py() for s, r in zip(spliced, odd, strict=True)]
+    mask = np.zeros(len(joined), bool)
+    mask[odd] = True
+    return pc.replace_with_mask(_strings(joined), pa.array(mask), pa.array(done, pa.large_string()))
+
+
+_TOKEN = re.compile(r"\S+")
+
+
+def _splice(text: str, gaps: np.ndarray, words: list[str]) -> str | None:
+    """`words` put into `text` at token gaps `gaps` (gap g: before token g; len: after the last), each with one
+    space on its token's side; the rest of `text` unchanged. None if Python's whitespace splits `text` into other
+    tokens than Arrow's (the caller keeps the re-joined text then)."""
+    spans = [m.span() for m in _TOKEN.finditer(text)]
+    n = len(spans)
+    if n == 0 or len(text.split()) != n or int(np.max(gaps)) > n:
+        return None
+    order = sorted(range(len(words)), key=lambda i: (int(gaps[i]), i))
+    out, pos = [], 0
+    for g in range(n + 1):
+        here = [words[i] for i in order if int(gaps[i]) == g]
+        if not here:
+            continue
+        if g < n:
+            start = spans[g][0]
+            out.append(text[pos:start] + " ".join(here) + " ")
+            pos = start
+        else:
+            end = spans[-1][1]
+            out.append(text[pos:end] + " " + " ".join(here))
+            pos = end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _rows(tokens: Tokens, only: np.ndarray | None) -> np.ndarray:
