@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -47,6 +48,13 @@ class HostileHandler(QuietHandler):
 def photos() -> list[tuple[str, Image.Image, str]]:
     """Real photos (scikit-image, scikit-learn) as (name, image, caption)."""
     return [(p.source_id.split("/")[1].split(".")[0], p.load(), p.caption) for p in bundled_photos()]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def jpeg(img: Image.Image, quality: int = 90) -> bytes:

@@ -5,7 +5,6 @@ folders), only under the output root and $CURATE_CACHE."""
 from __future__ import annotations
 
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -13,13 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import REPO, free_port
 
 
 def pipeline(root: Path, port: int) -> str:

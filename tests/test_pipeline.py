@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 from click.testing import CliRunner
 
 from curate.cli import cli
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port
 
 
 def test_pipeline_runs_stages_in_order_and_resumes(tmp_path):

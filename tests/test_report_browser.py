@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
@@ -41,11 +40,6 @@ def browser():
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_run_and_stage_reports_render_in_chromium(tmp_path, server, photos, browser):
