@@ -206,8 +206,8 @@ def suggest(name: str, known: list[str]) -> str:
     return f" (did you mean {near[0]!r}?)" if near else ""
 
 
-def coerce_mapping(cls: type, mapping: Mapping[str, Any], root: str | None = None
-                   ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+def _coerce_mapping(cls: type, mapping: Mapping[str, Any], root: str | None = None
+                    ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """({name: value} for the keys that fit, [(key, problem)] for the others and for missing required keys).
     Paths are taken relative to `root` unless absolute or URLs."""
     problems: list[tuple[str, str]] = []
@@ -232,10 +232,14 @@ def coerce_mapping(cls: type, mapping: Mapping[str, Any], root: str | None = Non
     return values, problems
 
 
-def from_mapping(cls: type, mapping: Mapping[str, Any], root: str | None = None) -> tuple[Any, list[tuple[str, str]]]:
+def from_mapping(cls: type, mapping: Mapping[str, Any], root: str | None = None,
+                 check_paths: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None
+                 ) -> tuple[Any, list[tuple[str, str]]]:
     """(options object or None, [(key, problem)]) from a pipeline stage's mapping; every problem is reported,
-    not only the first."""
-    values, problems = coerce_mapping(cls, mapping, root)
+    not only the first. `check_paths` sees the coerced values (paths resolved) and adds its problems."""
+    values, problems = _coerce_mapping(cls, mapping, root)
+    if check_paths is not None:
+        problems += check_paths(values)
     if problems:
         return None, problems
     obj = cls(**values)

@@ -128,21 +128,21 @@ def _check_step(path: str, i: int, item: Any, root: str, made: list[str]) -> tup
     if not isinstance(options, dict):
         return None, [f"{where}: options must be a mapping of key: value, not {options!r}"]
     cls = config.STAGES[name]
-    values, problems = optspec.coerce_mapping(cls, options, root)
-    for spec in optspec.specs(cls):
-        value = values.get(spec.name)
-        if value is None:
-            continue
-        for p in value if isinstance(value, tuple) else (value,):
-            if spec.role == "input" and not _available(p, made):
-                problems.append((spec.name, f"{p} does not exist and no earlier stage makes it"))
-            elif spec.role == "output":
-                made.append(os.path.normpath(p))
-    if not problems:
-        opts = cls(**values)
-        problems = optspec.check(opts)
-    lines = [f"{where}: {key}: {msg}" for key, msg in problems]
-    return (None if lines else Step(i, name, opts)), lines
+
+    def check_paths(values: dict[str, Any]) -> list[tuple[str, str]]:
+        """Inputs must exist or be made by an earlier stage; this stage's outputs are made from here on."""
+        problems = []
+        for spec in optspec.specs(cls):
+            value = values.get(spec.name)
+            for p in () if value is None else value if isinstance(value, tuple) else (value,):
+                if spec.role == "input" and not _available(p, made):
+                    problems.append((spec.name, f"{p} does not exist and no earlier stage makes it"))
+                elif spec.role == "output":
+                    made.append(os.path.normpath(p))
+        return problems
+
+    opts, problems = optspec.from_mapping(cls, options, root, check_paths)
+    return (None if problems else Step(i, name, opts)), [f"{where}: {key}: {msg}" for key, msg in problems]
 
 
 def _available(p: str, made: list[str]) -> bool:

@@ -7,8 +7,8 @@ import warnings
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-# Pillow's own default (about 89.5 megapixels): big enough for any photo, small enough to refuse bombs.
-from curate.config import DEFAULT_MAX_IMAGE_AREA  # noqa: E402  (re-exported)
+# Pillow's own default (about 89.5 megapixels), declared with the stages' options; re-exported here
+from curate.config import DEFAULT_MAX_IMAGE_AREA
 
 
 def _sniff(data: bytes) -> str:
