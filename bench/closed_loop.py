@@ -44,7 +44,7 @@ def write_image_shard(root: Path, n_dup: int, copies: int, seed: int) -> list[di
         for c in range(n):
             key = f"p{p:02d}_{c:03d}"
             tar.write(key, {"jpg": buf.getvalue(), "txt": photo.caption})
-            rows.append({"key": key, "row": len(rows), "url": f"http://bench/{key}.jpg", "caption": photo.caption,
+            rows.append({"key": key, "input_row": len(rows), "url": f"http://bench/{key}.jpg", "caption": photo.caption,
                          "width": img.width, "height": img.height, "duplicated": n > 1})
     tar.close()
     pq.write_table(pa.Table.from_pylist([{k: v for k, v in r.items() if k != "duplicated"} for r in rows]),

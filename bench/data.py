@@ -45,7 +45,7 @@ def image_shards(root: Path, n: int, shards: int = 2, seed: int = 0) -> Path:
             img.save(buf, format="JPEG", quality=90)
             key = f"b{k:07d}"
             tar.write(key, {"jpg": buf.getvalue(), "txt": "bench"})
-            rows.append({"key": key, "row": k, "url": f"http://bench/{key}.jpg", "caption": f"photo {k}",
+            rows.append({"key": key, "input_row": k, "url": f"http://bench/{key}.jpg", "caption": f"photo {k}",
                          "width": img.width, "height": img.height})
             k += 1
         tar.close()

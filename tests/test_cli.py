@@ -21,7 +21,7 @@ def test_schema_command_prints_documented_columns():
     result = CliRunner().invoke(cli, ["schema", "rejects"])
     assert result.exit_code == 0
     doc = json.loads(result.output)
-    assert [c["name"] for c in doc["columns"]][:3] == ["key", "row", "url"]
+    assert [c["name"] for c in doc["columns"]][:3] == ["key", "input_row", "url"]
     bad = CliRunner().invoke(cli, ["schema", "nope"])
     assert bad.exit_code == 2 and "no schema named" in bad.output
 

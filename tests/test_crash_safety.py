@@ -42,11 +42,12 @@ stages:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """sha256 of every output file, except those that hold timings (stage `_stats/` markers among them)."""
+    """sha256 of every output file, except those that hold timings (stage `_stats/` markers and download's
+    img2dataset-style `{i}_stats.json` among them)."""
     out = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root)
-        if p.is_file() and p.name not in TIMED and "_stats" not in rel.parts:
+        if p.is_file() and p.name not in TIMED and "_stats" not in rel.parts and not p.name.endswith("_stats.json"):
             out[str(rel)] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 

@@ -269,7 +269,7 @@ def test_annotate_and_drop_account_for_every_row(tmp_path):
 
 
 def test_against_finds_copies_of_corpus_images_in_a_new_shard(sample_run, tmp_path):
-    images = sample_run["images"] / "images"
+    images = sample_run["images"]
     embed.run(embed.Options(images=str(images / "00000.parquet"), output=str(tmp_path / "corpus_emb"), progress=False))
     embed.run(embed.Options(images=str(images / "00001.parquet"), output=str(tmp_path / "new_emb"), progress=False))
     dedup.run(dedup.Options(embeddings=str(tmp_path / "corpus_emb"), output=str(tmp_path / "corpus"), progress=False))

@@ -33,12 +33,19 @@ def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
 
 
 def read_outputs(out: Path) -> tuple[list[dict], list[dict]]:
-    kept = []
-    for p in sorted((out / "images").glob("*.parquet")):
-        kept += pq.read_table(p).to_pylist()
-    rejected = []
+    """(downloaded rows, rejected rows); checks on the way that the sidecars hold every input row, as
+    img2dataset's do, the failed ones with the status and reason the rejects table gives them."""
+    sidecar, rejected = [], []
+    for p in sorted(out.glob("*.parquet")):
+        sidecar += pq.read_table(p).to_pylist()
     for p in sorted((out / "rejects").glob("*.parquet")):
         rejected += pq.read_table(p).to_pylist()
+    kept = [r for r in sidecar if r["status"] == "success"]
+    failed = [r for r in sidecar if r["status"] != "success"]
+    assert {r["status"] for r in failed} <= {"failed_to_download", "failed_to_resize"}
+    assert [(r["key"], r["input_row"]) for r in failed] == [(r["key"], r["input_row"]) for r in rejected]
+    assert [r["error_message"].split(":")[1] for r in failed] == [r["reason"] for r in rejected]
+    assert all(r["error_message"] is None and r["width"] > 0 for r in kept)
     return kept, rejected
 
 
@@ -98,13 +105,13 @@ def test_hostile_urls_every_row_accounted_and_no_local_file_read(server, photos,
     assert peak_all - peak_base < 300 * 1024, f"peak RSS {peak_all} KiB vs {peak_base} KiB: was the bomb decoded?"
 
     kept, rejected = read_outputs(out)
-    assert sorted(r["row"] for r in kept + rejected) == list(range(len(rows)))
+    assert sorted(r["input_row"] for r in kept + rejected) == list(range(len(rows)))
     assert {r["key"] for r in kept} == set(good)
     got = {r["key"]: r["reason"] for r in rejected}
     assert got == {k: reason for k, (reason, _) in expected.items()}
 
     # the tar holds real, decodable images in input row order, with their captions
-    samples = list(wds.WebDataset(str(out / "images" / "00000.tar"), shardshuffle=False))
+    samples = list(wds.WebDataset(str(out / "00000.tar"), shardshuffle=False))
     assert [s["__key__"] for s in samples] == [r["key"] for r in rows[:6]]
     meta = {r["key"]: r for r in kept}
     for s, (name, img, caption) in zip(samples, photos[:6], strict=True):
@@ -164,7 +171,7 @@ def test_laion_spellings_column_map_and_hostile_keys(server, photos, tmp_path):
     kept, rejected = read_outputs(out)
     assert [(r["key"], r["caption"], r["aesthetic"], r["source_width"]) for r in kept] == [
         ("11", "plain", 5.5, 5), ("000000000001", None, 1.0, 5)]
-    assert [(r["row"], r["reason"]) for r in rejected] == [(2, "duplicate_key")]
+    assert [(r["input_row"], r["reason"]) for r in rejected] == [(2, "duplicate_key")]
 
     hostile = ["../../etc/passwd", "/abs/path", "a\x00b", "x.y/z", "ok"]
     rows = [{"key": k, "url": urls[i], "caption": "c"} for i, k in enumerate(hostile)]
@@ -174,7 +181,7 @@ def test_laion_spellings_column_map_and_hostile_keys(server, photos, tmp_path):
     kept, _ = read_outputs(out2)
     assert [r["key"] for r in kept] == ["______etc_passwd", "_abs_path", "a_b", "x_y_z", "ok"]
     assert [r["source_key"] for r in kept] == hostile
-    names = [m for m in __import__("tarfile").open(out2 / "images" / "00000.tar").getnames()]
+    names = [m for m in __import__("tarfile").open(out2 / "00000.tar").getnames()]
     assert all("/" not in n and not n.startswith(".") for n in names)
 
 
@@ -188,7 +195,7 @@ def test_non_utf8_caption_rejected_row_by_row(server, photos, tmp_path):
     run_download(tmp_path / "in.parquet", tmp_path / "out", "--allow-private-network")
     kept, rejected = read_outputs(tmp_path / "out")
     assert [r["caption"] for r in kept] == ["caf\u00e9"]
-    assert [(r["row"], r["reason"]) for r in rejected] == [(1, "caption_not_utf8")]
+    assert [(r["input_row"], r["reason"]) for r in rejected] == [(1, "caption_not_utf8")]
 
 
 def _many_shards(server, photos, root: Path, n_shards: int = 5, per_shard: int = 6) -> Path:
@@ -206,7 +213,8 @@ def _many_shards(server, photos, root: Path, n_shards: int = 5, per_shard: int =
 
 def _tree(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and "_stats" not in p.parts and p.name not in ("_stage.json",)}
+            if p.is_file() and "_stats" not in p.parts and p.name not in ("_stage.json",)
+            and not p.name.endswith("_stats.json")}  # img2dataset's stats carry wall times
 
 
 def test_sigkill_then_resume_equals_uninterrupted_run(server, photos, tmp_path):
@@ -249,8 +257,8 @@ def test_workers_and_parquet_format(server, photos, tmp_path):
 
     pqout = tmp_path / "pq"
     run_download(inputs, pqout, "--allow-private-network", "--output-format", "parquet")
-    assert not list((pqout / "images").glob("*.tar"))
-    table = pq.read_table(pqout / "images" / "00000.parquet")
+    assert not list(pqout.glob("*.tar"))
+    table = pq.read_table(pqout / "00000.parquet")
     img = Image.open(__import__("io").BytesIO(table.column("jpg")[0].as_py()))
     assert img.size == (table.column("width")[0].as_py(), table.column("height")[0].as_py())
 
@@ -287,9 +295,54 @@ def test_outputs_match_their_schemas(server, photos, tmp_path):
     inputs = _many_shards(server, photos, tmp_path / "in", n_shards=1, per_shard=3)
     out = tmp_path / "out"
     run_download(inputs, out, "--allow-private-network")
-    schemas.validate(pq.read_schema(out / "images" / "00000.parquet"), "image_shard", source="images")
+    schemas.validate(pq.read_schema(out / "00000.parquet"), "image_shard", source="images")
     schemas.validate(pq.read_schema(out / "rejects" / "00000.parquet"), "rejects", source="rejects")
     stats = __import__("json").loads((out / "_stats" / "00000.json").read_text())
     assert {c.name for c in schemas.load("shard_stats").columns if c.required} <= set(stats)
     manifest = __import__("json").loads((out / "_stage.json").read_text())
     assert {c.name for c in schemas.load("stage_manifest").columns if c.required} <= set(manifest)
+
+
+def test_same_layout_fields_and_images_as_img2dataset_itself(server, photos, tmp_path):
+    """img2dataset's own download of the same input is the reference for the output contract: file names,
+    sidecar columns and their types, per-sample JSON fields, stats fields, and per URL the status and sha256."""
+    import json
+    import os
+    import tarfile
+
+    inputs = _many_shards(server, photos, tmp_path / "in", n_shards=1, per_shard=5)
+    theirs, ours = tmp_path / "theirs", tmp_path / "ours"
+    script = (
+        "import sys\nfrom img2dataset import download\n"
+        "download(url_list=sys.argv[1], input_format='parquet', url_col='url', caption_col='caption',"
+        " output_format='webdataset', output_folder=sys.argv[2], processes_count=1, thread_count=4,"
+        " image_size=512, resize_mode='keep_ratio', resize_only_if_bigger=True, compute_hash='sha256',"
+        " extract_exif=True, enable_wandb=False, number_sample_per_shard=1000, timeout=5, retries=0)\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # img2dataset's wandb import makes temp folders
+    subprocess.run([sys.executable, "-c", script, str(inputs / "000.parquet"), str(theirs)], check=True,
+                   capture_output=True, timeout=300, env=env)
+    run_download(inputs, ours, "--allow-private-network", "--timeout", "5")
+
+    assert {"00000.tar", "00000.parquet", "00000_stats.json"} <= {p.name for p in ours.iterdir()}
+    assert {p.name for p in theirs.iterdir() if p.name.startswith("0")} == {"00000.tar", "00000.parquet",
+                                                                           "00000_stats.json"}
+    t_schema, o_schema = pq.read_schema(theirs / "00000.parquet"), pq.read_schema(ours / "00000.parquet")
+    for field in t_schema:
+        assert o_schema.field(field.name).type == field.type, field.name
+    by_url = {}
+    for side, root in (("theirs", theirs), ("ours", ours)):
+        for r in pq.read_table(root / "00000.parquet").to_pylist():
+            by_url.setdefault(r["url"], {})[side] = (r["status"], r["sha256"])
+    assert len(by_url) == 6 and all(v["theirs"] == v["ours"] for v in by_url.values()), by_url
+    assert sum(v["ours"][0] == "success" for v in by_url.values()) == 5
+
+    def sample_json(root: Path) -> dict:
+        with tarfile.open(root / "00000.tar") as tar:
+            name = next(n for n in tar.getnames() if n.endswith(".json"))
+            return json.load(tar.extractfile(name))
+
+    assert set(sample_json(theirs)) <= set(sample_json(ours))
+    stats = [json.loads((root / "00000_stats.json").read_text()) for root in (theirs, ours)]
+    assert set(stats[0]) == set(stats[1])
+    assert [(s["count"], s["successes"], s["failed_to_download"]) for s in stats] == [(6, 5, 1)] * 2

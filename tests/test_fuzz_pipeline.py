@@ -142,7 +142,7 @@ def test_the_same_key_in_two_shards_is_exported_once_and_counted(server, photos,
     assert [r["caption"] for r in sidecar] == ["shard 0"]
     downloaded = {}
     for i in range(2):
-        with tarfile.open(tmp_path / "images" / "images" / f"{i:05d}.tar") as tar:
+        with tarfile.open(tmp_path / "images" / f"{i:05d}.tar") as tar:
             downloaded[i] = tar.extractfile("same.jpg").read()
     assert downloaded[0] != downloaded[1]
     with tarfile.open(tmp_path / "train" / "00000.tar") as tar:

@@ -89,6 +89,6 @@ def test_every_schema_file_loads_and_types_are_known():
 
 
 def test_validate_output_tables_against_schema(tmp_path):
-    table = pa.table({"key": ["a"], "row": [0], "stage": ["download"], "reason": ["x"], "bogus": [1]})
+    table = pa.table({"key": ["a"], "input_row": [0], "stage": ["download"], "reason": ["x"], "bogus": [1]})
     with pytest.raises(SchemaError, match="unexpected column"):
         schemas.validate(table.schema, "rejects", source="r.parquet")

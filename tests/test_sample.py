@@ -71,8 +71,8 @@ def test_demo_flow_sample_serve_download(tmp_path):
     truth = {r["key"]: r for r in pq.read_table(sample / "truth.parquet").to_pylist()}
     summary = json.loads((tmp_path / "images" / "summary.json").read_text())
     kept = set()
-    for p in (tmp_path / "images" / "images").glob("*.parquet"):
-        kept |= set(pq.read_table(p).column("key").to_pylist())
+    for p in (tmp_path / "images").glob("*.parquet"):
+        kept |= {r["key"] for r in pq.read_table(p).to_pylist() if r["status"] == "success"}
     rejected = set()
     for p in (tmp_path / "images" / "rejects").glob("*.parquet"):
         rejected |= set(pq.read_table(p).column("key").to_pylist())

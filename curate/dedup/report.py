@@ -21,11 +21,10 @@ def _thumbs(images: str | None, keys: set[str]) -> dict[str, bytes]:
         return {}
     from PIL import Image
 
-    from curate.io.image_shards import iter_image_samples
+    from curate.io.image_shards import iter_image_samples, shard_files
 
-    root = fs.join(images, "images") if fs.exists(fs.join(images, "images")) else images
     out: dict[str, bytes] = {}
-    for path in fs.list_shards(root):
+    for path in shard_files(images):
         for meta, data in iter_image_samples(path):
             if meta["key"] in keys and data:
                 try:

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from curate.errors import CurateError
 from curate.io import fs
 
-META_COLUMNS = ("key", "shard", "row", "url", "caption", "width", "height", "aesthetic")
+META_COLUMNS = ("key", "shard", "input_row", "url", "caption", "width", "height", "aesthetic")
 
 
 @dataclass

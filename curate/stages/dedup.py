@@ -57,9 +57,9 @@ DROP_SCHEMA = pa.schema([("key", pa.string()), ("shard", pa.int64()), ("caption"
 
 
 def default_threshold(kind: str, model: str = "", score: str = "raw") -> float:
-    """Per model family (measured on `curate sample` data and bench/copydetect.py; see the README): hashes <= 10
+    """Per model family (measured on `curate sample` data and bench/copydetect.py; see docs/stages/dedup.md): hashes <= 10
     of 64 bits differ, EfficientNet-Lite ImageNet features 0.80, SSCD and other copy detectors 0.60 (chosen on
-    development photos; the held-out figures are in the README), CLIP-like and other float embeddings 0.92. Hub scores (`--score hub`):
+    development photos; the held-out figures are in docs/benchmarks.md), CLIP-like and other float embeddings 0.92. Hub scores (`--score hub`):
     0.05 above the pair's mean top-k similarity (bench/copydetect.py's best F1 with EfficientNet-Lite lay at
     0.04-0.06)."""
     if score == "hub":
@@ -333,7 +333,7 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
     from tqdm import tqdm
 
     from curate.dedup import templates
-    from curate.io.image_shards import iter_image_samples
+    from curate.io.image_shards import iter_image_samples, shard_files
     from curate.io.images import decode_image
     from curate.stages.embed import load_models
 
@@ -346,13 +346,12 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
                                        output=emb_dir, text_model=None, device="auto")
     max_area = embed_opts.max_image_area
     row_of = {str(k): r for r, k in enumerate(emb.metadata.column("key").to_pylist())}
-    root = fs.join(images, "images") if fs.exists(fs.join(images, "images")) else images
     draft = (2 * templates.WORK, 2 * templates.WORK)
 
     def load(rows: set[int], small: bool) -> Iterator[tuple[int, Image.Image]]:
         """The images of `rows`, shard by shard (JPEG draft scale for thumbnails); ones that no longer decode
         are skipped: embed accepted them once."""
-        for path in fs.list_shards(root) if rows else []:
+        for path in shard_files(images) if rows else []:
             for meta, data in iter_image_samples(path):
                 r = row_of.get(meta["key"])
                 if r is not None and r in rows and data:

@@ -12,9 +12,11 @@ to the rejects table.
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 import threading
+import time
 import types
 from collections import Counter
 from typing import Any
@@ -39,7 +41,7 @@ STAGE = "download"
 REJECT_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
-        ("row", pa.int64()),
+        ("input_row", pa.int64()),
         ("url", pa.string()),
         ("caption", pa.string()),
         ("stage", pa.string()),
@@ -48,11 +50,15 @@ REJECT_SCHEMA = pa.schema(
     ]
 )
 
+# img2dataset's sidecar columns and types (key, status, error_message, sizes as int32, exif, sha256) and curate's
+# own (input_row, source_key); the input's other columns follow them
 BASE_FIELDS = [
     ("key", pa.string()),
-    ("row", pa.int64()),
+    ("input_row", pa.int64()),
     ("url", pa.string()),
     ("caption", pa.string()),
+    ("status", pa.string()),
+    ("error_message", pa.string()),
     ("width", pa.int32()),
     ("height", pa.int32()),
     ("original_width", pa.int32()),
@@ -63,6 +69,7 @@ BASE_FIELDS = [
 ]
 # input columns renamed on the way out because the output has its own column of that name
 INPUT_RENAMES = {"width": "source_width", "height": "source_height"}
+STATUS_DICT_MAX = 1000  # distinct messages kept in {i}_stats.json's status_dict (img2dataset caps it likewise)
 
 
 def reason_of(message: str | None, stage_of_failure: str) -> tuple[str, str]:
@@ -198,26 +205,32 @@ def _caption_text(value: object) -> tuple[str | None, str | None]:
 
 
 def download_shard(shard: Shard, out: ShardOutput, opts: DownloadOptions) -> dict[str, Any]:
-    """The stage core: one input shard -> images/{i}.tar + images/{i}.parquet + rejects/{i}.parquet."""
+    """The stage core: one input shard -> img2dataset's `{i}.tar` + `{i}.parquet` + `{i}_stats.json`, and
+    curate's `rejects/{i}.parquet`. The parquet has a row for every input row (status `success`,
+    `failed_to_download` or `failed_to_resize`, as img2dataset writes it); the tar holds the successes."""
     install_guarded_opener(opts.allow_private_network, opts.max_bytes)
+    started = time.time()
     fmt = opts.output_format
-    tar = SampleTarWriter(out.path(f"images/{shard.name}.tar")) if fmt == "webdataset" else None
-    meta_path = out.path(f"images/{shard.name}.parquet")
+    tar = SampleTarWriter(out.path(f"{shard.name}.tar")) if fmt == "webdataset" else None
+    meta_path = out.path(f"{shard.name}.parquet")
     meta_writer: pq.ParquetWriter | None = None
     out_schema: pa.Schema | None = None
     rejects: list[dict[str, Any]] = []
     reasons: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    messages: Counter[str] = Counter()
     seen_keys: set[str] = set()
     rows_in = rows_out = 0
     scratch = os.path.join(out.tmp_dir, "scratch")
     os.makedirs(scratch, exist_ok=True)
 
-    def reject(key: str, row: int, url: object, caption: str | None, reason: str, detail: str) -> None:
+    def fail(rec: dict[str, Any], status: str, reason: str, detail: str) -> dict[str, Any]:
+        """Record a row that did not download: in the rejects table, and in the sidecar with img2dataset's
+        status and an error_message that names curate's reason."""
         reasons[reason] += 1
-        rejects.append(
-            {"key": key, "row": row, "url": url if isinstance(url, str) else None, "caption": caption,
-             "stage": STAGE, "reason": reason, "detail": detail}
-        )
+        rejects.append({"key": rec["key"], "input_row": rec["input_row"], "url": rec["url"],
+                        "caption": rec["caption"], "stage": STAGE, "reason": reason, "detail": detail})
+        return {**rec, "status": status, "error_message": reject_message(reason, detail)}
 
     collector = _Collector()
     downloader = _make_downloader(opts, collector, scratch)  # once per shard; each chunk reuses it
@@ -236,6 +249,7 @@ def download_shard(shard: Shard, out: ShardOutput, opts: DownloadOptions) -> dic
         rows = batch.to_pylist()
         base = rows_in
         rows_in += len(rows)
+        sidecar: dict[int, dict[str, Any]] = {}  # input row -> its sidecar row, for every row of the chunk
         prepared: dict[int, dict[str, Any]] = {}
         fetch: list[dict[str, Any]] = []
         for j, rec in enumerate(rows):
@@ -243,21 +257,25 @@ def download_shard(shard: Shard, out: ShardOutput, opts: DownloadOptions) -> dic
             has_key = "key" in rec and rec["key"] is not None
             key = sanitize_key(rec.get("key")) or generated_key(shard.index, row)
             caption, cap_err = _caption_text(rec.get("caption"))
+            url = rec.get("url")
+            extras = {INPUT_RENAMES.get(f.name, f.name): rec.get(f.name) for f in extra_fields}
+            base_rec = {"key": key, "input_row": row, "url": url.strip() if isinstance(url, str) else None,
+                        "caption": caption, "source_key": str(rec["key"]) if has_key else None, **extras}
             if key in seen_keys:
-                reject(key, row, rec.get("url"), caption, "duplicate_key", f"key {key!r} already used in this shard")
+                sidecar[row] = fail(base_rec, "failed_to_download", "duplicate_key",
+                                    f"key {key!r} already used in this shard")
                 continue
             seen_keys.add(key)
             if cap_err:
-                reject(key, row, rec.get("url"), None, "caption_not_utf8", cap_err)
+                sidecar[row] = fail(base_rec, "failed_to_download", "caption_not_utf8", cap_err)
                 continue
-            verdict = check_url(rec.get("url"), opts.allow_private_network)
+            verdict = check_url(url, opts.allow_private_network)
             if verdict is not None:
-                reject(key, row, rec.get("url"), caption, *verdict)
+                sidecar[row] = fail({**base_rec, "url": url if isinstance(url, str) else None},
+                                    "failed_to_download", *verdict)
                 continue
-            extras = {INPUT_RENAMES.get(f.name, f.name): rec.get(f.name) for f in extra_fields}
-            prepared[row] = {"key": key, "row": row, "url": rec["url"].strip(), "caption": caption,
-                             "source_key": str(rec["key"]) if has_key else None, **extras}
-            fetch.append({"url": rec["url"].strip(), "caption": caption, "curate_row": row})
+            prepared[row] = base_rec
+            fetch.append({"url": base_rec["url"], "caption": caption, "curate_row": row})
 
         collector.reset()
         if fetch:
@@ -269,27 +287,31 @@ def download_shard(shard: Shard, out: ShardOutput, opts: DownloadOptions) -> dic
                 writer.write_table(table)
             downloader.download_shard((chunk_no, chunk_file))
 
-        kept: list[dict[str, Any]] = []
         for row in sorted(prepared):
             rec = prepared[row]
             img, meta = collector.results.get(row, (None, {}))
             if img is None or meta.get("status") != "success":
-                reason, detail = reason_of(meta.get("error_message"), meta.get("status", ""))
-                reject(rec["key"], row, rec["url"], rec["caption"], reason, detail)
+                status = "failed_to_resize" if meta.get("status") == "failed_to_resize" else "failed_to_download"
+                sidecar[row] = fail(rec, status, *reason_of(meta.get("error_message"), meta.get("status", "")))
                 continue
             rec.update(
-                width=meta["width"], height=meta["height"], original_width=meta["original_width"],
-                original_height=meta["original_height"], sha256=meta["sha256"], exif=meta.get("exif"),
+                status="success", error_message=None, width=meta["width"], height=meta["height"],
+                original_width=meta["original_width"], original_height=meta["original_height"],
+                sha256=meta["sha256"], exif=meta.get("exif"),
             )
             if tar is not None:
                 tar.write(rec["key"], {opts.encode_format: img, "txt": rec["caption"] or "", "json": rec})
             else:
                 rec = {**rec, "jpg": img}
-            kept.append(rec)
-        if kept:
+            sidecar[row] = rec
+            rows_out += 1
+        ordered = [sidecar[row] for row in sorted(sidecar)]
+        for rec in ordered:
+            statuses[rec["status"]] += 1
+            messages[rec["error_message"] or "success"] += 1
+        if ordered:
             assert meta_writer is not None
-            meta_writer.write_table(pa.Table.from_pylist(kept, schema=out_schema))
-        rows_out += len(kept)
+            meta_writer.write_table(pa.Table.from_pylist(ordered, schema=out_schema))
         out.advance(len(rows))
 
     if meta_writer is None:  # empty input shard: still write an empty, well-typed table
@@ -298,8 +320,16 @@ def download_shard(shard: Shard, out: ShardOutput, opts: DownloadOptions) -> dic
     meta_writer.close()
     if tar is not None:
         tar.close()
-    rejects.sort(key=lambda r: r["row"])
+    rejects.sort(key=lambda r: r["input_row"])
     write_table(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), out.path(f"rejects/{shard.name}.parquet"))
+    ended = time.time()
+    img2dataset_stats = {  # img2dataset's {i}_stats.json fields, so scripts that sum them keep working
+        "count": rows_in, "successes": rows_out, "failed_to_download": statuses["failed_to_download"],
+        "failed_to_resize": statuses["failed_to_resize"], "duration": ended - started, "start_time": started,
+        "end_time": ended, "status_dict": dict(messages.most_common(STATUS_DICT_MAX)),
+    }
+    with open(out.path(f"{shard.name}_stats.json"), "w", encoding="utf-8") as f:
+        json.dump(img2dataset_stats, f, indent=4)
     return {
         "rows_in": rows_in,
         "rows_out": rows_out,
