@@ -208,13 +208,17 @@ class ExportOptions(ShardRun):
     output: str = option(help="Output folder.", role="output", argument=True)
     dedup: str | None = option(None, "A `curate dedup` output: drop (or annotate) duplicates, add counts.", role="input")
     captions: str | None = option(None, "A `curate recaption` output: caption to use and pools.", role="input")
-    shard_size: int = option(1000, "Samples per output tar.")
+    shard_size: int = option(1000, "Samples per output tar, at most.")
+    min_shards: int = option(8, "Cut smaller tars when needed to make at least this many (when there are that many "
+                                "samples), so every worker of a DataLoader gets shards.")
     include_duplicates: bool = option(False, "Also export samples dedup marked keep=false.", flag="--include-duplicates")
 
     def problems(self) -> list[tuple[str, str]]:
         out = super().problems()
         if self.shard_size < 1:
             out.append(("shard_size", f"must be 1 or more, not {self.shard_size}"))
+        if self.min_shards < 1:
+            out.append(("min_shards", f"must be 1 or more, not {self.min_shards}"))
         return out
 
 
@@ -283,6 +287,9 @@ class AuditOptions:
             return []
         if not (self.model and self.train):
             return [("train" if self.model else "model", "give model and train (or generated and corpus)")]
+        if self.embed_model in ("phash", "dhash"):  # Hamming distances are not on the similarity scale reported
+            return [("embed_model", f"{self.embed_model} is a hash, not an embedding; use auto, sscd, "
+                                    "sscd-distilled or effnet-lite0")]
         return []
 
 

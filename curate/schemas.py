@@ -99,8 +99,10 @@ def type_matches(kind: str, dtype: pa.DataType) -> bool:
         return t.is_string(dtype) or t.is_large_string(dtype) or t.is_string_view(dtype)
     if kind == "text":  # captions in the input: strings, or bytes that we decode row by row
         return type_matches("string", dtype) or t.is_binary(dtype) or t.is_large_binary(dtype)
-    if kind == "int":
+    if kind == "int":  # inputs: any integer type
         return t.is_integer(dtype)
+    if kind in ("int32", "int64"):  # what curate writes: one type per column across its tables
+        return dtype == getattr(pa, kind)()
     if kind == "float":
         return t.is_floating(dtype) or t.is_integer(dtype) or t.is_decimal(dtype)
     if kind == "bool":

@@ -26,11 +26,11 @@ from tests.test_download import png_bomb
 
 
 def image_shard(path, samples: list[tuple[str, bytes | None, str]]) -> None:
-    """An image shard in `--output-format parquet` form: key, row, url, caption, jpg bytes."""
-    rows = [{"key": k, "row": i, "url": f"http://x/{k}", "caption": c, "jpg": b}
+    """An image shard in `--output-format parquet` form: key, input_row, url, caption, jpg bytes."""
+    rows = [{"key": k, "input_row": i, "url": f"http://x/{k}", "caption": c, "jpg": b}
             for i, (k, b, c) in enumerate(samples)]
-    schema = pa.schema([("key", pa.string()), ("row", pa.int64()), ("url", pa.string()), ("caption", pa.string()),
-                        ("jpg", pa.binary())])
+    schema = pa.schema([("key", pa.string()), ("input_row", pa.int64()), ("url", pa.string()),
+                        ("caption", pa.string()), ("jpg", pa.binary())])
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
 

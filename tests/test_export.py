@@ -18,7 +18,7 @@ def test_export_round_trips_through_plain_webdataset(sample_run, tmp_path):
     dd, rc, out = tmp_path / "dd", tmp_path / "rc", tmp_path / "train"
     dedup.run(dedup.Options(embeddings=str(sample_run["emb"]), output=str(dd), progress=False))
     recaption.run(recaption.Options(dedup=str(dd), output=str(rc), progress=False))
-    summary = export.run(export.Options(images=str(sample_run["images"]), output=str(out), dedup=str(dd), captions=str(rc), shard_size=7, progress=False))
+    summary = export.run(export.Options(images=str(sample_run["images"]), output=str(out), dedup=str(dd), captions=str(rc), shard_size=7, min_shards=1, progress=False))
     tars = sorted(out.glob("*.tar"))
     assert [t.name for t in tars] == [f"{j:05d}.tar" for j in range(len(tars))]  # gap-free
     samples = list(wds.WebDataset([str(t) for t in tars], shardshuffle=False))  # no curate code
@@ -26,7 +26,7 @@ def test_export_round_trips_through_plain_webdataset(sample_run, tmp_path):
     assert len(samples) == summary["rows_out"] == len(kept)
     assert all(len(list(wds.WebDataset(str(t), shardshuffle=False))) == 7 for t in tars[:-1])
     originals = {}
-    for p in sorted((sample_run["images"] / "images").glob("*.parquet")):
+    for p in sorted(sample_run["images"].glob("*.parquet")):
         for meta, data in iter_image_samples(str(p)):
             originals[meta["key"]] = data
     captions = {r["key"]: r for p in sorted((rc / "captions").glob("*.parquet")) for r in pq.read_table(p).to_pylist()}
@@ -40,14 +40,16 @@ def test_export_round_trips_through_plain_webdataset(sample_run, tmp_path):
     schemas.validate(pq.read_schema(out / "00000.parquet"), "train_shard", source="sidecar")
     # rerun: resumes (nothing to do), same bytes
     before = {t.name: t.read_bytes() for t in tars}
-    export.run(export.Options(images=str(sample_run["images"]), output=str(out), dedup=str(dd), captions=str(rc), shard_size=7, progress=False))
+    export.run(export.Options(images=str(sample_run["images"]), output=str(out), dedup=str(dd), captions=str(rc), shard_size=7, min_shards=1, progress=False))
     assert {t.name: t.read_bytes() for t in sorted(out.glob("*.tar"))} == before
 
 
 def test_export_without_dedup_keeps_everything(sample_run, tmp_path):
     out = tmp_path / "train"
-    summary = export.run(export.Options(images=str(sample_run["images"]), output=str(out), shard_size=1000, progress=False))
-    n = sum(pq.read_metadata(p).num_rows for p in (sample_run["images"] / "images").glob("*.parquet"))
+    summary = export.run(export.Options(images=str(sample_run["images"]), output=str(out), shard_size=1000,
+                                        min_shards=1, progress=False))
+    n = sum(r["status"] == "success" for p in sample_run["images"].glob("*.parquet")
+            for r in pq.read_table(p, columns=["status"]).to_pylist())
     assert summary["rows_out"] == n and len(list(out.glob("*.tar"))) == 1
 
 
@@ -59,7 +61,8 @@ def test_a_redone_dedup_is_read_again_by_the_same_process(sample_run, tmp_path):
         dedup.run(dedup.Options(embeddings=str(sample_run["emb"]), output=str(dd), threshold=threshold, overwrite=True, progress=False))
         recaption.run(recaption.Options(dedup=str(dd), output=str(tmp_path / "rc"), overwrite=True, progress=False))
         export.run(export.Options(images=str(sample_run["images"]), output=str(tmp_path / out), dedup=str(dd), captions=str(tmp_path / "rc"), include_duplicates=True, progress=False))
-        sidecar = {r["key"]: r["dup_count"] for r in pq.read_table(tmp_path / out / "00000.parquet").to_pylist()}
+        sidecar = {r["key"]: r["dup_count"] for p in sorted((tmp_path / out).glob("*.parquet"))
+                   for r in pq.read_table(p).to_pylist()}
         truth = {r["key"]: r["dup_count"] for p in sorted((dd / "samples").glob("*.parquet"))
                  for r in pq.read_table(p).to_pylist()}
         return sidecar, truth
@@ -68,3 +71,13 @@ def test_a_redone_dedup_is_read_again_by_the_same_process(sample_run, tmp_path):
     strict, strict_truth = exported_counts(0.99, "b")
     assert loose == loose_truth and strict == strict_truth
     assert loose != strict  # the two dedup runs really differ
+
+
+def test_shard_size_makes_min_shards_tars_when_there_are_enough_samples():
+    def tars(n: int, most: int, min_shards: int) -> int:
+        return -(-n // export.shard_size(n, most, min_shards))
+
+    assert export.shard_size(101, 1000, 8) == 13 and tars(101, 1000, 8) == 8  # the demo's 101 samples
+    assert tars(5, 1000, 8) == 5  # fewer samples than shards: one per tar
+    assert export.shard_size(100_000, 1000, 8) == 1000  # plenty of samples: --shard-size rules
+    assert tars(101, 1000, 1) == 1

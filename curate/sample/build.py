@@ -36,7 +36,7 @@ TRUTH_SCHEMA = pa.schema(
     ]
 )
 INPUT_SCHEMA = pa.schema(
-    [("key", pa.string()), ("url", pa.string()), ("caption", pa.string()), ("width", pa.int64()), ("height", pa.int64())]
+    [("key", pa.string()), ("url", pa.string()), ("caption", pa.string()), ("width", pa.int32()), ("height", pa.int32())]
 )
 
 

@@ -23,14 +23,14 @@ from curate.config import EmbedOptions
 from curate.executor import Shard, ShardOutput
 from curate.io.image_shards import iter_image_samples
 from curate.io.images import decode_image
-from curate.io.parquet import write_table
+from curate.io.parquet import open_parquet, write_table
 from curate.optspec import ensure_valid
 from curate.stages.download import REJECT_SCHEMA
 
 Options = EmbedOptions  # this stage's options (curate/config.py)
 STAGE = "embed"
 
-METADATA_DROP = ("jpg", "exif")
+METADATA_DROP = ("jpg", "exif", "status", "error_message")  # every metadata row is a success: status says nothing
 
 _MODELS: dict[tuple, Any] = {}  # loaded once per process (a worker keeps its model across shards)
 
@@ -105,10 +105,11 @@ def embed_shard(shard: Shard, out: ShardOutput, opts: EmbedOptions) -> dict[str,
         rows_in += 1
         if arr is None:
             reasons[reason] += 1
-            rejects.append({"key": meta.get("key"), "row": meta.get("row", rows_in - 1), "url": meta.get("url"),
+            rejects.append({"key": meta.get("key"), "input_row": meta.get("input_row"), "url": meta.get("url"),
                             "caption": meta.get("caption"), "stage": STAGE, "reason": reason, "detail": detail})
             continue
-        rows.append({k: v for k, v in meta.items() if k not in METADATA_DROP} | {"shard": shard.index})
+        rows.append({k: v for k, v in meta.items() if k not in METADATA_DROP}
+                    | {"shard": shard.index, "npy_row": len(rows)})
         batch.append(arr)
         if len(batch) >= opts.batch_size:
             flush()
@@ -123,17 +124,21 @@ def embed_shard(shard: Shard, out: ShardOutput, opts: EmbedOptions) -> dict[str,
         text = [text_model.embed_text(captions[i : i + 256]) for i in range(0, len(captions), 256)]
         text_emb = np.concatenate(text) if text else np.zeros((0, text_model.dim), np.float32)
         _save_npy(out.path(f"text_emb/text_emb_{shard.name}.npy"), text_emb.astype(np.float16))
-    write_table(_metadata_table(rows), out.path(f"metadata/metadata_{shard.name}.parquet"))
+    write_table(_metadata_table(rows, shard.input), out.path(f"metadata/metadata_{shard.name}.parquet"))
     write_table(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), out.path(f"rejects/{shard.name}.parquet"))
     return {"rows_in": rows_in, "rows_out": len(rows), "rows_rejected": len(rejects),
             "reasons": dict(sorted(reasons.items()))}
 
 
-def _metadata_table(rows: list[dict[str, Any]]) -> pa.Table:
-    if not rows:
-        return pa.table({"key": pa.array([], pa.string()), "shard": pa.array([], pa.int64())})
-    table = pa.Table.from_pylist(rows)
-    return table.set_column(table.schema.get_field_index("shard"), "shard", table.column("shard").cast(pa.int64()))
+def _metadata_table(rows: list[dict[str, Any]], sidecar: str) -> pa.Table:
+    """The metadata rows with the sidecar's column types (width stays int32, as img2dataset writes it), then
+    `shard` and `npy_row` (int64): row k describes row k of the npy files, whatever `input_row` says."""
+    pf = open_parquet(sidecar)
+    source = pf.schema_arrow
+    pf.close()
+    fields = [f for f in source if f.name not in METADATA_DROP and f.name not in ("shard", "npy_row")]
+    schema = pa.schema([*fields, ("shard", pa.int64()), ("npy_row", pa.int64())])
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def _save_npy(path: str, arr: np.ndarray) -> None:
@@ -163,14 +168,13 @@ def run(opts: EmbedOptions) -> dict[str, Any]:
     """Embed every image shard of a `curate download` output folder (or a list/glob of its parquet files)."""
     from curate.executor import execution, run_stage, summarize
     from curate.io import fs
-    from curate.io.fs import list_shards
+    from curate.io.image_shards import shard_files
     from curate.io.parquet import num_rows
 
     ensure_valid(opts)
     image_dir, output = opts.images, opts.output
-    src = fs.join(image_dir, "images") if fs.exists(fs.join(image_dir, "images")) else image_dir
-    inputs = list_shards(src)
-    total = sum(num_rows(p) for p in inputs)
+    inputs = shard_files(image_dir)
+    total = sum(num_rows(p) for p in inputs)  # sidecar rows (failed downloads included): the bar's upper bound
     doc = manifest(opts)  # loads the model here: a spec without weights fails before any shard starts
     fs.ensure_dir(output)
     stats = run_stage(STAGE, embed_shard, inputs, output, opts, rows_total=total, **execution(opts))

@@ -1,7 +1,7 @@
 """`curate export`: image shards + dedup tables + caption pools -> training-ready webdataset tars.
 
 A global plan (metadata only) lists the samples to export in input order and cuts them into output shards of
-`--shard-size` samples (gap-free numbering, whatever the input shard sizes); each output shard is then one unit
+`--shard-size` samples, fewer when that makes `--min-shards` tars (gap-free numbering, whatever the input shard sizes); each output shard is then one unit
 of the shard executor, so tars are atomic and a rerun resumes. Each sample: `{key}.jpg` (the downloaded bytes,
 not re-encoded), `{key}.txt` (the caption to use), `{key}.json` (caption pool and how each entry was made,
 dup_count, cluster_id, memorization_risk, original metadata); a sidecar `{j:05d}.parquet` lists them.
@@ -23,7 +23,7 @@ from curate.config import ExportOptions
 from curate.errors import CurateError
 from curate.executor import Shard, ShardOutput, execution, output_lock, run_stage, summarize
 from curate.io import fs
-from curate.io.image_shards import iter_image_samples
+from curate.io.image_shards import iter_image_samples, iter_sidecar, shard_files
 from curate.io.keys import sanitize_key
 from curate.io.parquet import read_table, write_table
 from curate.io.tar import SampleTarWriter
@@ -34,7 +34,7 @@ STAGE = "export"
 SIDECAR_SCHEMA = pa.schema([
     ("key", pa.string()), ("caption", pa.string()), ("captions", pa.list_(pa.string())), ("dup_count", pa.int64()),
     ("cluster_id", pa.int64()), ("memorization_risk", pa.float32()), ("keep", pa.bool_()),
-    ("source_shard", pa.string()), ("url", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
+    ("source_shard", pa.string()), ("url", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
 ])
 
 
@@ -48,17 +48,22 @@ def _table_by_key(folder: str | None, sub: str, columns: list[str]) -> dict[str,
     return out
 
 
+def shard_size(samples: int, most: int, min_shards: int) -> int:
+    """Samples per output tar: at most `most`, and small enough to make `min_shards` tars when there are that
+    many samples, so that a DataLoader with several workers (webdataset splits by shard) gives each one work."""
+    return max(1, min(most, -(-samples // max(1, min_shards))))
+
+
 def plan(opts: ExportOptions) -> tuple[pa.Table, dict[str, int], int]:
     """(key, source parquet, output shard) for every sample to export, in input order; the counts of image
     rows left out, by reason; and the number of image rows read."""
-    root = fs.join(opts.images, "images") if fs.exists(fs.join(opts.images, "images")) else opts.images
     dedup = _table_by_key(opts.dedup, "samples", ["key", "keep"])
     keys, sources = [], []
     excluded: dict[str, int] = defaultdict(int)
     planned: set[str] = set()
     seen = 0
-    for path in fs.list_shards(root):
-        for key in read_table(path, columns=["key"]).column("key").to_pylist():
+    for path in shard_files(opts.images):
+        for key in (k for batch in iter_sidecar(path, columns=["key"]) for k in batch.column("key").to_pylist()):
             seen += 1
             if key in planned:  # the same key in two input shards: tars need unique keys, the first one wins
                 excluded["duplicate_key"] += 1
@@ -74,7 +79,8 @@ def plan(opts: ExportOptions) -> tuple[pa.Table, dict[str, int], int]:
             sources.append(path)
     if not keys:
         raise CurateError(f"{opts.images}: nothing to export")
-    out = [i // opts.shard_size for i in range(len(keys))]
+    size = shard_size(len(keys), opts.shard_size, opts.min_shards)
+    out = [i // size for i in range(len(keys))]
     return pa.table({"key": keys, "source": sources, "out_shard": out}), dict(sorted(excluded.items())), seen
 
 
