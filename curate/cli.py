@@ -21,12 +21,18 @@ def _echo_summary(title: str, summary: dict) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="curate")
-def cli() -> None:
+@click.option("-v", "--verbose", count=True, help="More messages: -v adds the libraries' warnings and loading bars, "
+              "-vv debug lines.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors (and each command's result).")
+def cli(verbose: int, quiet: bool) -> None:
     """Prepare text-to-image training data so that models trained on it copy less.
 
     Stages read and write shard folders described in schemas/:
     sample -> download -> embed -> dedup -> recaption -> export -> train -> audit.
     """
+    from curate import log
+
+    log.setup(-1 if quiet else verbose)
 
 
 def _options(cls: type, params: dict) -> object:
@@ -74,8 +80,9 @@ def serve(**params: object) -> None:
 def download(**params: object) -> None:
     """Download the images of INPUTS (parquet files, folders, globs or fsspec URLs) into OUTPUT.
 
-    Writes images/{i:05d}.tar (+ .parquet), rejects/{i:05d}.parquet with a reason for every row that did not
-    download, _stats/ and summary.json. Rerunning skips finished shards.
+    Writes img2dataset's layout: {i:05d}.tar, {i:05d}.parquet (every input row, with status and error_message)
+    and {i:05d}_stats.json; plus rejects/{i:05d}.parquet with a reason for every row that did not download,
+    _stats/ and summary.json. Rerunning skips finished shards.
     """
     from curate.stages import download as stage
 
@@ -180,7 +187,7 @@ def run_cmd(pipeline: str, check_only: bool) -> None:
         pipe = pipelines.check(pipeline)
         click.echo(f"{pipeline}: ok, {len(pipe.steps)} stage(s): {', '.join(s.name for s in pipe.steps)}")
         return
-    pipelines.run(pipeline, echo=click.echo)
+    pipelines.run(pipeline)
 
 
 @cli.command()

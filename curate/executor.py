@@ -154,8 +154,9 @@ _PARENT: int | None = None  # in a worker process: the pid of the run that start
 
 
 def _die_with_parent(parent: int) -> None:
-    """Worker initializer: the kernel kills this worker when the run that spawned it dies (SIGKILL included), so
-    no worker of a killed run goes on committing shards into the output while a rerun works there."""
+    """Worker initializer: the run's log verbosity, and the kernel kills this worker when the run that spawned it
+    dies (SIGKILL included), so no worker of a killed run goes on committing shards into the output while a
+    rerun works there."""
     global _PARENT
     _PARENT = parent
     if sys.platform.startswith("linux"):
@@ -166,6 +167,9 @@ def _die_with_parent(parent: int) -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+    from curate import log
+
+    log.setup()  # the run's verbosity, from CURATE_VERBOSITY
 
 
 def _parent_gone() -> bool:

@@ -159,11 +159,13 @@ def _under(p: str, folder: str) -> bool:
     return p == folder or p.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def run(path: str, echo: Callable[[str], None] = print) -> dict[str, Any]:
+def run(path: str, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Check a pipeline file, then run it; returns each stage's summary and seconds. Writes `run.json` and the
     run report `report.html` under the root, also when a stage fails (with the error)."""
+    from curate.log import logger
     from curate.report import run_report
 
+    echo = echo or logger.info  # progress lines go through the curate logger (-q silences them)
     pipe = check(path)
     root, doc = pipe.root, pipe.doc
     try:

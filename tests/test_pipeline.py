@@ -49,3 +49,16 @@ def test_bad_pipeline_files_are_one_line_errors(tmp_path, text, needle):
     config.write_text(text)
     result = CliRunner().invoke(cli, ["run", str(config)])
     assert result.exit_code == 2 and needle in result.output and "Traceback" not in result.output
+
+
+def test_run_progress_lines_go_through_logging_and_q_silences_them(tmp_path):
+    import subprocess
+    import sys
+
+    config = tmp_path / "p.yaml"
+    config.write_text(f"root: {tmp_path / 'run'}\nstages:\n  - sample: {{output: sample, seed: 2}}\n")
+    cmd = [sys.executable, "-m", "curate"]
+    default = subprocess.run([*cmd, "run", str(config)], capture_output=True, text=True, timeout=300)
+    assert default.returncode == 0 and "run: sample done" in default.stderr, default.stderr
+    quiet = subprocess.run([*cmd, "-q", "run", str(config)], capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr

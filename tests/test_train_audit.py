@@ -113,7 +113,7 @@ def test_audit_finds_exact_copies_at_similarity_one_and_the_baseline(sample_run,
 
     gen = tmp_path / "generated"
     gen.mkdir()
-    path = sorted((sample_run["images"] / "images").glob("*.parquet"))[0]
+    path = sorted(sample_run["images"].glob("*.parquet"))[0]
     samples = list(iter_image_samples(str(path)))
     emb = open_embeddings(str(sample_run["emb"]))
     vecs = emb.load_all(np.float32)
@@ -151,7 +151,41 @@ def test_tiny_pixel_model_trains_saves_and_generates(train_dir, tmp_path):
     assert report["metrics"]["generations"]["n"] == 2
     share = report["top1_is_source_share"]
     n_distinct = len({r["cluster_id"] if r["cluster_id"] is not None else r["key"]
-                      for r in pq.read_table(train_dir / "00000.parquet").to_pylist()})
+                      for p in sorted(train_dir.glob("*.parquet")) for r in pq.read_table(p).to_pylist()})
     assert share["chance"] == round(1 / n_distinct, 4) and 0.0 <= share["all"] <= 1.0
     with Image.open(tmp_path / "a" / "generations" / "00000.png") as im:
         assert im.size == (32, 32)
+
+
+def test_train_and_audit_logs_are_quiet_by_default_and_loud_with_v(train_dir, tmp_path):
+    """No third-party warning, config dump or loading bar by default (diffusers' scheduler config and steps_offset
+    notice, the accelerate advice, transformers' weight-loading bars); -v shows them (-q: tests/test_pipeline.py)."""
+    import subprocess
+    import sys
+
+    def curate(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "curate", *args], capture_output=True, text=True, timeout=600)
+
+    model = tmp_path / "model"
+    trained = curate("train", str(train_dir), str(model), "--steps", "2", "--batch-size", "2", "--no-progress")
+    assert trained.returncode == 0, trained.stderr
+    audit_args = ("audit", str(tmp_path / "a{}"), "--model", str(model / "final"), "--train", str(train_dir),
+                  "--prompts", "2", "--steps", "2")
+    quiet = curate(*(a.format(0) for a in audit_args))
+    assert quiet.returncode == 0, quiet.stderr
+    noise = ("Warning", "steps_offset", "_class_name", "accelerate", "Loading", "Writing model shards")
+    for out in (trained.stderr, quiet.stderr):
+        assert not [n for n in noise if n in out], out
+    loud = curate("-v", *(a.format(1) for a in audit_args))
+    assert loud.returncode == 0 and "accelerate" in loud.stderr and "Loading pipeline components" in loud.stderr
+
+
+def test_audit_refuses_a_hash_backend_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "t").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "curate", "audit", str(tmp_path / "a"), "--model", str(tmp_path / "m"),
+                           "--train", str(tmp_path / "t"), "--embed-model", "phash"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "embed-model: phash is a hash" in proc.stderr and "Traceback" not in proc.stderr

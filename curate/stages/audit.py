@@ -23,6 +23,7 @@ from curate import __version__, optspec
 from curate.config import AuditOptions
 from curate.errors import CurateError
 from curate.io import fs
+from curate.log import quiet_libraries
 from curate.models import is_copy_detector
 from curate.optspec import ensure_valid
 
@@ -111,6 +112,7 @@ def generate(model_dir: str, prompts: list[str], opts: AuditOptions) -> list[Any
                  if opts.mitigation != "gni" else p for i, p in enumerate(prompts)]
         hook = ((lambda e, g: gaussian_noise(e, opts.gni_lambda, 1.0, g)) if opts.mitigation == "gni" else None)
         return pixel.generate(model_dir, texts, opts.steps, opts.guidance_scale, opts.seed, device, hook)
+    quiet_libraries()
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None, requires_safety_checker=False,
                                                    use_safetensors=True).to(device)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)

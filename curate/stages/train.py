@@ -26,6 +26,7 @@ from curate.config import TrainOptions
 from curate.diffusion.mitigations import TrainMitigations, gaussian_noise, train_caption
 from curate.errors import CurateError
 from curate.io import fs
+from curate.log import quiet_libraries
 from curate.optspec import ensure_valid
 
 Options = TrainOptions  # this stage's options (curate/config.py)
@@ -70,6 +71,7 @@ def load_components(model: str, resolution: int, seed: int) -> dict[str, Any]:
         raise CurateError(f"--model {model}: not 'tiny' and not a local diffusers folder")
     from diffusers import DDPMScheduler, StableDiffusionPipeline
 
+    quiet_libraries()
     pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None, requires_safety_checker=False,
                                                    use_safetensors=True)
     return {"unet": pipe.unet, "vae": pipe.vae, "text_encoder": pipe.text_encoder, "tokenizer": pipe.tokenizer,
@@ -101,6 +103,8 @@ def save_pipeline(components: dict[str, Any], path: str) -> None:
 
     from curate.diffusion.tiny import reset_call_state
 
+    quiet_libraries()
+
     reset_call_state(components["tokenizer"])
 
     pipe = StableDiffusionPipeline(vae=components["vae"], text_encoder=components["text_encoder"],
@@ -109,6 +113,50 @@ def save_pipeline(components: dict[str, Any], path: str) -> None:
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     with fs.atomic_dir(path) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
+        write_slow_tokenizer_files(os.path.join(tmp, "tokenizer"))
+        prefix_text_encoder_names(os.path.join(tmp, "text_encoder"))
+
+
+def prefix_text_encoder_names(folder: str) -> None:
+    """Save the CLIP text encoder's weights under the names every published Stable Diffusion checkpoint uses
+    (`text_model.` first): transformers 5 drops that prefix when it saves and reads either form, while
+    transformers 4 finds none of the unprefixed names and silently re-initialises the whole encoder."""
+    from safetensors.torch import load_file, save_file
+
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+        if json.load(f).get("model_type") != "clip_text_model":
+            return
+    index = os.path.join(folder, "model.safetensors.index.json")
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors"):
+            path = os.path.join(folder, name)
+            weights = load_file(path)
+            if weights and not all(k.startswith("text_model.") for k in weights):
+                save_file({k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in weights.items()},
+                          path, metadata={"format": "pt"})
+    if os.path.exists(index):
+        with open(index, encoding="utf-8") as f:
+            doc = json.load(f)
+        doc["weight_map"] = {k if k.startswith("text_model.") else f"text_model.{k}": v
+                             for k, v in doc["weight_map"].items()}
+        with open(index, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2)
+
+
+def write_slow_tokenizer_files(folder: str) -> None:
+    """vocab.json and merges.txt beside tokenizer.json, from it: transformers 5 saves only tokenizer.json, and
+    transformers 4's CLIPTokenizer (what diffusers loads there) reads only these two files."""
+    with open(os.path.join(folder, "tokenizer.json"), encoding="utf-8") as f:
+        model = json.load(f)["model"]
+    if model.get("type") != "BPE":
+        return
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    targets = {"vocab.json": json.dumps(model["vocab"], ensure_ascii=False),
+               "merges.txt": "#version: 0.2\n" + "\n".join(merges) + "\n"}
+    for name, text in targets.items():
+        if not os.path.exists(os.path.join(folder, name)):
+            with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+                f.write(text)
 
 
 def _truncate_log(path: str, last_step: int) -> None:
