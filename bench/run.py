@@ -23,9 +23,11 @@ BENCHES = {
     ],
     "dedup": [
         ["bench.dedup", "--n", "1000000"],
+        ["bench.realscale", "--n", "50000"],
+    ],
+    "copydetect": [
         ["bench.copydetect", "--originals", "400"],
         ["bench.copy_light"],
-        ["bench.realscale", "--n", "50000"],
     ],
     "recaption": [
         ["bench.recaption", "--n", "1000000"],
@@ -60,8 +62,26 @@ def run_one(argv: list[str], env: dict[str, str] | None = None, cwd: str | None 
     return json.loads(lines[-1])
 
 
+def provenance() -> dict:
+    """What an evidence file says about where its figures come from: the commit (with -dirty for uncommitted
+    changes) and the machine."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no")
+                                                   else "")
+    mem_kib = next((int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
+    return {"commit": commit, "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, "
+                                         f"{mem_kib / 2**20:.0f} GiB, no GPU" if mem_kib else platform.platform(),
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
 def main() -> None:
-    only = set(sys.argv[1:])
+    """`python -m bench.run [--evidence] [NAME ...]`: results to bench/results/ (with --evidence also to
+    bench/evidence/bench_NAME.json, the files the docs quote)."""
+    args = sys.argv[1:]
+    evidence = "--evidence" in args
+    only = {a for a in args if a != "--evidence"}
     unknown = only - set(BENCHES)
     if unknown:
         raise SystemExit(f"bench: unknown benchmark(s) {', '.join(sorted(unknown))}; one of {', '.join(BENCHES)}")
@@ -75,10 +95,12 @@ def main() -> None:
             print(f"bench {name}: {' '.join(argv)}", file=sys.stderr, flush=True)
             results.append(run_one(argv))
             print(f"  {results[-1]}", file=sys.stderr, flush=True)
-        doc = {"bench": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.platform(),
-               "cpus": os.cpu_count(), "results": results}
-        (out_dir / f"{name}.json").write_text(json.dumps(doc, indent=2))
-        print(f"wrote {out_dir / f'{name}.json'}", file=sys.stderr)
+        doc = {"what": f"make bench BENCH={name}", **provenance(),
+               "runs": [{"argv": argv, "result": r} for argv, r in zip(runs, results, strict=True)]}
+        targets = [out_dir / f"{name}.json"] + ([Path("bench/evidence") / f"bench_{name}.json"] if evidence else [])
+        for target in targets:
+            target.write_text(json.dumps(doc, indent=2) + "\n")
+            print(f"wrote {target}", file=sys.stderr)
 
 
 if __name__ == "__main__":
