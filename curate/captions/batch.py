@@ -260,11 +260,22 @@ def _rows(tokens: Tokens, only: np.ndarray | None) -> np.ndarray:
     return np.flatnonzero(ok)
 
 
+def _english(captions: pa.Array, rows: np.ndarray) -> np.ndarray:
+    """Which of `rows` hold English captions (a Python pass over those rows only; cached per caption)."""
+    from curate.captions.protect import is_english
+
+    if len(rows) == 0:
+        return np.zeros(0, bool)
+    return np.array([is_english(c) for c in _strings(captions).take(pa.array(rows)).to_pylist()], bool)
+
+
 def rt(captions: pa.Array, stream: np.ndarray, vocab: pa.Array, n: int = 2, only: np.ndarray | None = None,
        tokens: Tokens | None = None) -> pa.Array:
-    """Random token addition: n vocabulary words at random gaps."""
+    """Random token addition: n vocabulary words at random gaps; not into captions that are not English (the
+    vocabularies are English words; curate/captions/protect.py judges the language)."""
     tokens = tokens or Tokens(captions)
     rows = _rows(tokens, only) if len(vocab) else np.zeros(0, np.int64)
+    rows = rows[_english(captions, rows)]
     words = [vocab.take(pa.array(draw(stream[rows], i, len(vocab)))) for i in range(n)]
     return _insert(captions, tokens, rows, words, stream)
 

@@ -6,7 +6,8 @@ once, over whole Arrow columns (curate/captions/batch.py); the functions here ap
 returns an empty caption for a non-empty one; an empty or null caption is returned as it is.
 
   paraphrase  replace up to k content words with WordNet synonyms of their most frequent sense (by WordNet's
-              sense-tagged counts, across parts of speech; there is no part-of-speech tagger offline)
+              sense-tagged counts, across parts of speech; there is no part-of-speech tagger offline); never
+              inside what curate/captions/protect.py protects, never in a caption that is not English
   rt          random token addition: insert n random vocabulary words at random positions
   cwr         caption word repetition: insert n words of the caption itself at random positions
   rna         random number addition: insert a number in 0..99,999 at a random position
@@ -24,7 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from curate.captions import batch
+from curate.captions import batch, protect
 from curate.config import CAPTION_OPS
 
 OPS = CAPTION_OPS  # declared with recaption's options
@@ -36,6 +37,13 @@ above below to from up down in out on off over under again further once here the
 both each few more most other some such no nor not only own same so than too very s t can will just don should
 now is are was were be been being have has had having do does did doing i me my we our you your he him his she
 her it its they them their what which who whom this that these those am as until while photo image picture
+""".split())
+
+# number words: WordNet's synonyms of "two" are "ii", "2", "deuce"
+NUMBER_WORDS = frozenset("""
+zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen
+eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million billion first
+second third fourth fifth dozen half single double triple
 """.split())
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*", re.UNICODE)
@@ -95,13 +103,16 @@ def _synonyms_uncached(word: str, wordnet: Any, multiword: bool) -> list[str]:  
 def paraphrase(caption: str | None, key: str, seed: int, wordnet: Any, k: int = 2,  # noqa: ANN401
                multiword: bool = False, variant: int = 0) -> str | None:
     """Replace up to k content words by WordNet synonyms; everything else (case, punctuation, spacing) stays."""
-    if not caption or not caption.strip():
+    if not caption or not caption.strip() or not protect.is_english(caption):
         return caption
     rng = rng_for(seed, key, "paraphrase", variant)
+    kept = protect.spans(caption)  # URLs, entities, numbers, all caps, names and brands, foreign words
     candidates = []
     for m in _WORD.finditer(caption):
         w = m.group(0)
-        if len(w) < 3 or w.lower() in STOPWORDS or not w.isascii():
+        if len(w) < 3 or w.lower() in STOPWORDS or w.lower() in NUMBER_WORDS or not w.isascii():
+            continue
+        if protect.covered(kept, m.start(), m.end()):
             continue
         if not _is_lemma(w.lower(), wordnet):  # inflected forms: a lemma's synonym would break agreement
             continue
