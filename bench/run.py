@@ -31,6 +31,7 @@ BENCHES = {
     ],
     "recaption": [
         ["bench.recaption", "--n", "1000000"],
+        ["bench.caption_models", "--images", "256", "--captions", "512", "--full-size", "16"],
     ],
     "dask": [
         ["bench.dask_overhead", "--images", "512", "--vectors", "200000"],
@@ -46,6 +47,7 @@ SMOKE = {
     "bench.copy_light": ["--dev-originals", "6", "--heldout-groups", "4", "--copies", "2"],
     "bench.realscale": ["--n", "600"],
     "bench.recaption": ["--n", "3000", "--repeat", "1"],
+    "bench.caption_models": ["--images", "8", "--captions", "16"],
     "bench.dask_overhead": ["--images", "16", "--shards", "2", "--vectors", "4000", "--dim", "32"],
     "bench.closed_loop": ["--steps", "2", "--dup-images", "2", "--copies", "3", "--audit-seeds", "1"],
 }

@@ -194,11 +194,31 @@ class RecaptionOptions(ShardRun):
     rc_n: int = option(4, "Tokens of rc's random caption.")
     multiword: bool = option(False, "Allow multi-word WordNet synonyms.")
     seed: int = option(0, "Seed of every operation.")
+    images: str | None = option(None, "A `curate download` output: the images --caption-model captions.", role="input")
+    caption_model: str | None = option(None, "A transformers image-to-text model (BLIP, BLIP-2, GIT, a "
+                                             "VisionEncoderDecoder), local folder or hub id: adds --model-k captions "
+                                             "of each targeted image to its pool (needs --images).")
+    paraphrase_model: str | None = option(None, "A transformers text2text model (T5, BART) or causal LM, local "
+                                                "folder or hub id: adds --model-k paraphrases of each targeted "
+                                                "caption to its pool.")
+    paraphrase_prompt: str = option("Paraphrase: {caption}", "The --paraphrase-model's input; {caption} is the "
+                                                            "caption.")
+    model_k: int = option(2, "Entries each model adds per targeted sample (beam search: the k best).")
+    model_batch_size: int = option(16, "Images or captions per model call.", role="run")
+    device: str = option("auto", "Where the models run: auto, cpu or cuda.", choices=("auto", "cpu", "cuda"),
+                         role="run")
 
     def problems(self) -> list[tuple[str, str]]:
         out = super().problems()
         if self.pool_size < 1:
             out.append(("pool_size", f"must be 1 or more, not {self.pool_size}"))
+        if self.caption_model and not self.images:
+            out.append(("caption_model", "needs --images (the curate download output the images are in)"))
+        if self.paraphrase_model and "{caption}" not in self.paraphrase_prompt:
+            out.append(("paraphrase_prompt", "must contain {caption}"))
+        for name in ("model_k", "model_batch_size"):
+            if getattr(self, name) < 1:
+                out.append((name, f"must be 1 or more, not {getattr(self, name)}"))
         return out
 
 

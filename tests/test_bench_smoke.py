@@ -21,6 +21,8 @@ CHECKS = {
     and all(0 <= b["mutual"]["heldout_at_default"]["f1"] <= 1 for b in r["backends"].values()),
     "bench.realscale": lambda r: r["knn_flat"]["pair_recall_direct"] == 1.0 and r["partition"]["pair_recall_direct"] == 1.0,
     "bench.recaption": lambda r: r["n"] == 3000 and r["stage"]["insertions_duplicates"]["ratio_to_plain_copy"] > 0,
+    "bench.caption_models": lambda r: r["tiny"]["caption_model_images_per_s"] > 0
+    and r["tiny"]["paraphrase_through_cache"]["generated_on_rerun"] == 0,
     "bench.dask_overhead": lambda r: r["dedup_same_clusters"] is True and r["embed_dask_s"] > 0,
     "bench.closed_loop": lambda r: {"raw", "curated"} <= set(r) and r["raw"]["generations"]["n"] > 0,
 }

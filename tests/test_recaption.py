@@ -81,7 +81,7 @@ def test_insertions_add_exactly_what_they_say(wn):
         assert num.isdigit() and 0 <= int(num) <= 99_999
         rc = ops.rc(cap, key, 3, voc, n=4).split()
         assert len(rc) == 4 and all(w in voc for w in rc)
-        assert ops.rc(cap, key, 3, captions=LAION_LIKE) in LAION_LIKE
+        assert ops.rc(cap, key, 3, ()) == cap  # nothing to replace it with
 
 
 def _removed(out: list[str], base: list[str]) -> list[str]:

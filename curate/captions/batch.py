@@ -298,29 +298,22 @@ def rna(captions: pa.Array, stream: np.ndarray, only: np.ndarray | None = None,
     return _insert(captions, tokens, rows, [number], stream)
 
 
-def rc(captions: pa.Array, stream: np.ndarray, vocab: pa.Array, dataset: pa.Array | None = None, n: int = 4,
-       only: np.ndarray | None = None, tokens: Tokens | None = None) -> pa.Array:
-    """Random caption: a random caption of the dataset (when given and not blank), else n vocabulary words."""
+def rc(captions: pa.Array, stream: np.ndarray, vocab: pa.Array, n: int = 4, only: np.ndarray | None = None,
+       tokens: Tokens | None = None) -> pa.Array:
+    """Random caption replacement, as the research does it: n random vocabulary words instead of the caption
+    (a caption with no words, or an empty vocabulary, stays as it is)."""
     tokens = tokens or Tokens(captions)
     rows = _rows(tokens, only)
     out = _strings(captions)
-    if len(rows) == 0:
+    if len(rows) == 0 or len(vocab) == 0:
         return out
-    picked = pa.nulls(len(rows), pa.large_string())
-    if dataset is not None and len(dataset):
-        picked = _strings(dataset).take(pa.array(draw(stream[rows], 0, len(dataset))))
-        blank = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(picked)), 0), True)
-        picked = pc.if_else(blank, pa.nulls(len(rows), pa.large_string()), picked)
-    if len(vocab):
-        words = [vocab.cast(pa.large_string()).take(pa.array(draw(stream[rows], 1 + i, len(vocab)))) for i in range(n)]
-        flat = pa.concat_arrays(words).take(pa.array(
-            (np.arange(n)[None, :] * len(rows) + np.arange(len(rows))[:, None]).reshape(-1)))
-        made = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(np.arange(len(rows) + 1) * n), flat), _SPACE)
-        picked = pc.coalesce(picked, made)
-    picked = pc.coalesce(picked, out.take(pa.array(rows)))  # nothing to replace it with: unchanged
+    words = [vocab.cast(pa.large_string()).take(pa.array(draw(stream[rows], 1 + i, len(vocab)))) for i in range(n)]
+    flat = pa.concat_arrays(words).take(pa.array(
+        (np.arange(n)[None, :] * len(rows) + np.arange(len(rows))[:, None]).reshape(-1)))
+    made = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(np.arange(len(rows) + 1) * n), flat), _SPACE)
     mask = np.zeros(len(captions), bool)
     mask[rows] = True
-    return pc.replace_with_mask(out, pa.array(mask), picked)
+    return pc.replace_with_mask(out, pa.array(mask), made)
 
 
 def normalize(captions: pa.Array) -> pa.Array:

@@ -11,7 +11,7 @@ returns an empty caption for a non-empty one; an empty or null caption is return
   rt          random token addition: insert n random vocabulary words at random positions
   cwr         caption word repetition: insert n words of the caption itself at random positions
   rna         random number addition: insert a number in 0..99,999 at a random position
-  rc          random caption replacement: n random vocabulary words, or a random caption of the dataset
+  rc          random caption replacement: n random vocabulary words (the research's RC: 4 tokens)
 """
 
 from __future__ import annotations
@@ -167,23 +167,21 @@ def rna(caption: str | None, key: str, seed: int, variant: int = 0) -> str | Non
     return _one(batch.rna, caption, key, seed, "rna", variant)
 
 
-def rc(caption: str | None, key: str, seed: int, vocab: Sequence[str] = (), captions: Sequence[str] = (),
-       n: int = 4, variant: int = 0) -> str | None:
-    """Replace the caption: a random caption of the dataset when `captions` is given, else n vocabulary words."""
-    return _one(batch.rc, caption, key, seed, "rc", variant, arrow_vocab(vocab),
-                arrow_vocab(captions) if len(captions) else None, n=n)
+def rc(caption: str | None, key: str, seed: int, vocab: Sequence[str] = (), n: int = 4,
+       variant: int = 0) -> str | None:
+    """Random caption replacement: n random vocabulary words instead of the caption (the research's RC)."""
+    return _one(batch.rc, caption, key, seed, "rc", variant, arrow_vocab(vocab), n=n)
 
 
 def apply(op: str, caption: str | None, key: str, seed: int, context: dict[str, Any], variant: int = 0) -> str | None:
-    """Run one named operation with its parameters from `context` (wordnet, vocab, captions, n, k)."""
+    """Run one named operation with its parameters from `context` (wordnet, vocab, n, k, rc_n)."""
     fns: dict[str, Callable[[], str | None]] = {
         "paraphrase": lambda: paraphrase(caption, key, seed, context["wordnet"], k=context.get("k", 2),
                                          multiword=context.get("multiword", False), variant=variant),
         "rt": lambda: rt(caption, key, seed, context["vocab"], n=context.get("n", 2), variant=variant),
         "cwr": lambda: cwr(caption, key, seed, n=context.get("n", 2), variant=variant),
         "rna": lambda: rna(caption, key, seed, variant=variant),
-        "rc": lambda: rc(caption, key, seed, context.get("vocab", ()), context.get("captions", ()),
-                         n=context.get("rc_n", 4), variant=variant),
+        "rc": lambda: rc(caption, key, seed, context.get("vocab", ()), n=context.get("rc_n", 4), variant=variant),
     }
     if op not in fns:
         raise ValueError(f"unknown caption operation {op!r}; one of {', '.join(OPS)}")

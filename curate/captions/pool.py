@@ -1,10 +1,11 @@
 """Multi-caption pools (MC) and which samples get them (targeting by duplication), over whole Arrow columns.
 
-A targeted sample's pool: its own caption, then its cluster's other captions, then variants of its own caption
-made by operations drawn uniformly from `op_names` (seeded by key and attempt), each entry kept only when no
+A targeted sample's pool: its own caption, then its cluster's other captions, then what models made for it
+(captions of its image, paraphrases of its caption), then variants of its own caption made by operations drawn uniformly from `op_names` (seeded by key and attempt), each entry kept only when no
 earlier entry has the same normalised text, until `pool_size` entries or 4 x pool_size attempts. One entry is
 then picked (uniform, seeded by key) among the row's own caption and its variants - never a cluster mate's
-caption, so copies whose captions already differ keep them apart - as the one to use when a single caption is
+caption or a model's entry, which is the same for every copy of one image, so copies whose captions already
+differ keep them apart - as the one to use when a single caption is
 wanted, and moved to the front; the others keep their order. Untargeted samples keep `[caption]`; a null caption gets an empty pool, an empty
 or blank one `[caption]`.
 """
@@ -21,7 +22,8 @@ import pyarrow.compute as pc
 from curate.captions import batch, ops
 
 TARGETS = ("all", "duplicates", "risk")
-HOW = ("original", "cluster", *ops.OPS)  # how a pool entry was made; `build_pools` returns these as codes
+MODEL_SOURCES = ("caption_model", "paraphrase_model")  # entries made by models (curate/captions/models.py)
+HOW = ("original", "cluster", *ops.OPS, *MODEL_SOURCES)  # how a pool entry was made; `build_pools` returns codes
 _HOW = pa.array(HOW, pa.string())
 _ORIGINAL, _CLUSTER = HOW.index("original"), HOW.index("cluster")
 
@@ -52,10 +54,8 @@ def apply_op(op: str, captions: pa.Array, keys: pa.Array, hashes: np.ndarray, se
     if op == "rna":
         return batch.rna(captions, stream, only=only, tokens=tokens)
     if op == "rc":
-        dataset = context.get("captions") or None
-        return batch.rc(captions, stream, ops.arrow_vocab(context.get("vocab", ())),
-                        ops.arrow_vocab(dataset) if dataset else None, n=context.get("rc_n", 4), only=only,
-                        tokens=tokens)
+        return batch.rc(captions, stream, ops.arrow_vocab(context.get("vocab", ())), n=context.get("rc_n", 4),
+                        only=only, tokens=tokens)
     if op == "paraphrase":
         rows = np.flatnonzero(only) if only is not None else np.arange(len(captions))
         caps = captions.take(pa.array(rows)).to_pylist()
@@ -72,15 +72,16 @@ def apply_op(op: str, captions: pa.Array, keys: pa.Array, hashes: np.ndarray, se
 
 def build_pools(captions: pa.Array, keys: pa.Array, seed: int, cluster_captions: pa.Array | None,
                 op_names: Sequence[str], pool_size: int, context: dict[str, Any], targeted: np.ndarray,
-                cluster_norms: pa.Array | None = None,
-                clean_lists: bool = False) -> tuple[pa.Array, pa.Array, Normalised]:
+                cluster_norms: pa.Array | None = None, clean_lists: bool = False,
+                extra: Sequence[tuple[str, pa.Array]] = ()) -> tuple[pa.Array, pa.Array, Normalised]:
     """(pools, how each entry was made, the grown pools' entries normalised), the caption to use first. How
     each entry was made is dictionary-encoded: int8 codes into `HOW` ("original", "cluster", the operations).
 
     `cluster_captions` is a list (or list-view) column with one list per targeted row, in row order (null where
     the cluster has no other captions); `cluster_norms` the same lists normalised when the caller has them, and
     `clean_lists` says no list holds a blank caption or one normalised text twice (what recaption's global step
-    makes). The work runs on the rows whose pool can grow (targeted, with a word) only, so its cost follows the
+    makes). `extra`: (how, list column with one list per targeted row) pairs, the models' entries, offered after
+    the cluster's captions in that order. The work runs on the rows whose pool can grow (targeted, with a word) only, so its cost follows the
     targeted share; the others keep `[caption]`."""
     caps = batch._strings(captions)
     n = len(caps)
@@ -97,7 +98,8 @@ def build_pools(captions: pa.Array, keys: pa.Array, seed: int, cluster_captions:
         entries = _grow_pools(caps.take(at), batch._strings(keys).take(at), seed,
                               cluster_captions.take(mine) if cluster_captions is not None else None,
                               cluster_norms.take(mine) if cluster_norms is not None else None,
-                              op_names, pool_size, context, clean_lists)
+                              op_names, pool_size, context, clean_lists,
+                              [(how, lists.take(mine)) for how, lists in extra])
     # every entry as (row, position): grown pools' entries, then `[caption]` for the rows that keep theirs; an
     # entry's place in the output is its row's offset plus its position (a scatter, no sort)
     row = np.concatenate([rows[entries.row], alone])
@@ -249,11 +251,12 @@ def _fresh(have_row: np.ndarray, have_norm: pa.Array, row: np.ndarray, norm: pa.
 
 def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_captions: pa.Array | None,
                 cluster_norms: pa.Array | None, op_names: Sequence[str], pool_size: int,
-                context: dict[str, Any], clean_lists: bool = False) -> _Entries:
+                context: dict[str, Any], clean_lists: bool = False,
+                extra: Sequence[tuple[str, pa.Array]] = ()) -> _Entries:
     """`build_pools` for rows that all get a pool (targeted, each with at least one word).
 
-    Rounds of candidates, each row's in its order: first the cluster's captions, then variants (attempt a's
-    operation drawn by (seed, key, a)), as many attempts per round as the row has room left; a candidate joins
+    Rounds of candidates, each row's in its order: first the cluster's captions, then the models' entries, then
+    variants (attempt a's operation drawn by (seed, key, a)), as many attempts per round as the row has room left; a candidate joins
     when no entry or earlier candidate of the row has its normalised text. A row's pool is thus what offering
     its candidates one at a time would give, whatever else is in the batch."""
     keys = batch._strings(keys)
@@ -314,6 +317,12 @@ def _grow_pools(caps: pa.LargeStringArray, keys: pa.Array, seed: int, cluster_ca
         elif len(cand_row):
             offer(cand_row, batch._strings(values.take(pick)), label,
                   list_parts(cluster_norms)[2].take(pick) if cluster_norms is not None else None, mates=True)
+
+    for how_name, lists in extra:  # the models' entries: never the caption to use (the same for every copy)
+        cand_row, flat, _, values = list_entries(lists)
+        if len(cand_row):
+            offer(cand_row, batch._strings(values.take(pa.array(flat))),
+                  np.full(len(cand_row), HOW.index(how_name), np.int8), mates=True)
 
     attempt = np.zeros(n, np.int64)  # each row's next attempt
     # split into words once, shared by every operation and attempt: only the rows with room for variants

@@ -11,6 +11,7 @@ the others keep their caption.
 from __future__ import annotations
 
 import functools
+import json
 from collections import Counter
 from typing import Any
 
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate import __version__, optspec, schemas
-from curate.captions import batch
+from curate.captions import batch, sources
 from curate.captions import pool as pools
 from curate.captions import vocab as vocabs
 from curate.config import RecaptionOptions
@@ -46,7 +47,7 @@ PLAIN_COLUMNS = ("key", "cluster_id", "original_caption", "captions")  # (nearly
 @functools.cache
 def _context(work: str, vocab_name: str, k: int, n: int, rc_n: int, multiword: bool, needs_wordnet: bool,
              _stamp: object = None) -> dict:
-    """Loaded once per process: WordNet, the vocabulary, the dataset's captions (for rc)."""
+    """Loaded once per process: WordNet (paraphrase) and the vocabulary (rt, rc)."""
     ctx: dict[str, Any] = {"k": k, "n": n, "rc_n": rc_n, "multiword": multiword}
     if needs_wordnet:
         from curate.captions.wordnet import wordnet
@@ -113,8 +114,14 @@ def recaption_shard(shard: Shard, out: ShardOutput, opts: RecaptionOptions) -> d
     risk = t.column("memorization_risk").to_numpy(zero_copy_only=False)
     targeted = pools.targeted_mask(opts.target, keys, opts.seed, dup_count, risk)
     lists, norms = _lists_for(cluster_id[targeted], work)
+    extra, model_stats = [], {}
+    if opts.caption_model or opts.paraphrase_model:
+        at = pa.array(np.flatnonzero(targeted))
+        extra, model_stats = sources.model_entries(opts, keys.take(at).to_pylist(),
+                                                   t.column("shard").take(at).to_pylist(),
+                                                   captions.take(at).to_pylist())
     pool, made, normalised = pools.build_pools(captions, keys, opts.seed, lists, opts.ops, opts.pool_size,
-                                               ctx, targeted, norms, clean_lists=True)
+                                               ctx, targeted, norms, clean_lists=True, extra=extra)
     # the caption to use differs from the original exactly when it is a variant: a variant's normalised text is
     # never its row's own (the pools are distinct), and a mate's caption is never first
     changed = pools.changed(made)
@@ -122,6 +129,8 @@ def recaption_shard(shard: Shard, out: ShardOutput, opts: RecaptionOptions) -> d
                       "dup_count": t.column("dup_count"), "targeted": pa.array(targeted),
                       "original_caption": captions, "captions": pool, "ops": made, "changed": changed},
                      schema=CAPTIONS_SCHEMA)
+    if extra:  # which model made the caption_model / paraphrase_model entries
+        table = table.replace_schema_metadata({"curate.models": json.dumps(sources.models_used(opts))})
     write_table(table, out.path(f"captions/{shard.name}.parquet"), plain=list(PLAIN_COLUMNS))
     write_table(_cluster_texts(cluster_id, dup_count, pool, made, normalised, work),
                 out.path(f"cluster_texts/{shard.name}.parquet"), plain=["cluster_id", "text", "before"])
@@ -130,7 +139,7 @@ def recaption_shard(shard: Shard, out: ShardOutput, opts: RecaptionOptions) -> d
     examples = table.select(["key", "original_caption", "captions"]).take(pa.array(first, pa.int64())).to_pylist()
     return {"rows_in": len(t), "rows_out": len(t), "rows_rejected": 0, "changed": int(changed.sum()),
             "targeted": int(targeted.sum()), "empty_caption": int((~batch.not_blank(captions)).sum()),
-            "pool_entries_by_op": pools.entries_by_op(made),
+            "pool_entries_by_op": pools.entries_by_op(made), "models": model_stats,
             "examples": [{"key": e["key"], "before": e["original_caption"], "after": e["captions"][0],
                           "pool": e["captions"]} for e in examples]}
 
@@ -295,8 +304,10 @@ def build_report(output: str, stats: list[dict[str, Any]], opts: RecaptionOption
         return round(float(over(agg).sum()) / n_dup, 3) if n_dup else 0.0
 
     op_counts: Counter[str] = Counter()
+    model_counts: Counter[str] = Counter()
     for s in stats:
         op_counts.update(s.get("pool_entries_by_op", {}))
+        model_counts.update(s.get("models", {}))
     examples = [e for s in sorted(stats, key=lambda s: s["index"]) for e in s.get("examples", [])][:12]
     report = {
         "samples": sum(s["rows_in"] for s in stats), "changed": sum(s.get("changed", 0) for s in stats),
@@ -308,7 +319,9 @@ def build_report(output: str, stats: list[dict[str, Any]], opts: RecaptionOption
         "same_image_same_caption_clusters": {"before": same_before, "after": same_after,
                                              "share_before": round(same_before / len(dup_clusters), 4) if dup_clusters else 0.0,
                                              "share_after": round(same_after / len(dup_clusters), 4) if dup_clusters else 0.0},
-        "pool_entries_by_op": dict(op_counts.most_common()), "options": optspec.recorded(opts), "examples": examples,
+        "pool_entries_by_op": dict(op_counts.most_common()),
+        "models": {"made_by": sources.models_used(opts), **dict(sorted(model_counts.items()))},
+        "options": optspec.recorded(opts), "examples": examples,
         "curate_version": __version__,
     }
     summary = html.table(["measure", "value"], [
