@@ -182,8 +182,8 @@ class RecaptionOptions(ShardRun):
     dedup: str = option(help="A `curate dedup` output.", role="input", argument=True, metavar="DEDUP")
     output: str = option(help="Output folder.", role="output", argument=True)
     ops: tuple[str, ...] = option(("rt", "cwr", "rna"), "Operations that fill the pool after the cluster's own "
-                                  "captions (MC); paraphrase is opt-in: on real captions it still breaks many it "
-                                  "changes.", choices=CAPTION_OPS)
+                                  "captions (MC); paraphrase (WordNet) is opt-in: safe, but it changes few real "
+                                  "captions (docs/stages/recaption.md).", choices=CAPTION_OPS)
     pool_size: int = option(5, "Captions per targeted sample (MC pool).")
     target: str = option("duplicates", "Every sample, members of duplicate clusters, or with probability = "
                                        "memorization_risk.", choices=("all", "duplicates", "risk"))

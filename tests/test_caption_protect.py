@@ -54,7 +54,10 @@ def test_is_english(caption, english):
 def test_paraphrase_never_edits_a_protected_token_of_real_captions(real_captions):
     wn = wordnet()
     changed = 0
+    # paraphrase changes few real captions as they are (tests/data/paraphrase_labels.json): each one also
+    # ends in words it does replace, so that every caption's own tokens are put to the test
     for i, caption in enumerate(real_captions):
+        caption = f"{caption} near the vast woods"
         out = ops.paraphrase(caption, f"k{i}", 0, wn, k=2)
         if out == caption:
             continue
@@ -64,7 +67,7 @@ def test_paraphrase_never_edits_a_protected_token_of_real_captions(real_captions
         for start, end in protect.spans(caption):
             assert caption[start:end] in out, (caption, out, caption[start:end])
         assert not re.search(r"&\w+;", out) or re.findall(r"&\w+;", out) == re.findall(r"&\w+;", caption)
-    assert changed > 100  # it still paraphrases the plain English ones
+    assert changed > 800  # the English ones
 
 
 def test_non_english_captions_are_left_alone_by_paraphrase_and_rt():

@@ -5,9 +5,11 @@ does not depend on shard order, worker count or what else was processed. RT, CWR
 once, over whole Arrow columns (curate/captions/batch.py); the functions here apply them to one caption. None of these functions
 returns an empty caption for a non-empty one; an empty or null caption is returned as it is.
 
-  paraphrase  replace up to k content words with WordNet synonyms of their most frequent sense (by WordNet's
-              sense-tagged counts, across parts of speech; there is no part-of-speech tagger offline); never
-              inside what curate/captions/protect.py protects, never in a caption that is not English
+  paraphrase  replace up to k words with WordNet synonyms, only where WordNet's sense-tagged counts make the
+              word's meaning and part of speech nearly certain (no tagger is offline) and the synonym is a
+              common word whose own commonest sense is the same; never inside what curate/captions/protect.py
+              protects, never in a caption that is not English. Safe and narrow: it changes about 1% of real
+              LAION captions (docs/stages/recaption.md has the hand labels)
   rt          random token addition: insert n random vocabulary words at random positions
   cwr         caption word repetition: insert n words of the caption itself at random positions
   rna         random number addition: insert a number in 0..99,999 at a random position
@@ -55,17 +57,9 @@ def rng_for(seed: int, key: str, op: str, variant: int = 0) -> random.Random:
     return random.Random(int.from_bytes(digest, "big"))
 
 
-def _match_case(template: str, word: str) -> str:
-    if template.isupper() and len(template) > 1:
-        return word.upper()
-    if template[:1].isupper():
-        return word[:1].upper() + word[1:]
-    return word
-
-
 def synonyms(word: str, wordnet: Any, multiword: bool = False) -> list[str]:  # noqa: ANN401 (nltk reader)
-    """Synonyms of `word` in its most frequent WordNet sense, itself excluded (cached per word)."""
-    return list(_synonyms(word.lower(), wordnet, multiword))
+    """The synonyms paraphrase may put in place of `word` (see `_synonyms_uncached`), cached per word."""
+    return list(_synonyms(word.lower(), wordnet, multiword)[1])
 
 
 @functools.lru_cache(maxsize=200_000)
@@ -74,58 +68,140 @@ def _is_lemma(lower: str, wordnet: Any) -> bool:  # noqa: ANN401
 
 
 @functools.lru_cache(maxsize=200_000)
-def _synonyms(lower: str, wordnet: Any, multiword: bool) -> tuple[str, ...]:  # noqa: ANN401
-    return tuple(_synonyms_uncached(lower, wordnet, multiword))
+def _synonyms(lower: str, wordnet: Any, multiword: bool) -> tuple[str, tuple[str, ...]]:  # noqa: ANN401
+    """(part of speech of the sense, its synonyms)."""
+    pos, syns = _synonyms_uncached(lower, wordnet, multiword)
+    return pos, tuple(syns)
 
 
-def _synonyms_uncached(word: str, wordnet: Any, multiword: bool) -> list[str]:  # noqa: ANN401
+# how sure the choice must be, from WordNet's sense-tagged counts (cntlist): there is no part-of-speech tagger
+# offline, so a word is replaced only where its commonest reading is nearly certain
+SENSE_SHARE = 0.5  # the chosen sense's share of all the word's tagged uses, any part of speech
+POS_SHARE = 0.9  # the share of the sense's part of speech (noun or adjective) among them
+MIN_COUNT = 10  # tagged uses of the word, at least
+SYNONYM_SHARE = 0.6  # the synonym's own commonest sense is the same one, with this share of its uses
+SYNONYM_MIN_COUNT = 5
+SYNONYM_ZIPF = 3.3  # wordfreq: the synonym is a common word, and at most 10x rarer than the word
+_POS = {"n": "noun", "a": "adj", "s": "adj", "v": "verb", "r": "adv"}
+# words whose commonest reading the counts get wrong in captions ("a little tangy"), and colours, whose WordNet
+# synonyms are other colours ("red" -> "carmine")
+KEEP_WORDS = frozenset("""
+little lot bit kind sort lots plenty red orange yellow green blue purple violet pink brown black white grey gray
+gold silver beige navy teal maroon cream ivory tan
+""".split())
+
+
+# What the rules above give for wordfreq's 20,000 commonest English words is 103 words; each pair was read by
+# hand, and these read wrong in a caption (another meaning, register or grammar: "50 percent" -> "50
+# percentage", "someone holding" -> "person holding", "art style" -> "art manner"), so they are never made
+STRUCK = frozenset("""
+government>authorities authorities>government thought>idea idea>thought hour>hr minute>min gram>gm gram>g
+technology>engineering earth>globe district>territory funny>comic manager>director older>elderly
+finding>determination determination>finding faith>religion animal>beast creature>beast marketing>selling
+fellow>lad strategy>scheme scheme>strategy confidence>assurance existence>being advertising>ad
+neighborhood>locality philosophy>doctrine settlement>colony curious>peculiar curious>queer peculiar>queer
+plain>apparent plain>evident fundamental>central engagement>battle remarkable>singular examination>scrutiny
+leaf>foliage striking>spectacular dealer>trader companion>comrade comrade>companion papa>pa
+conception>concept commission>committee committee>commission style>manner style>mode mode>manner mode>style
+manner>mode manner>style motive>motivation percent>percentage percentage>percent someone>person
+person>someone theme>topic process>procedure country>nation purpose>intention huge>vast enormous>tremendous
+""".split())
+
+
+def _uses(lemma: str, wordnet: Any) -> list[tuple[int, Any]]:  # noqa: ANN401
+    """(tagged count of `lemma` in the synset, synset) for each synset of the word."""
+    return [(max((x.count() for x in s.lemmas() if x.name().lower() == lemma), default=0), s)
+            for s in wordnet.synsets(lemma)]
+
+
+def _dominant(uses: list[tuple[int, Any]], min_count: int, share: float) -> Any:  # noqa: ANN401
+    """The commonest sense when it has `share` of the uses and its part of speech POS_SHARE of them, else None."""
+    total = sum(c for c, _ in uses)
+    if total < min_count:
+        return None
+    count, best = max(uses, key=lambda u: u[0])
+    same_pos = sum(c for c, s in uses if _POS[s.pos()] == _POS[best.pos()])
+    return best if count >= share * total and same_pos >= POS_SHARE * total else None
+
+
+def _synonyms_uncached(word: str, wordnet: Any, multiword: bool) -> tuple[str, list[str]]:  # noqa: ANN401
+    """Synonyms of `word` that keep its meaning and its grammar, measured on real captions: the word's
+    commonest sense (by WordNet's tagged counts) must be a noun or adjective sense with SENSE_SHARE of its uses
+    and its part of speech POS_SHARE of them; a synonym must be a common word (wordfreq), in lower case, whose
+    own commonest sense is that same one. Returns (the sense's part of speech, the synonyms); no synonyms: the
+    word stays."""
+    import wordfreq
+
     lower = word.lower()
-    synsets = wordnet.synsets(lower)
-    if not synsets:
-        return []
-    # the most frequent sense across parts of speech: the sense-tagged counts of this word's lemma in each
-    # synset (WordNet's cntlist); ties keep WordNet's own order
-    def count(synset: Any) -> int:  # noqa: ANN401
-        return max((lemma.count() for lemma in synset.lemmas() if lemma.name().lower() == lower), default=0)
-
-    best = max(synsets, key=count)
+    if lower in KEEP_WORDS:
+        return "", []
+    best = _dominant(_uses(lower, wordnet), MIN_COUNT, SENSE_SHARE)
+    if best is None or _POS[best.pos()] not in ("noun", "adj"):
+        return "", []
+    floor = max(SYNONYM_ZIPF, wordfreq.zipf_frequency(lower, "en") - 1.0)
     out = []
     for lemma in best.lemmas():
         name = lemma.name()
-        if name.lower() == lower or (not multiword and ("_" in name or "-" in name)):
+        if name.lower() == lower or name != name.lower() or (not multiword and ("_" in name or "-" in name)):
             continue
         if not name.replace("_", "").replace("-", "").isalpha():  # "two" -> "2", "II": not a word swap
             continue
-        out.append(name.replace("_", " "))
-    return sorted(set(out), key=out.index)
+        if name.endswith("s") and wordnet.synsets(name[:-1]):  # "works" (of "plant"): also a plural
+            continue
+        text = name.replace("_", " ")
+        if wordfreq.zipf_frequency(text, "en") < floor:
+            continue
+        if _dominant(_uses(name, wordnet), SYNONYM_MIN_COUNT, SYNONYM_SHARE) != best:
+            continue
+        if f"{lower}>{text}" in STRUCK:
+            continue
+        out.append(text)
+    return _POS[best.pos()], sorted(set(out), key=out.index)
+
+
+def _noun_follows(caption: str, end: int, wordnet: Any) -> bool:  # noqa: ANN401
+    """Whether the word after a space at `end` can be a noun: the word at `end` may be a compound's modifier
+    ("child abuse", "cell phone"), where a synonym reads wrong."""
+    if end >= len(caption) or caption[end] != " ":
+        return False
+    nxt = _WORD.match(caption, end + 1)
+    return bool(nxt) and bool(wordnet.synsets(nxt.group(0).lower(), pos="n"))
 
 
 def paraphrase(caption: str | None, key: str, seed: int, wordnet: Any, k: int = 2,  # noqa: ANN401
                multiword: bool = False, variant: int = 0) -> str | None:
-    """Replace up to k content words by WordNet synonyms; everything else (case, punctuation, spacing) stays."""
+    """Replace up to k words by synonyms that keep meaning and grammar (`_synonyms_uncached`); everything else
+    (case, punctuation, spacing) stays. Only lower-case words in their dictionary form, outside what
+    curate/captions/protect.py protects (names, brands, URLs, numbers, foreign words), not joined to another
+    word by - / _ or an apostrophe, and not a noun modifying the noun after it; never in a caption that is not
+    English."""
     if not caption or not caption.strip() or not protect.is_english(caption):
         return caption
     rng = rng_for(seed, key, "paraphrase", variant)
     kept = protect.spans(caption)  # URLs, entities, numbers, all caps, names and brands, foreign words
     candidates = []
     for m in _WORD.finditer(caption):
-        w = m.group(0)
-        if len(w) < 3 or w.lower() in STOPWORDS or w.lower() in NUMBER_WORDS or not w.isascii():
+        w, start, end = m.group(0), m.start(), m.end()
+        lw = w.lower()
+        if len(w) < 3 or w != lw or not w.isascii() or lw in STOPWORDS or lw in NUMBER_WORDS:
             continue
-        if protect.covered(kept, m.start(), m.end()):
+        if protect.covered(kept, start, end):
             continue
-        if not _is_lemma(w.lower(), wordnet):  # inflected forms: a lemma's synonym would break agreement
+        if (start > 0 and caption[start - 1] in "-_/'’") or (end < len(caption) and caption[end] in "-_/'’"):
             continue
-        syns = synonyms(w, wordnet, multiword)
-        if syns:
-            candidates.append((m.start(), m.end(), w, syns))
+        if not _is_lemma(lw, wordnet):  # inflected forms: a lemma's synonym would break agreement
+            continue
+        pos, syns = _synonyms(lw, wordnet, multiword)
+        if not syns or (pos == "noun" and _noun_follows(caption, end, wordnet)):
+            continue
+        candidates.append((start, end, w, syns))
     if not candidates:
         return caption
     chosen = sorted(rng.sample(candidates, min(k, len(candidates))))
     out, last = [], 0
-    for start, end, w, syns in chosen:
+    for start, end, _, syns in chosen:
         out.append(caption[last:start])
-        out.append(_match_case(w, rng.choice(syns)))
+        out.append(rng.choice(syns))
         last = end
     out.append(caption[last:])
     return "".join(out)
