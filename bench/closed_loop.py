@@ -14,6 +14,7 @@ import argparse
 import io
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -52,7 +53,46 @@ def write_image_shard(root: Path, n_dup: int, copies: int, seed: int) -> list[di
     return rows
 
 
+SUMMARY_MEASURES = {  # name: (path into a result, what it is)
+    "share_above_0.5": (("generations", "share_above_threshold"), "share of generations with top-1 SSCD > 0.5"),
+    "p95": (("generations", "p95"), "p95 top-1 similarity, all prompts"),
+    "p95_duplicated": (("generations_of_duplicated", "p95"), "p95 top-1 similarity, duplicated prompts"),
+    "source_match_duplicated": (("top1_is_source_share", "duplicated"),
+                                "duplicated-prompt generations whose nearest image is their source (chance 0.05)"),
+    "source_match_all": (("top1_is_source_share", "all"), "all generations whose nearest image is their source"),
+}
+
+
+def summarize(paths: list[str]) -> dict:
+    """Per seed and across seeds (median, min, max) for raw and curated: the evidence files of several seeds."""
+    import statistics
+
+    per_seed = []
+    for path in sorted(paths):
+        doc = json.loads(Path(path).read_text())
+        r = doc.get("result", doc)
+        row = {"seed": r["seed"], "file": Path(path).name}
+        for data in ("raw", "curated"):
+            for name, (keys, _) in SUMMARY_MEASURES.items():
+                value = r[data]
+                for k in keys:
+                    value = value[k]
+                row[f"{data}.{name}"] = value
+        per_seed.append(row)
+    spread = {}
+    for col in [c for c in per_seed[0] if "." in c]:
+        values = [row[col] for row in per_seed]
+        spread[col] = {"median": round(statistics.median(values), 4), "min": min(values), "max": max(values)}
+    curated_lower = sum(row["curated.source_match_duplicated"] < row["raw.source_match_duplicated"] for row in per_seed)
+    return {"seeds": len(per_seed), "measures": {k: v[1] for k, v in SUMMARY_MEASURES.items()},
+            "per_seed": per_seed, "spread": spread,
+            "seeds_where_curated_matches_its_source_less_often": curated_lower}
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--summarize"]:  # python -m bench.closed_loop --summarize FILE... (evidence files)
+        print(json.dumps(summarize(sys.argv[2:])))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--dup-images", type=int, default=4)
