@@ -191,8 +191,7 @@ def _cold_caches() -> None:
     wordnet.single_word_lemmas.cache_clear()
     ops._ARROW.clear()
     recaption._context.cache_clear()
-    recaption._read_cluster_captions.cache_clear()
-    recaption._PRIMED.clear()
+    recaption._cluster_captions.cache_clear()
 
 
 if __name__ == "__main__":

@@ -84,3 +84,13 @@ def test_non_english_captions_are_left_alone_by_paraphrase_and_rt():
     assert all(o != e for o, e in zip(out.to_pylist()[3:], english, strict=True))
     assert [ops.rt(c, f"k{i}", 0, ["apple", "river"]) == c for i, c in enumerate(foreign + english)] == \
         [True] * 3 + [False] * 3  # the per-caption function is the same code
+
+
+def test_the_column_language_check_judges_each_row_as_it_judges_it_alone(real_captions):
+    tricky = [None, "", "   ", "2019 i6 3-pack", "東京タワーの夜景", "Chemise slim-fit homme en coton bleu",
+              "Der Hund spielt mit dem Ball im Garten", "a small dog l'amour on the grass", "Café au lait — a cup"]
+    column = pa.array(tricky + real_captions, pa.string())
+    got = protect.english(column)
+    assert got[:7].tolist() == [True, True, True, True, False, False, False]
+    assert got.tolist() == [protect.is_english(c or "") for c in tricky + real_captions]
+    assert 0.9 < got[len(tricky):].mean() < 1  # most real LAION captions are English, not all

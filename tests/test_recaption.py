@@ -190,7 +190,7 @@ def test_stage_cuts_same_image_same_caption_and_ignores_worker_count(sample_run,
     dd = tmp_path / "dd"
     dedup.run(dedup.Options(embeddings=str(sample_run["emb"]), output=str(dd), progress=False))
     one = recaption.run(recaption.Options(dedup=str(dd), output=str(tmp_path / "one"), progress=False))
-    assert not recaption._PRIMED  # the in-process cluster lists are let go with the run
+    assert recaption._cluster_captions.cache_info().currsize == 0  # the cluster lists are let go with the run
     recaption.run(recaption.Options(dedup=str(dd), output=str(tmp_path / "two"), workers=2, progress=False))  # these read them from _work/
     a, b = read_captions(tmp_path / "one"), read_captions(tmp_path / "two")
     assert a == b

@@ -261,12 +261,12 @@ def _rows(tokens: Tokens, only: np.ndarray | None) -> np.ndarray:
 
 
 def _english(captions: pa.Array, rows: np.ndarray) -> np.ndarray:
-    """Which of `rows` hold English captions (a Python pass over those rows only; cached per caption)."""
-    from curate.captions.protect import is_english
+    """Which of `rows` hold English captions (curate/captions/protect.py judges; over those rows only)."""
+    from curate.captions.protect import english
 
     if len(rows) == 0:
         return np.zeros(0, bool)
-    return np.array([is_english(c) for c in _strings(captions).take(pa.array(rows)).to_pylist()], bool)
+    return english(_strings(captions).take(pa.array(rows)))
 
 
 def rt(captions: pa.Array, stream: np.ndarray, vocab: pa.Array, n: int = 2, only: np.ndarray | None = None,

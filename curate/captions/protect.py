@@ -14,6 +14,10 @@ import functools
 import re
 import unicodedata
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 URL = re.compile(r"(?:https?://|ftp://|www\.)\S+|\S+\.(?:com|org|net|de|fr|co\.uk|io|html?|jpe?g|png)\b\S*",
                  re.IGNORECASE)
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -82,14 +86,36 @@ def latin_share(caption: str) -> float:
     return sum("LATIN" in unicodedata.name(ch, "") for ch in letters) / len(letters)
 
 
+# the words a caption's language is judged by: runs of letters (any script) with ' ’ - inside them
+LANGUAGE_SPLIT = r"[^\p{L}'’-]+"  # RE2 (Arrow)
+_EDGE = "'’-"
+
+
+def english(captions: pa.Array) -> np.ndarray:
+    """Which captions are English enough for English word edits, over a whole column: mostly Latin letters, and
+    under a third of their words (of 2 letters or more) foreign. A caption with no words (only numbers or codes)
+    counts as English: nothing to get wrong; a null one too. Words are split in Arrow and each distinct word is
+    judged once (`is_foreign`), so the cost follows the distinct words, not the rows."""
+    caps = pc.fill_null(captions.cast(pa.large_string()), "")
+    n = len(caps)
+    out = np.ones(n, bool)
+    if n == 0:
+        return out
+    for r in np.flatnonzero(~pc.string_is_ascii(caps).to_numpy(zero_copy_only=False)):
+        out[r] = latin_share(caps[int(r)].as_py()) >= 0.7  # ASCII letters are all Latin: only these rows
+    words = pc.split_pattern_regex(pc.utf8_lower(caps), LANGUAGE_SPLIT)
+    row = pc.list_parent_indices(words).to_numpy()
+    flat = pc.utf8_trim(pc.list_flatten(words), _EDGE)
+    keep = pc.greater(pc.utf8_length(flat), 1).to_numpy(zero_copy_only=False)
+    row = row[keep]
+    codes = flat.filter(pa.array(keep)).dictionary_encode()
+    foreign = np.array([is_foreign(w) for w in codes.dictionary.to_pylist()], bool)
+    per_row = np.bincount(row, minlength=n)
+    foreign_per_row = np.bincount(row, weights=foreign[codes.indices.to_numpy()], minlength=n)
+    return out & ((per_row == 0) | (foreign_per_row * 3 < per_row))
+
+
 @functools.lru_cache(maxsize=100_000)
 def is_english(caption: str) -> bool:
-    """Is the caption English enough for English word edits? Mostly Latin letters, and under a third of its
-    words foreign (a caption with no words, only numbers or codes, counts as English: nothing to get wrong)."""
-    if latin_share(caption) < 0.7:
-        return False
-    words = [w.group(0) for w in TOKEN.finditer(caption) if len(w.group(0)) > 1]
-    if not words:
-        return True
-    foreign = sum(is_foreign(w) for w in words)
-    return foreign / len(words) < 1 / 3
+    """`english` of one caption."""
+    return bool(english(pa.array([caption], pa.large_string()))[0])

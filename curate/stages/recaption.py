@@ -64,17 +64,10 @@ def _context(work: str, vocab_name: str, k: int, n: int, rc_n: int, multiword: b
     return ctx
 
 
-_PRIMED: dict[tuple[str, object], tuple[np.ndarray, pa.Array, pa.Array]] = {}  # the global step's, in its process
-
-
-def _cluster_captions(work: str, stamp: object = None) -> tuple[np.ndarray, pa.Array, pa.Array]:
-    """(sorted cluster ids, their caption lists, the same normalised) of the clusters with more than one
-    distinct caption: what the global step made in this process (`stamp` names that file), else read once."""
-    return _PRIMED.get((work, stamp)) or _read_cluster_captions(work, stamp)
-
-
 @functools.cache
-def _read_cluster_captions(work: str, _stamp: object = None) -> tuple[np.ndarray, pa.Array, pa.Array]:
+def _cluster_captions(work: str, _stamp: object = None) -> tuple[np.ndarray, pa.Array, pa.Array]:
+    """(sorted cluster ids, their caption lists, the same normalised) of the clusters with more than one
+    distinct caption, as the global step wrote them (`_stamp` names that file): read once per process."""
     return _sorted_lists(read_table(fs.join(work, "cluster_captions.parquet")))
 
 
@@ -206,7 +199,7 @@ def _distinct_texts(table: pa.Table) -> pa.Table:
         CLUSTER_TEXTS_SCHEMA.names).cast(CLUSTER_TEXTS_SCHEMA)
 
 
-def _global_pass(dedup_dir: str, work: str, vocab_name: str, prime: bool = False) -> int:
+def _global_pass(dedup_dir: str, work: str, vocab_name: str) -> int:
     """Under _work/: the caption lists of dedup's clusters with two or more distinct captions (clusters.parquet,
     kept and dropped members) with their normalised texts, and for `--vocab dataset` the dataset's words.
     Returns the number of sample rows. dedup writes each list without blank captions and with each normalised
@@ -224,9 +217,6 @@ def _global_pass(dedup_dir: str, work: str, vocab_name: str, prime: bool = False
     table = pa.table({"cluster_id": t.column("cluster_id"), "captions": lists, "norms": norms})
     path = fs.join(work, "cluster_captions.parquet")
     fs.write_parquet_atomic(table, path, compression="none")  # read back by each shard task
-    if prime:  # the shards run in this process: they take the table as it is instead of reading it back
-        _PRIMED.clear()
-        _PRIMED[(work, fs.stamp(path))] = _sorted_lists(table)
     samples = fs.list_shards(fs.join(dedup_dir, "samples"))
     if vocab_name == "dataset":  # the only use of every caption at once: samples/ and drops/
         drops = fs.list_shards(fs.join(dedup_dir, "drops")) if fs.exists(fs.join(dedup_dir, "drops")) else []
@@ -252,11 +242,11 @@ def _run(opts: RecaptionOptions) -> dict[str, Any]:
     inputs = fs.list_shards(fs.join(dedup_dir, "samples"))
     fs.ensure_dir(output)
     work = fs.join(output, "_work")
-    total = _global_pass(dedup_dir, work, opts.vocab, prime=opts.workers == 1 and opts.engine == "local")
+    total = _global_pass(dedup_dir, work, opts.vocab)
     try:
         stats = run_stage(STAGE, recaption_shard, inputs, output, opts, rows_total=total, **execution(opts))
     finally:
-        _PRIMED.clear()  # a pipeline goes on in this process (export, train): the lists are not kept for it
+        _cluster_captions.cache_clear()  # a pipeline goes on in this process (export, train): not kept for it
     report = build_report(output, stats, opts)
     fs.write_json_atomic(fs.join(output, "report.json"), report)
     return report
