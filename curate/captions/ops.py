@@ -165,36 +165,44 @@ def _noun_follows(caption: str, end: int, wordnet: Any) -> bool:  # noqa: ANN401
     if end >= len(caption) or caption[end] != " ":
         return False
     nxt = _WORD.match(caption, end + 1)
-    return bool(nxt) and bool(wordnet.synsets(nxt.group(0).lower(), pos="n"))
+    return bool(nxt) and _is_noun(nxt.group(0).lower(), wordnet)
+
+
+@functools.lru_cache(maxsize=200_000)
+def _is_noun(lower: str, wordnet: Any) -> bool:  # noqa: ANN401
+    return bool(wordnet.synsets(lower, pos="n"))
 
 
 def paraphrase(caption: str | None, key: str, seed: int, wordnet: Any, k: int = 2,  # noqa: ANN401
-               multiword: bool = False, variant: int = 0) -> str | None:
+               multiword: bool = False, variant: int = 0, english: bool | None = None) -> str | None:
     """Replace up to k words by synonyms that keep meaning and grammar (`_synonyms_uncached`); everything else
     (case, punctuation, spacing) stays. Only lower-case words in their dictionary form, outside what
     curate/captions/protect.py protects (names, brands, URLs, numbers, foreign words), not joined to another
     word by - / _ or an apostrophe, and not a noun modifying the noun after it; never in a caption that is not
-    English."""
-    if not caption or not caption.strip() or not protect.is_english(caption):
+    English (`english`: what `protect.english` said of it, when the caller judged a whole column)."""
+    if not caption or not caption.strip():
         return caption
-    rng = rng_for(seed, key, "paraphrase", variant)
-    kept = protect.spans(caption)  # URLs, entities, numbers, all caps, names and brands, foreign words
-    candidates = []
+    candidates = []  # the words it would replace, cheapest tests first: most captions have none
+    kept: list[tuple[int, int]] | None = None
     for m in _WORD.finditer(caption):
         w, start, end = m.group(0), m.start(), m.end()
-        lw = w.lower()
-        if len(w) < 3 or w != lw or not w.isascii() or lw in STOPWORDS or lw in NUMBER_WORDS:
-            continue
-        if protect.covered(kept, start, end):
+        if len(w) < 3 or not w.islower() or not w.isascii() or w in STOPWORDS or w in NUMBER_WORDS:
             continue
         if (start > 0 and caption[start - 1] in "-_/'’") or (end < len(caption) and caption[end] in "-_/'’"):
             continue
-        if not _is_lemma(lw, wordnet):  # inflected forms: a lemma's synonym would break agreement
+        if not _is_lemma(w, wordnet):  # inflected forms: a lemma's synonym would break agreement
             continue
-        pos, syns = _synonyms(lw, wordnet, multiword)
+        pos, syns = _synonyms(w, wordnet, multiword)
         if not syns or (pos == "noun" and _noun_follows(caption, end, wordnet)):
             continue
+        if kept is None:
+            kept = protect.spans(caption)  # URLs, entities, numbers, all caps, names and brands, foreign words
+        if protect.covered(kept, start, end):
+            continue
         candidates.append((start, end, w, syns))
+    if not candidates or not (protect.is_english(caption) if english is None else english):
+        return caption
+    rng = rng_for(seed, key, "paraphrase", variant)
     if not candidates:
         return caption
     chosen = sorted(rng.sample(candidates, min(k, len(candidates))))

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.captions import batch, ops
+from curate.captions import batch, ops, protect
 
 TARGETS = ("all", "duplicates", "risk")
 MODEL_SOURCES = ("caption_model", "paraphrase_model")  # entries made by models (curate/captions/models.py)
@@ -61,9 +61,10 @@ def apply_op(op: str, captions: pa.Array, keys: pa.Array, hashes: np.ndarray, se
         caps = captions.take(pa.array(rows)).to_pylist()
         ks = keys.take(pa.array(rows)).to_pylist()
         variants = np.broadcast_to(np.asarray(variant, np.int64), (len(captions),))[rows].tolist()
+        english = protect.english(captions.take(pa.array(rows))).tolist()  # over the column, not per caption
         out = [ops.paraphrase(c, k, seed, context["wordnet"], k=context.get("k", 2),
-                              multiword=context.get("multiword", False), variant=v)
-               for c, k, v in zip(caps, ks, variants, strict=True)]
+                              multiword=context.get("multiword", False), variant=v, english=e)
+               for c, k, v, e in zip(caps, ks, variants, english, strict=True)]
         mask = np.zeros(len(captions), bool)
         mask[rows] = True
         return pc.replace_with_mask(batch._strings(captions), pa.array(mask), pa.array(out, pa.large_string()))
