@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import mmap
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -55,25 +58,57 @@ class EmbeddingSet:
             out[start : start + len(block)] = block
         return out
 
-    def gather(self, rows: np.ndarray) -> np.ndarray:
-        """Rows by global index, read through the memory-mapped shards (no full copy)."""
+    def gather(self, rows: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+        """Rows by global index, as `dtype` (floats), read through a memory map of each shard they fall in that
+        is closed again at once: no full copy, and no shard's pages stay in this process."""
         rows = np.asarray(rows, np.int64)
+        order = None if np.all(rows[1:] >= rows[:-1]) else np.argsort(rows, kind="stable")
+        ordered = rows if order is None else rows[order]
         width = self.dim if self.kind == "float" else self.dim // 8
-        out = np.empty((len(rows), width), np.float32 if self.kind == "float" else np.uint8)
-        shard = np.searchsorted(self.offsets, rows, side="right") - 1
-        for s in np.unique(shard):
-            sel = np.flatnonzero(shard == s)
-            arr = np.load(self.emb_paths[s], mmap_mode="r")
-            local = rows[sel] - self.offsets[s]
-            order = np.argsort(local)
-            block = arr[local[order]]
-            out[sel[order]] = self.transform(block) if self.transform is not None and self.kind == "float" else block
-        return out
+        out = np.empty((len(rows), width), dtype if self.kind == "float" else np.uint8)
+        cut = np.searchsorted(ordered, self.offsets)  # where each shard's rows start among the sorted rows
+        for s, path in enumerate(self.emb_paths):
+            a, b = int(cut[s]), int(cut[s + 1])
+            if a == b:
+                continue
+            block = _read_rows(path, ordered[a:b] - self.offsets[s])
+            out[a:b] = self.transform(block) if self.transform is not None and self.kind == "float" else block
+        if order is None:
+            return out
+        result = np.empty_like(out)
+        result[order] = out
+        return result
 
     def load_text(self) -> np.ndarray | None:
         if any(p is None for p in self.text_paths):
             return None
         return np.concatenate([np.load(p).astype(np.float32) for p in self.text_paths if p is not None])
+
+
+@functools.lru_cache(maxsize=4096)
+def _npy_layout(path: str, size: int, mtime: int) -> tuple[int, np.dtype, tuple[int, ...]]:
+    """(data offset, dtype, shape) of a C-ordered .npy file, from its header (read once per file version)."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        fmt = np.lib.format
+        shape, fortran, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
+        if fortran:
+            raise CurateError(f"{path}: a Fortran-ordered array; curate embed writes C order")
+        return f.tell(), dtype, shape
+
+
+def _read_rows(path: str, local: np.ndarray) -> np.ndarray:
+    """Rows of a .npy file (sorted local indices), copied out of a memory map that is closed at once."""
+    st = os.stat(path)
+    offset, dtype, shape = _npy_layout(path, st.st_size, st.st_mtime_ns)
+    count = int(np.prod(shape))
+    if count == 0:
+        return np.empty((0, *shape[1:]), dtype)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        view = np.frombuffer(mm, dtype, count=count, offset=offset).reshape(shape)
+        rows = view[local]
+        del view  # the map can close only once no array points into it
+    return rows
 
 
 def open_embeddings(root: str) -> EmbeddingSet:
