@@ -81,6 +81,10 @@ def test_non_english_captions_are_left_alone_by_paraphrase_and_rt():
     hashes = pool.batch.key_hashes(keys)
     out = pool.apply_op("rt", captions, keys, hashes, 0, {"vocab": ["apple", "river", "stone"], "n": 2}, 0)
     assert out.to_pylist()[:3] == foreign
+    # inside the pools too: rt adds nothing to a foreign caption's pool
+    for i, caption in enumerate(foreign + english):
+        made, how = pool.build_pool(caption, f"k{i}", 0, [], ("rt",), 5, {"vocab": ["apple", "river", "stone"]})
+        assert (made, how) == ([caption], ["original"]) if i < 3 else len(made) > 1
     assert all(o != e for o, e in zip(out.to_pylist()[3:], english, strict=True))
     assert [ops.rt(c, f"k{i}", 0, ["apple", "river"]) == c for i, c in enumerate(foreign + english)] == \
         [True] * 3 + [False] * 3  # the per-caption function is the same code
