@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from curate.captions import models, sources, tiny_models
+from curate.captions import models, tiny_models
 from curate.cli import cli
 from curate.errors import CurateError
+from curate.io import image_shards
 from curate.io.images import decode_image
 from curate.stages import dedup, recaption
 
@@ -46,26 +47,31 @@ def test_caption_model_adds_each_targeted_images_captions_and_caches_them(sample
                 pool_size=8, device="cpu", progress=False)
     report = recaption.run(recaption.Options(output=str(tmp_path / "a"), **opts))
     rows = rows_of(tmp_path / "a")
-    # what the model makes for each image, computed here from the tar's bytes with the model loaded afresh
+    # every image read here independently of recaption: by key, from every download shard
+    images = {row["key"]: data for path in image_shards.shard_files(str(sample_run["images"]))
+              for row, data in image_shards.iter_image_samples(path)}
+    sha = {key: hashlib.sha256(data).hexdigest() for key, data in images.items()}
+    cache = models.Cache()
     direct = models.Captioner(tiny["blip"], 3, "cpu")
-    wanted = {}
-    for r in rows:
-        wanted.setdefault(r["shard"], set()).add(r["key"])
-    images = sources.read_images(str(sample_run["images"]), wanted)
+    stored = cache.get(direct.key, sorted({sha[r["key"]] for r in rows}))
     made = 0
     for r in rows:
         entries = [c for c, how in zip(r["captions"], r["ops"], strict=True) if how == "caption_model"]
         if not r["targeted"]:
             assert not entries
             continue
-        (expected,) = direct([decode_image(images[(r["shard"], r["key"])])[0]])
-        assert expected and set(entries) <= set(expected)  # minus texts already in the pool
+        # the cache holds this row's own image's captions (a row given another image would miss or differ),
+        # and they are what the model makes of that image, computed here afresh
+        expected = stored[sha[r["key"]]]
+        assert expected == direct([decode_image(images[r["key"]])[0]])[0] and expected
+        assert set(entries) <= set(expected)  # minus texts already in the pool
         assert r["ops"][0] != "caption_model"  # the same for every copy of an image: never the caption to use
         made += len(entries)
+    cache.close()
     assert made > 0 and report["pool_entries_by_op"]["caption_model"] == made
     m = report["models"]
     assert m["made_by"] == {"caption_model": tiny["blip"]}
-    shas = {hashlib.sha256(images[(r["shard"], r["key"])]).hexdigest() for r in rows if r["targeted"]}
+    shas = {sha[r["key"]] for r in rows if r["targeted"]}
     assert m["caption_model_images"] == sum(r["targeted"] for r in rows) and m["caption_model_generated"] == len(shas)
     meta = pq.read_schema(next((tmp_path / "a" / "captions").glob("*.parquet"))).metadata
     assert json.loads(meta[b"curate.models"]) == {"caption_model": tiny["blip"]}

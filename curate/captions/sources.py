@@ -1,5 +1,6 @@
 """The models' entries for a shard's targeted rows (recaption's `--caption-model` / `--paraphrase-model`): the
-images are read from the `curate download` shards the rows name (dedup's `shard` column is the image shard),
+images are read from the `curate download` shards the rows name (dedup's `shard` column is the image shard's
+place in the download output, as embed numbered it),
 each decoded as embed decodes it; the captions are the rows' own."""
 
 from __future__ import annotations
@@ -16,19 +17,10 @@ from curate.io import image_shards
 from curate.io.images import decode_image
 
 
-def sidecars_by_number(images: str) -> dict[int, str]:
-    """A download output's sidecar files by shard number (`00003.parquet` is shard 3)."""
-    out = {}
-    for path in image_shards.shard_files(images):
-        stem = path.rsplit("/", 1)[-1].split(".", 1)[0]
-        if stem.isdigit():
-            out[int(stem)] = path
-    return out
-
-
 def read_images(images: str, wanted: dict[int, set[str]]) -> dict[tuple[int, str], bytes]:
-    """The image bytes of the wanted keys, by (shard, key): one streamed pass over each named shard."""
-    sidecars = sidecars_by_number(images)
+    """The image bytes of the wanted keys, by (shard, key): one streamed pass over each named shard. A shard's
+    number is its place among the download output's shard files, as the executor numbered them for embed."""
+    sidecars = dict(enumerate(image_shards.shard_files(images)))
     found: dict[tuple[int, str], bytes] = {}
     for shard, keys in sorted(wanted.items()):
         path = sidecars.get(shard)
