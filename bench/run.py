@@ -26,8 +26,7 @@ BENCHES = {
         ["bench.realscale", "--n", "50000"],
     ],
     "copydetect": [
-        ["bench.copydetect", "--originals", "400"],
-        ["bench.copy_light"],
+        ["bench.copydetect"],
     ],
     "recaption": [
         ["bench.recaption", "--n", "1000000"],
@@ -43,8 +42,8 @@ BENCHES = {
 SMOKE = {
     "bench.embed": ["--n", "24", "--batch-size", "8"],
     "bench.dedup": ["--n", "20000", "--dim", "32", "--queries", "50", "--baseline-queries", "200"],
-    "bench.copydetect": ["--originals", "8"],
-    "bench.copy_light": ["--dev-originals", "6", "--heldout-groups", "4", "--copies", "2"],
+    "bench.copydetect": ["--per-source", "3", "--heldout", "4", "--copies", "1", "--backends", "effnet-lite0,phash",
+                         "--dev-sources", "bundled,tuxpaint"],
     "bench.realscale": ["--n", "600"],
     "bench.recaption": ["--n", "3000", "--repeat", "1"],
     "bench.caption_models": ["--images", "8", "--captions", "16"],

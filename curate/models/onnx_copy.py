@@ -13,7 +13,7 @@ rounded to a multiple of 32 px (at most 16 px, ~4% of a 4:3 image) so that a bat
 shapes rather than one per image (`ImageEmbedder.embed` runs same-shaped images together). `resize` crop,
 resize or pad give one square shape instead. Default sizes (SSCD's paper uses 288): 256 for `sscd` and 224 for
 `sscd-distilled`, where they embed download shards end to end on 2 cores at 35-38 and 122-144 images/s (27-28
-and 88-93 at 288; bench/evidence/embed_sscd.json) and score the held-out light copies of bench/copy_light.py
+and 88-93 at 288; bench/evidence/embed_sscd.json) and score the held-out light copies of bench/copy_light.py (now bench/copydetect.py)
 within 0.012 pair F1 of 288 (`--size 288` for the paper's setting).
 """
 

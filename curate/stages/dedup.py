@@ -39,7 +39,7 @@ STAGE = "dedup"
 
 HUB_REPORT_THRESHOLDS = (0.0, 0.05, 0.1, 0.2)
 COPY_REPORT_THRESHOLDS = (0.5, 0.75, 0.95)  # SSCD units: the research's replication, DISC21's copy, duplicate
-# SSCD family: best pair F1 on bench/copy_light.py's development photos lay at 0.56 (sscd) and 0.64 (the
+# SSCD family: best pair F1 on the light-copy benchmark's development photos (bench/evidence/copy_light.json) lay at 0.56 (sscd) and 0.64 (the
 # student), and 0.54-0.58 on bench/copydetect.py's stacked copies; the held-out wallpapers are read at 0.60
 COPY_THRESHOLD = 0.60
 
