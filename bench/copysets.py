@@ -270,10 +270,11 @@ def stacked_copy(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Imag
 
 
 def build(entries: list[tuple[str, str, list[Image.Image]]], style: str, copies: int, seed: int,
-          scene_share: float = 0.1) -> CopySet:
+          scene_share: float = 0.1, heavy_groups: int = 6, heavy_copies: int = 40) -> CopySet:
     """A set from (source, family, images) entries: each original, the package's own copies, and `copies` copies
-    made in `style` (light: each a different single transform; stacked: 2-3 stacked each). A `scene_share` of the
-    wide originals are replaced by their left and right thirds, two groups of one family."""
+    made in `style` (light: each a different single transform; stacked: 2-3 stacked each; heavy: the first
+    `heavy_groups` pictures get `heavy_copies` copies, light and stacked in turn, the others none). A
+    `scene_share` of the wide originals are replaced by their left and right thirds, two groups of one family."""
     rng = np.random.default_rng(seed)
     out = CopySet()
     g = 0
@@ -288,7 +289,14 @@ def build(entries: list[tuple[str, str, list[Image.Image]]], style: str, copies:
             out.add(pic, g, family, how, source)
             for s in shipped:
                 out.add(s, g, family, "shipped", source)
-            if style == "light":
+            if style == "heavy":  # the research's case: a few pictures with many copies, the rest once
+                if g < heavy_groups:
+                    for c in range(heavy_copies):
+                        if c % 2:
+                            out.add(light_copy(pic, str(rng.choice(LIGHT)), rng), g, family, "light", source)
+                        else:
+                            out.add(stacked_copy(pic, rng)[0], g, family, "stacked", source)
+            elif style == "light":
                 for kind in rng.choice(LIGHT, size=min(copies, len(LIGHT)), replace=False):
                     out.add(light_copy(pic, str(kind), rng), g, family, str(kind), source)
             else:
