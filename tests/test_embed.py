@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -228,3 +231,19 @@ def test_embed_the_downloaded_sample_copies_near_their_sources(tmp_path):
         other_sims.append(max(others))
     assert np.mean(copy_sims) > 0.7 > 0.45 > np.mean(other_sims)
     assert np.mean(np.array(copy_sims) > np.array(other_sims)) >= 0.85
+
+
+def test_model_threads_follow_omp_num_threads_then_the_cpus_this_process_may_use(monkeypatch):
+    """ONNX Runtime reads neither OMP_NUM_THREADS (Dask's nanny sets 1 per worker) nor the process's affinity
+    or cgroup quota; a pool sized to the host's CPUs in every worker starved a 2-worker cluster."""
+    from curate.models.base import cpu_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cpu_threads() == 1
+    assert load_image_model("effnet-lite0").session.get_session_options().intra_op_num_threads == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert 1 <= cpu_threads() <= len(os.sched_getaffinity(0))
+    pinned = subprocess.run(["taskset", "-c", "0", sys.executable, "-c",
+                             "from curate.models.base import cpu_threads; print(cpu_threads())"],
+                            capture_output=True, text=True, check=True, env={k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"})
+    assert pinned.stdout.strip() == "1"

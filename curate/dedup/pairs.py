@@ -127,10 +127,33 @@ class PartitionResult:
     nn_sim: np.ndarray
 
 
+# OpenBLAS's sgemm sums in an order that depends on its thread count (0.3.31: up to 5e-5 apart on 512-d rows),
+# so a Dask worker (one thread) and the local loop (all cores) would report different similarities. The matmul
+# only proposes: candidates within SLACK of the threshold or of a row's best are re-scored by `row_dots`.
+SLACK = 1e-3
+
+
+def row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot products in numpy's own loop (not BLAS): the same bits whatever the thread count."""
+    return np.einsum("ij,ij->i", a, b)
+
+
+def _nonzero_rows(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.nonzero of a sparse 2-D mask, scanning only the rows that hold a True (np.nonzero over a whole
+    4096 x 12000 block costs several times the comparison that made it)."""
+    counts = np.count_nonzero(mask, axis=1)
+    rows = np.flatnonzero(counts)
+    if len(rows) == len(mask):
+        return np.nonzero(mask)
+    _, c = np.nonzero(mask[rows])
+    return np.repeat(rows, counts[rows]), c
+
+
 def partition_block(x: np.ndarray, members: np.ndarray, n: int, threshold: float,
                     row_block: int = 4096) -> PartitionResult:
     """Dense similarities inside one partition: `x` holds the float32 vectors of the sorted global rows
-    `members`. A pure function of its inputs, so a Dask task computes exactly what the local loop does."""
+    `members`. A pure function of its inputs whatever the BLAS thread count, so a Dask task computes exactly
+    what the local loop does: the matmul proposes, `row_dots` scores what is reported."""
     codes, ss = [], []
     nn = np.full(len(members), -1, np.int64)
     nn_sim = np.full(len(members), -np.inf, np.float32)
@@ -138,14 +161,26 @@ def partition_block(x: np.ndarray, members: np.ndarray, n: int, threshold: float
         sims = x[r0 : r0 + row_block] @ x.T
         local = np.arange(r0, r0 + len(sims))
         sims[np.arange(len(sims)), local] = -np.inf  # not itself
+        # each row's best: every column near the row's maximum, re-scored; ties go to the lower column
         best = sims.argmax(axis=1)
-        nn[local] = members[best]
-        nn_sim[local] = sims[np.arange(len(sims)), best]
-        r, c = np.nonzero(sims >= threshold)
+        near = sims >= (sims[np.arange(len(sims)), best] - SLACK)[:, None]
+        tied = np.count_nonzero(near, axis=1) > 1  # rare: only those rows are scanned for their near-ties
+        r_tie, c_tie = _nonzero_rows(near[tied])
+        one = np.flatnonzero(~tied)
+        r = np.concatenate([one, np.flatnonzero(tied)[r_tie]])
+        c = np.concatenate([best[one], c_tie])
+        exact = row_dots(x[local[r]], x[c])
+        order = np.lexsort((c, -exact, r))
+        first = order[np.r_[True, r[order][1:] != r[order][:-1]]]
+        nn[local[r[first]]] = members[c[first]]
+        nn_sim[local[r[first]]] = exact[first]
+        r, c = _nonzero_rows(sims >= threshold - SLACK)
         keep = c > local[r]  # members are sorted, so c > r means j > i
         r, c = r[keep], c[keep]
-        codes.append(members[local[r]] * n + members[c])
-        ss.append(sims[r, c])
+        exact = row_dots(x[local[r]], x[c])
+        hit = exact >= threshold
+        codes.append(members[local[r[hit]]] * n + members[c[hit]])
+        ss.append(exact[hit])
     return PartitionResult(np.concatenate(codes), np.concatenate(ss).astype(np.float32), members, nn, nn_sim)
 
 

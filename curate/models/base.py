@@ -12,17 +12,16 @@ from PIL import Image
 
 def cpu_threads() -> int:
     """Threads a model runtime should use in this process: OMP_NUM_THREADS where it is set (Dask's nanny sets 1
-    in every worker, and a job scheduler sets the cores it gave), else the CPUs this process may run on (its
-    affinity, not the host's count: a container or `taskset` gives fewer). ONNX Runtime does not read
-    OMP_NUM_THREADS itself, and its spinning pool with one thread per host CPU in each of several workers
-    starves them all."""
+    in every worker, and a job scheduler sets the cores it gave), else the CPUs this process may use: its
+    affinity and its cgroup's CPU quota (joblib's count), not the host's CPU count, which a container with a
+    2-CPU quota on a 64-core host would report. ONNX Runtime reads neither itself, and its spinning pool with
+    one thread per host CPU in each of several workers starves them all."""
     hint = os.environ.get("OMP_NUM_THREADS", "").strip()
     if hint.isdigit() and int(hint) > 0:
         return int(hint)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    import joblib
+
+    return max(1, joblib.cpu_count())
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
