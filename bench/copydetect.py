@@ -8,8 +8,10 @@ research's case of a heavily duplicated image, where the question is whether its
 photo's two outer thirds).
 
 Every image goes through the real stages: written as a download-style shard, `curate embed` per backend, then
-`curate dedup` with its defaults (the literal default configuration, read from its output), and sweeps over
-the same candidate pairs (`find_pairs`, k 32) with each linkage and score. A threshold is chosen on `dev` only
+`curate dedup` with its defaults (the literal default configuration, read from its output) and with
+`--score hub`, `--templates` and both (each at its default threshold, timed), and sweeps over the same
+candidate pairs (`find_pairs`, k 32) with each linkage and score (hub scores also with raw pairs at or above
+0.9 / 0.8 / 0.7 kept raw, the bypass that would keep heavily copied pictures whole). A threshold is chosen on `dev` only
 and read on `heldout`; the held-out figure is the honest one. Reported per set: pair precision / recall / F1,
 the share of copies clustered with their original per transform kind, and the false pairs between
 look-alikes. `python -m bench.copydetect` prints one JSON object.
@@ -21,6 +23,7 @@ import argparse
 import io
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +44,7 @@ BACKENDS = {  # name: (embed model, embed options)
 }
 LINKAGES = ("components", "mutual", "leader")
 STYLES = ("light", "stacked", "heavy")
+STRONG = (0.9, 0.8, 0.7)
 
 
 def write_shard(cs: CopySet, folder: Path) -> None:
@@ -100,12 +104,13 @@ def cluster_ids(dedup_out: Path, n: int) -> np.ndarray:
     return labels
 
 
+def labels_at(pairs, n: int, t: float, linkage: str) -> np.ndarray:  # noqa: ANN001
+    p = pairs.above(t)
+    return link(n, p.i, p.j, p.sim, linkage, 3)
+
+
 def sweep(pairs, n: int, thresholds: list[float], linkage: str, cs: CopySet) -> dict[float, dict]:  # noqa: ANN001
-    out = {}
-    for t in thresholds:
-        p = pairs.above(t)
-        out[t] = evaluate(link(n, p.i, p.j, p.sim, linkage, 3), cs)
-    return out
+    return {t: evaluate(labels_at(pairs, n, t, linkage), cs) for t in thresholds}
 
 
 def run_backend(name: str, sets: dict[str, CopySet], work: Path) -> dict:
@@ -118,21 +123,34 @@ def run_backend(name: str, sets: dict[str, CopySet], work: Path) -> dict:
     model, kw = BACKENDS[name]
     result: dict = {}
     emb_dirs = {}
+    start = time.perf_counter()
     for s in sets:
         emb_dirs[s] = work / "emb" / name.replace("/", "-") / s
         embed.run(embed.Options(images=str(work / "images" / s), output=str(emb_dirs[s]), model=model,
                                 progress=False, **kw))
+    result["embed_seconds"] = round(time.perf_counter() - start, 1)  # 0 when --work held them already
     first = open_embeddings(str(next(iter(emb_dirs.values()))))
     kind = first.kind
     default_t = default_threshold(kind, model)
     result["default_threshold"] = default_t
     # the literal defaults of `curate dedup`
-    result["dedup_defaults"] = {}
-    for s, cs in sets.items():
-        out = work / "dedup" / name.replace("/", "-") / s
-        dedup.run(dedup.Options(embeddings=str(emb_dirs[s]), output=str(out), progress=False, save_index=False,
-                                overwrite=True))
-        result["dedup_defaults"][s] = evaluate(cluster_ids(out, len(cs.images)), cs)
+    # and the stage's own alternatives: --templates (frames found by their pixels, the framed picture compared)
+    # with raw and hub scores, each at its default threshold
+    configs = {"dedup_defaults": {}}
+    if kind != "bits":
+        configs |= {"dedup --score hub": {"score": "hub"}, "dedup --templates": {"templates": True},
+                    "dedup --score hub --templates": {"score": "hub", "templates": True}}
+    for conf, extra in configs.items():
+        result[conf] = {}
+        start = time.perf_counter()
+        for s, cs in sets.items():
+            out = work / "dedup" / name.replace("/", "-") / conf.replace(" ", "").replace("-", "_") / s
+            if extra.get("templates"):
+                extra = {**extra, "images": str(work / "images" / s)}
+            dedup.run(dedup.Options(embeddings=str(emb_dirs[s]), output=str(out), progress=False,
+                                    save_index=False, overwrite=True, **extra))
+            result[conf][s] = evaluate(cluster_ids(out, len(cs.images)), cs)
+        result[conf]["seconds"] = round(time.perf_counter() - start, 1)  # every set, this configuration
     floor = 0.5 if kind == "bits" else 0.3
     grid = [round(x, 2) for x in np.arange(floor, 0.99, 0.02)]
     hub_grid = [round(x, 3) for x in np.arange(0.0, 0.3, 0.01)]
@@ -144,6 +162,9 @@ def run_backend(name: str, sets: dict[str, CopySet], work: Path) -> dict:
     scorings = {"raw": (cand, grid)}
     if kind != "bits":
         scorings["hub"] = ({s: hub_scored(p, len(sets[s].images), 5, 1.0, 0.5) for s, p in cand.items()}, hub_grid)
+        for strong in STRONG:  # raw pairs at or above `strong` keep their raw score (heavy groups are all hubs)
+            scorings[f"hub-strong{strong}"] = ({s: hub_scored(p, len(sets[s].images), 5, 1.0, 0.5, strong)
+                                               for s, p in cand.items()}, hub_grid)
     for score, (pairs, thresholds) in scorings.items():
         for linkage in LINKAGES:
             dev = sweep(pairs["dev_stacked"], len(sets["dev_stacked"].images), thresholds, linkage,
@@ -153,8 +174,7 @@ def run_backend(name: str, sets: dict[str, CopySet], work: Path) -> dict:
             best = max(thresholds, key=lambda t: dev[t]["f1"] + dev_l[t]["f1"])
             row: dict = {"best_threshold_on_dev": best}
             for s, cs in sets.items():
-                p = pairs[s].above(best)
-                row[s] = evaluate(link(len(cs.images), p.i, p.j, p.sim, linkage, 3), cs)
+                row[s] = evaluate(labels_at(pairs[s], len(cs.images), best, linkage), cs)
             result[f"{score}/{linkage}"] = row
     return result
 
