@@ -270,6 +270,23 @@ def test_partition_similarities_do_not_depend_on_the_blas_thread_count():
     assert np.allclose(one.sims, np.einsum("ij,ij->i", x[i], x[j]), atol=0) and (one.sims >= 0.9).all()
 
 
+def test_the_driver_reads_no_urls_of_the_rows(tmp_path):
+    """#18: key/url/caption of every row on the driver is what grows with N; dedup and audit never use url or
+    input_row, so open_embeddings leaves them in the shards (LAION's URLs are half of that text)."""
+    x = planted(n_base=300)
+    write_embed_dir(tmp_path / "emb", x, shards=2)
+    for mp in sorted((tmp_path / "emb" / "metadata").glob("*.parquet")):
+        t = pq.read_table(mp)
+        t = t.append_column("url", pa.array([f"https://example.com/{k}.jpg" for k in t.column("key").to_pylist()]))
+        pq.write_table(t.append_column("input_row", pa.array(range(t.num_rows), pa.int64())), mp)
+    emb = open_embeddings(str(tmp_path / "emb"))
+    assert {"key", "shard", "caption"} <= set(emb.metadata.column_names)
+    assert not {"url", "input_row"} & set(emb.metadata.column_names)
+    dedup.run(dedup.Options(embeddings=str(tmp_path / "emb"), output=str(tmp_path / "dd"), threshold=0.9, progress=False))
+    rows = read_samples(tmp_path / "dd")
+    assert len(rows) == len(x) and max(r["dup_count"] for r in rows) == 51  # the planted group of 50 + its base
+
+
 def test_rows_are_read_from_the_shards_as_the_full_copy_holds_them(tmp_path):
     """Partition mode reads each partition's rows from the memory-mapped shards (no N x d copy): any rows, in
     any order, repeated, across shard borders, with a transform, equal the full copy's."""
