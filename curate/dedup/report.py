@@ -58,7 +58,8 @@ def build_report(rows: dict[str, Any], pairs: Pairs, clusters: pa.Table, opts: A
     dup_clusters = int((size > 1).sum())
     risk = np.asarray(rows["memorization_risk"])
     top = np.argsort(-risk, kind="stable")[:20]
-    captions = emb.metadata.column("caption").to_pylist() if "caption" in emb.metadata.column_names else [None] * n
+    # captions stay in Arrow: the report shows a few dozen, and a Python list of every row's is ~1 GB at 12M rows
+    captions = emb.metadata.column("caption") if "caption" in emb.metadata.column_names else pa.nulls(n, pa.string())
     report: dict[str, Any] = {
         "model": manifest.get("model"), "kind": emb.kind, "samples": n, "threshold": threshold,
         "score": opts.score,
@@ -75,7 +76,7 @@ def build_report(rows: dict[str, Any], pairs: Pairs, clusters: pa.Table, opts: A
         "cluster_size_counts": {str(k): int(v) for k, v in zip(*np.unique(size, return_counts=True), strict=True)},
         "risk_top": [{"key": rows["key"][r], "dup_count": int(rows["dup_count"][r]),
                       "cluster_captions": int(rows["cluster_captions"][r]), "memorization_risk": float(risk[r]),
-                      "caption": captions[r]} for r in top if risk[r] > 0],
+                      "caption": captions[int(r)].as_py()} for r in top if risk[r] > 0],
         "against": opts.against,
         "corpus_duplicates": sum(1 for r in range(n) if rows["corpus_key"][r]
                                  and rows["duplicate_of"][r] == rows["corpus_key"][r]),
@@ -85,13 +86,13 @@ def build_report(rows: dict[str, Any], pairs: Pairs, clusters: pa.Table, opts: A
 
 
 def _write_html(report: dict[str, Any], rows: dict[str, Any], pairs: Pairs, clusters: pa.Table,
-                captions: list[str | None], output: str, images: str | None) -> None:
+                captions: pa.ChunkedArray | pa.Array, output: str, images: str | None) -> None:
     size = clusters.column("size").to_numpy()
     order = np.argsort(-size, kind="stable")[:10]
     order = [c for c in order if size[c] > 1]
     keys_of = clusters.column("keys").to_pylist()
-    caption_of = dict(zip(rows["key"], captions, strict=True))
     shown = {k for c in order for k in keys_of[c][:8]}
+    caption_of = {k: captions[r].as_py() for r, k in enumerate(rows["key"]) if k in shown}
     thumbs = _thumbs(images, shown)
     size_png = plots.histogram(size[size > 1] if (size > 1).any() else size, "Duplicate cluster sizes",
                                "members per cluster", bins=30, log=True)

@@ -111,9 +111,8 @@ def cluster(emb: EmbeddingSet, pairs: Pairs, opts: DedupOptions, threshold: floa
     meta = emb.metadata
     n = emb.n
     keys = [str(k) for k in meta.column("key").to_pylist()]
-    caption_col = (meta.column("caption").combine_chunks() if "caption" in meta.column_names
-                   else pa.nulls(n, pa.string()))
-    captions = caption_col.to_pylist()
+    caption_col = (meta.column("caption").combine_chunks().cast(pa.string()) if "caption" in meta.column_names
+                   else pa.nulls(n, pa.string()))  # stays in Arrow (a Python list of them is ~1 GB at 12M rows)
     p = pairs.above(threshold)
     labels = link(n, p.i, p.j, p.sim, opts.linkage, opts.mutual_k)
     size = np.bincount(labels)[labels]
@@ -145,7 +144,7 @@ def cluster(emb: EmbeddingSet, pairs: Pairs, opts: DedupOptions, threshold: floa
     return {
         "key": keys,
         "shard": np.asarray(meta.column("shard").to_numpy(), np.int64),
-        "caption": captions,
+        "caption": caption_col,
         "cluster_id": labels,
         "dup_count": size,
         "nearest_key": nn_key,
