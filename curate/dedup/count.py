@@ -81,13 +81,14 @@ def cluster_captions(labels: np.ndarray, captions: pa.Array | list[str | None], 
     return CaptionCounts(exact, nearc, lists)
 
 
-def representatives(labels: np.ndarray, policy: str, seed: int, keys: list[str],
+def representatives(labels: np.ndarray, policy: str, seed: int, keys: list[str] | pa.Array,
                     area: np.ndarray | None = None, aesthetic: np.ndarray | None = None) -> np.ndarray:
     """One representative per cluster (bool mask). Ties and `random` are decided by hashes of the keys, so the
     choice does not depend on shard order or worker count."""
     n = len(labels)
     tiebreak = np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{k}".encode(), digest_size=8).digest(), "big")
-                         for k in keys], dtype=np.uint64) if policy == "random" else np.arange(n, dtype=np.uint64)
+                         for k in (keys.to_pylist() if isinstance(keys, pa.Array) else keys)], dtype=np.uint64) \
+        if policy == "random" else np.arange(n, dtype=np.uint64)
     if policy == "first" or policy == "random":
         score = np.zeros(n)
     elif policy == "largest":

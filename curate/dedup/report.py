@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curate.dedup.link import link
 from curate.dedup.pairs import Pairs
@@ -74,12 +75,12 @@ def build_report(rows: dict[str, Any], pairs: Pairs, clusters: pa.Table, opts: A
                                     "samples": int(size[same & (size > 1)].sum())},
         "largest_cluster": int(size.max()) if len(size) else 0,
         "cluster_size_counts": {str(k): int(v) for k, v in zip(*np.unique(size, return_counts=True), strict=True)},
-        "risk_top": [{"key": rows["key"][r], "dup_count": int(rows["dup_count"][r]),
+        "risk_top": [{"key": rows["key"][int(r)].as_py(), "dup_count": int(rows["dup_count"][r]),
                       "cluster_captions": int(rows["cluster_captions"][r]), "memorization_risk": float(risk[r]),
                       "caption": captions[int(r)].as_py()} for r in top if risk[r] > 0],
         "against": opts.against,
-        "corpus_duplicates": sum(1 for r in range(n) if rows["corpus_key"][r]
-                                 and rows["duplicate_of"][r] == rows["corpus_key"][r]),
+        "corpus_duplicates": int(pc.sum(pc.fill_null(pc.equal(rows["duplicate_of"], rows["corpus_key"]),
+                                                      False)).as_py() or 0),
     }
     _write_html(report, rows, pairs, clusters, captions, output, images)
     return report
@@ -90,9 +91,12 @@ def _write_html(report: dict[str, Any], rows: dict[str, Any], pairs: Pairs, clus
     size = clusters.column("size").to_numpy()
     order = np.argsort(-size, kind="stable")[:10]
     order = [c for c in order if size[c] > 1]
-    keys_of = clusters.column("keys").to_pylist()
+    keys_of = dict(zip(order, clusters.column("keys").take(pa.array(order, pa.int64())).to_pylist(), strict=True))
     shown = {k for c in order for k in keys_of[c][:8]}
-    caption_of = {k: captions[r].as_py() for r, k in enumerate(rows["key"]) if k in shown}
+    at_rows = np.flatnonzero(pc.is_in(rows["key"], value_set=pa.array(sorted(shown), pa.string())).to_numpy(
+        zero_copy_only=False))
+    caption_of = dict(zip(rows["key"].take(pa.array(at_rows)).to_pylist(),
+                          captions.take(pa.array(at_rows)).to_pylist(), strict=True))
     thumbs = _thumbs(images, shown)
     size_png = plots.histogram(size[size > 1] if (size > 1).any() else size, "Duplicate cluster sizes",
                                "members per cluster", bins=30, log=True)

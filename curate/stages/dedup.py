@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
@@ -110,7 +111,7 @@ def cluster(emb: EmbeddingSet, pairs: Pairs, opts: DedupOptions, threshold: floa
     """Everything per row, as columns (global row order)."""
     meta = emb.metadata
     n = emb.n
-    keys = [str(k) for k in meta.column("key").to_pylist()]
+    keys = meta.column("key").combine_chunks().cast(pa.string())  # Arrow, like the captions: no Python list per row
     caption_col = (meta.column("caption").combine_chunks().cast(pa.string()) if "caption" in meta.column_names
                    else pa.nulls(n, pa.string()))  # stays in Arrow (a Python list of them is ~1 GB at 12M rows)
     p = pairs.above(threshold)
@@ -140,7 +141,7 @@ def cluster(emb: EmbeddingSet, pairs: Pairs, opts: DedupOptions, threshold: floa
             dup_sim[m] = 1.0 - np.unpackbits(np.bitwise_xor(a, lead), axis=1).sum(axis=1) / emb.dim
         else:
             dup_sim[m] = np.einsum("ij,ij->i", a, lead)
-    nn_key = [keys[j] if j >= 0 else None for j in pairs.nn]
+    nn_key = keys.take(pa.array(pairs.nn, mask=pairs.nn < 0))
     return {
         "key": keys,
         "shard": np.asarray(meta.column("shard").to_numpy(), np.int64),
@@ -151,12 +152,12 @@ def cluster(emb: EmbeddingSet, pairs: Pairs, opts: DedupOptions, threshold: floa
         "nearest_sim": np.where(np.isfinite(pairs.nn_sim), pairs.nn_sim, np.nan).astype(np.float32),
         "is_representative": rep,
         "keep": rep.copy(),
-        "duplicate_of": [None if rep[r] else keys[leader_of[r]] for r in range(n)],
+        "duplicate_of": keys.take(pa.array(leader_of, mask=rep)),
         "duplicate_sim": np.where(rep, np.nan, dup_sim).astype(np.float32),
         "cluster_captions": distinct,
         "cluster_same_caption": (size > 1) & (distinct == 1),
         "memorization_risk": count.risk(size, distinct),
-        "corpus_key": [None] * n,
+        "corpus_key": pa.nulls(n, pa.string()),
         "corpus_sim": np.full(n, np.nan, np.float32),
         "_caption_counts": caption_counts,
     }
@@ -175,18 +176,20 @@ def check_against(rows: dict[str, Any], emb: EmbeddingSet, against: str, thresho
                           f"these are {emb.kind} of dimension {emb.dim} (embed both with the same model)")
     path = fs.join(against, "index", "index.faiss")
     index = faiss.read_index_binary(path) if emb.kind == "bits" else faiss.read_index(path)
-    corpus_keys = read_table(fs.join(against, "index", "keys.parquet")).column("key").to_pylist()
+    corpus_keys = read_table(fs.join(against, "index", "keys.parquet")).column("key").combine_chunks().cast(pa.string())
+    ids = np.full(emb.n, -1, np.int64)
+    sims = np.full(emb.n, np.nan, np.float32)
     for start, block in emb.iter_blocks():
-        sims, ids = idx.search(index, block, 1)
-        for r in range(len(block)):
-            g = start + r
-            if ids[r, 0] >= 0:
-                rows["corpus_key"][g] = corpus_keys[ids[r, 0]]
-                rows["corpus_sim"][g] = sims[r, 0]
-                if sims[r, 0] >= threshold:
-                    rows["keep"][g] = False
-                    rows["duplicate_of"][g] = corpus_keys[ids[r, 0]]
-                    rows["duplicate_sim"][g] = sims[r, 0]
+        s, i = idx.search(index, block, 1)
+        ids[start : start + len(block)], sims[start : start + len(block)] = i[:, 0], s[:, 0]
+    found = ids >= 0
+    corpus_key = corpus_keys.take(pa.array(np.where(found, ids, 0), mask=~found))
+    dup = found & (sims >= threshold)
+    rows["corpus_key"] = corpus_key
+    rows["corpus_sim"] = np.where(found, sims, rows["corpus_sim"]).astype(np.float32)
+    rows["keep"][dup] = False
+    rows["duplicate_of"] = pc.if_else(pa.array(dup), corpus_key, rows["duplicate_of"])
+    rows["duplicate_sim"][dup] = sims[dup]
 
 
 @dataclass(frozen=True)
@@ -395,12 +398,14 @@ def cluster_table(rows: dict[str, Any], captions: count.CaptionCounts) -> pa.Tab
     labels = np.asarray(rows["cluster_id"])
     n_clusters = int(labels.max()) + 1 if len(labels) else 0
     size = np.bincount(labels, minlength=n_clusters)
-    members: list[list[str]] = [[] for _ in range(n_clusters)]
-    rep_key: list[str | None] = [None] * n_clusters
-    for r, c in enumerate(labels):
-        members[c].append(rows["key"][r])
-        if rows["is_representative"][r]:
-            rep_key[c] = rows["key"][r]
+    keys = rows["key"]
+    order = np.argsort(labels, kind="stable")  # each cluster's members in row order
+    offsets = np.concatenate([[0], np.cumsum(size)]).astype(np.int32)
+    members = pa.ListArray.from_arrays(pa.array(offsets), keys.take(pa.array(order)))
+    rep = np.asarray(rows["is_representative"])
+    rep_row = np.full(n_clusters, -1, np.int64)
+    rep_row[labels[rep]] = np.flatnonzero(rep)
+    rep_key = keys.take(pa.array(rep_row, mask=rep_row < 0))
     first = np.full(n_clusters, -1, np.int64)
     first[labels[::-1]] = np.arange(len(labels))[::-1]
     distinct = np.asarray(rows["cluster_captions"])[first] if n_clusters else np.zeros(0, np.int64)
@@ -413,6 +418,6 @@ def cluster_table(rows: dict[str, Any], captions: count.CaptionCounts) -> pa.Tab
         "captions": captions.lists,
         "same_caption": (size > 1) & (distinct == 1),
         "memorization_risk": risk.astype(np.float32),
-        "representative_key": pa.array(rep_key, pa.string()),
-        "keys": pa.array(members, pa.list_(pa.string())),
+        "representative_key": rep_key,
+        "keys": members,
     })
