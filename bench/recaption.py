@@ -59,8 +59,8 @@ def make_dedup_dir(root: Path, n: int, shards: int = 4, seed: int = 0) -> Path:
             "corpus_key": pa.nulls(m, pa.string()), "corpus_sim": np.full(m, np.nan, np.float32),
         }, schema=ROWS_SCHEMA)
         pq.write_table(table, root / "samples" / f"{s:05d}.parquet", compression="zstd")
-    rows = {"cluster_id": cluster, "key": keys.tolist(), "is_representative": rep, "cluster_captions": sizes,
-            "memorization_risk": risk(sizes, sizes)}
+    rows = {"cluster_id": cluster, "key": pa.array(keys.tolist(), pa.string()), "is_representative": rep,
+            "cluster_captions": sizes, "memorization_risk": risk(sizes, sizes)}
     pq.write_table(cluster_table(rows, cluster_captions(cluster, pa.array(caps))),
                    root / "clusters.parquet")
     return root
