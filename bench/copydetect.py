@@ -105,6 +105,7 @@ def cluster_ids(dedup_out: Path, n: int) -> np.ndarray:
 
 
 def labels_at(pairs, n: int, t: float, linkage: str) -> np.ndarray:  # noqa: ANN001
+    """Clusters of the candidate pairs at threshold t (mutual_k 3, the stage default)."""
     p = pairs.above(t)
     return link(n, p.i, p.j, p.sim, linkage, 3)
 
@@ -145,10 +146,9 @@ def run_backend(name: str, sets: dict[str, CopySet], work: Path) -> dict:
         start = time.perf_counter()
         for s, cs in sets.items():
             out = work / "dedup" / name.replace("/", "-") / conf.replace(" ", "").replace("-", "_") / s
-            if extra.get("templates"):
-                extra = {**extra, "images": str(work / "images" / s)}
+            images = {"images": str(work / "images" / s)} if extra.get("templates") else {}
             dedup.run(dedup.Options(embeddings=str(emb_dirs[s]), output=str(out), progress=False,
-                                    save_index=False, overwrite=True, **extra))
+                                    save_index=False, overwrite=True, **extra, **images))
             result[conf][s] = evaluate(cluster_ids(out, len(cs.images)), cs)
         result[conf]["seconds"] = round(time.perf_counter() - start, 1)  # every set, this configuration
     floor = 0.5 if kind == "bits" else 0.3

@@ -18,7 +18,10 @@ CHECKS = {
     "bench.dedup": lambda r: r["pair_recall"] >= 0.99 and r["pair_precision"] >= 0.99,
     "bench.copydetect": lambda r: r["sets"]["heldout_stacked"]["groups"] >= 4
     and all(0 <= r["headline"][f"{b} dedup_defaults"][s]["f1"] <= 1 for b in ("effnet-lite0", "phash") for s in r["sets"])
-    and r["backends"]["effnet-lite0"]["dedup_defaults"]["dev_light"]["true_pairs"] > 0,
+    and r["backends"]["effnet-lite0"]["dedup_defaults"]["dev_light"]["true_pairs"] > 0
+    and r["backends"]["effnet-lite0"]["dedup --score hub --templates"]["seconds"] > 0
+    and 0 <= r["headline"]["effnet-lite0 dedup --score hub --templates"]["heldout_stacked"]["f1"] <= 1
+    and "hub-strong0.8/components" in r["backends"]["effnet-lite0"],
     "bench.realscale": lambda r: r["knn_flat"]["pair_recall_direct"] == 1.0 and r["partition"]["pair_recall_direct"] == 1.0,
     "bench.recaption": lambda r: r["n"] == 3000 and r["stage"]["insertions_duplicates"]["ratio_to_plain_copy"] > 0,
     "bench.caption_models": lambda r: r["tiny"]["caption_model_images_per_s"] > 0

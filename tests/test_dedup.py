@@ -52,6 +52,17 @@ def test_planted_copies_found_at_the_default_threshold(sample_run, tmp_path, emb
     for members in by_cluster.values():
         assert all(m["dup_count"] == len(members) for m in members)
         assert sum(m["is_representative"] for m in members) == 1
+    # clusters.parquet says the same: each cluster's keys (in row order), size and representative; every
+    # duplicate points at its cluster's representative, and nearest_key names a real other row
+    clusters = {c["cluster_id"]: c for c in pq.read_table(out / "clusters.parquet").to_pylist()}
+    assert set(clusters) == set(by_cluster)
+    for cid, members in by_cluster.items():
+        rep = next(m["key"] for m in members if m["is_representative"])
+        assert clusters[cid]["keys"] == [m["key"] for m in members] and clusters[cid]["size"] == len(members)
+        assert clusters[cid]["representative_key"] == rep
+        assert all(m["duplicate_of"] == (None if m["is_representative"] else rep) for m in members)
+    keys = {r["key"] for r in rows}
+    assert all(r["nearest_key"] in keys and r["nearest_key"] != r["key"] for r in rows)
     schemas.validate(pq.read_schema(out / "samples" / "00000.parquet"), "dedup_samples", source="samples")
     schemas.validate(pq.read_schema(out / "clusters.parquet"), "dedup_clusters", source="clusters")
     assert (out / "report.html").exists() and json.loads((out / "report.json").read_text())["samples"] == len(rows)
@@ -267,7 +278,13 @@ def test_partition_similarities_do_not_depend_on_the_blas_thread_count():
         assert np.array_equal(getattr(one, name), getattr(two, name)), name
     assert len(one.codes) >= 1 + 3 + 10 + 28 + 190 + 1225  # the planted pairs are all there
     i, j = one.codes // len(x), one.codes % len(x)
-    assert np.allclose(one.sims, np.einsum("ij,ij->i", x[i], x[j]), atol=0) and (one.sims >= 0.9).all()
+    assert np.array_equal(one.sims, np.einsum("ij,ij->i", x[i], x[j])) and (one.sims >= 0.9).all()
+    # an exact copy makes a tie: a row whose two best matches are identical vectors takes the lower row
+    y = np.concatenate([x[:300], x[7:8]])  # row 300 is row 7 again; row 7's best is row 300 and vice versa
+    tie = partition_block(y, np.arange(len(y)), len(y), 0.9, row_block=128)
+    assert tie.nn[300] == 7 and tie.nn[7] == 300 and tie.nn_sim[7] == tie.nn_sim[300]
+    y = np.concatenate([x[:300], x[7:8], x[7:8]])  # rows 300 and 301 are both row 7: row 7 takes 300
+    assert partition_block(y, np.arange(len(y)), len(y), 0.9).nn[7] == 300
 
 
 def test_the_driver_reads_no_urls_of_the_rows(tmp_path):
