@@ -35,7 +35,7 @@ def main() -> None:
 
     import distributed
 
-    from bench.dedup import make_vectors
+    from bench.vectors import make_vectors
     from curate.stages import dedup, embed
 
     images = image_shards(Path(args.data) / f"jpegs-{args.images}-{args.shards}", args.images, shards=args.shards)

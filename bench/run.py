@@ -41,7 +41,8 @@ BENCHES = {
 # temporary folder)
 SMOKE = {
     "bench.embed": ["--n", "24", "--batch-size", "8"],
-    "bench.dedup": ["--n", "20000", "--dim", "32", "--queries", "50", "--baseline-queries", "200"],
+    "bench.dedup": ["--n", "20000", "--dim", "32", "--queries", "50", "--baseline-queries", "200",
+                    "--shard-rows", "5000"],
     "bench.copydetect": ["--per-source", "3", "--heldout", "4", "--copies", "1", "--backends", "effnet-lite0,phash",
                          "--dev-sources", "bundled,tuxpaint", "--heavy-groups", "1", "--heavy-copies", "10"],
     "bench.realscale": ["--n", "600"],
