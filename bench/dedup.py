@@ -18,11 +18,15 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bench.cli_run import run_curate
 from bench.vectors import make_vectors
+
+if TYPE_CHECKING:
+    from curate.dedup.vectors import EmbeddingSet
 
 
 def cluster_by_row(samples: Path, n: int) -> np.ndarray:
@@ -39,7 +43,8 @@ def cluster_by_row(samples: Path, n: int) -> np.ndarray:
     return out
 
 
-def exact_check(emb, q: np.ndarray, cluster_of: np.ndarray, threshold: float, cols: int = 25_000) -> dict:  # noqa: ANN001
+def exact_check(emb: EmbeddingSet, q: np.ndarray, cluster_of: np.ndarray, threshold: float,
+                cols: int = 25_000) -> dict:
     """Exact pairs of the query rows (every row scanned, shard by shard, in float32) against curate's clusters:
     recall = exact pairs that share a cluster; precision = same-cluster pairs whose similarity is at the
     threshold (less 1e-3 for float16 rounding)."""
@@ -61,7 +66,8 @@ def exact_check(emb, q: np.ndarray, cluster_of: np.ndarray, threshold: float, co
     return {"true_pairs": true_pairs, "found": found, "pred_pairs": pred_pairs, "below": below}
 
 
-def ivf_baseline(emb, n: int, dim: int, threshold: float, queries: int, rng: np.random.Generator) -> float:  # noqa: ANN001
+def ivf_baseline(emb: EmbeddingSet, n: int, dim: int, threshold: float, queries: int,
+                 rng: np.random.Generator) -> float:
     """IVF range search (nlist 1000, nprobe 8): build + a subset of queries scaled to all N, in seconds."""
     import faiss
 
@@ -96,22 +102,24 @@ def main() -> None:
 
     from curate.dedup.vectors import open_embeddings
 
-    root = Path(args.data) / f"planted-{args.n}-{args.dim}" if args.shard_rows == 100_000 else \
-        Path(args.data) / f"planted-{args.n}-{args.dim}-{args.shard_rows}"
+    shards = "" if args.shard_rows == 100_000 else f"-{args.shard_rows}"
+    root = Path(args.data) / f"planted-{args.n}-{args.dim}{shards}"
     t = time.perf_counter()
     truth = make_vectors(root, args.n, args.dim, shard_rows=args.shard_rows)
     gen_s = time.perf_counter() - t
 
+    # the dedup output (1-2 GB of samples at 12M rows) goes beside the cached vectors, not into /tmp
     out = Path(tempfile.mkdtemp(prefix="curate-bench-dedup-", dir=args.data))
     engine = ["--engine", "dask", "--workers", str(args.workers)] if args.engine == "dask" else []
-    curate_s, peak_mb = run_curate("dedup", str(root), str(out / "dd"), "--threshold", str(args.threshold),
-                                   "--mode", "partition", "--linkage", "components", "--no-save-index",
-                                   "--no-progress", *engine)
-    report = json.loads((out / "dd" / "report.json").read_text())
-
-    # curate's pairs: rows in the same cluster (components at the threshold = the transitive closure of pairs)
-    cluster_of = cluster_by_row(out / "dd" / "samples", args.n)
-    shutil.rmtree(out, ignore_errors=True)
+    try:
+        curate_s, peak_mb = run_curate("dedup", str(root), str(out / "dd"), "--threshold", str(args.threshold),
+                                       "--mode", "partition", "--linkage", "components", "--no-save-index",
+                                       "--no-progress", *engine)
+        report = json.loads((out / "dd" / "report.json").read_text())
+        # curate's pairs: rows in one cluster (components at the threshold = the transitive closure of pairs)
+        cluster_of = cluster_by_row(out / "dd" / "samples", args.n)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
     emb = open_embeddings(str(root))
     group_of = np.load(root / "group_of.npy")
     rng = np.random.default_rng(1)
