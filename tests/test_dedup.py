@@ -260,6 +260,27 @@ def test_ivf_and_partition_modes_agree_with_exact(tmp_path):
     assert all((lab == labels[0]).all() for lab in labels)
 
 
+def test_two_level_assignment_finds_the_pairs_a_flat_assignment_finds(tmp_path):
+    """Above TWO_LEVEL_FROM centroids (12,000 at 12M rows) rows go to coarse cells first, then to the fine
+    centroids of their two best cells; forced on here at 100 centroids, it must find what exact search does."""
+    from curate.dedup.pairs import merge_partitions, partition_block, partition_vectors, partitions
+
+    x = planted(n_base=8000)
+    write_embed_dir(tmp_path / "emb", x, shards=4)
+    emb = open_embeddings(str(tmp_path / "emb"))
+    flat = knn_pairs(emb, idx.build(emb, idx.IndexSpec(kind="flat")), 64, 0.9)
+    exact = set(zip(flat.i.tolist(), flat.j.tolist(), strict=True))
+    for two_level_from in (0, 10**9):
+        parts = partitions(emb, nlist=100, n_assign=2, two_level_from=two_level_from)
+        rows = np.concatenate(parts)
+        assert all(len(np.unique(m)) == len(m) for m in parts)  # no row twice in one partition
+        assert np.bincount(rows, minlength=len(x)).max() <= 2 and len(np.unique(rows)) >= 0.99 * len(x)
+        assert 50 <= len(parts) <= 100
+        pairs = merge_partitions((partition_block(partition_vectors(emb, m), m, emb.n, 0.9) for m in parts), emb.n)
+        found = set(zip(pairs.i.tolist(), pairs.j.tolist(), strict=True))
+        assert len(found & exact) / len(exact) >= 0.99 and found <= exact | {p for p in found if x[p[0]] @ x[p[1]] >= 0.9 - 1e-3}
+
+
 def test_partition_similarities_do_not_depend_on_the_blas_thread_count():
     """OpenBLAS sums a matmul in an order that depends on its threads, so a one-thread Dask worker and the
     local loop got other float bits (seen with OpenBLAS 0.3.31). The reported pairs, best matches and

@@ -92,19 +92,30 @@ def knn_pairs(emb: EmbeddingSet, index: faiss.Index, k: int, threshold: float, b
     return Pairs(i, j, s, nn, nn_sim)
 
 
+# Partitions hold about ROWS_PER_PARTITION rows each (times n_assign): the dense cost per row is then the same at
+# 12M rows as at 1M (sqrt(N) partitions would make each row's cost grow as sqrt(N)).
+ROWS_PER_PARTITION = 1000
+# Above this many centroids, rows are assigned through two levels (coarse cells, then the fine centroids of a
+# row's best cells), so assignment costs ~sqrt(nlist) dot products per row instead of nlist.
+TWO_LEVEL_FROM = 4096
+
+
 def partitions(emb: EmbeddingSet, nlist: int = 0, n_assign: int = 2, train_per_centroid: int = 100,
-               seed: int = 0) -> list[np.ndarray]:
+               seed: int = 0, two_level_from: int = TWO_LEVEL_FROM) -> list[np.ndarray]:
     """SemDeDup's plan: spherical k-means on a sample, every row assigned (shard by shard) to its `n_assign`
     nearest centroids; returns the sorted global rows of each partition with at least 2 members."""
     n = emb.n
-    nlist = nlist or max(1, int(np.sqrt(n)))
+    nlist = nlist or max(1, int(np.sqrt(n)), n // ROWS_PER_PARTITION)
     nlist = min(nlist, max(1, n // 39))
-    km = faiss.Kmeans(emb.dim, nlist, niter=10, spherical=True, seed=seed, verbose=False)
-    km.train(idx.sample_rows(emb, min(n, max(20_000, train_per_centroid * nlist)), seed))
-    assign = np.empty((n, min(n_assign, nlist)), np.int32)
-    for start, block in emb.iter_blocks():
-        _, a = km.index.search(block, assign.shape[1])
-        assign[start : start + len(block)] = a
+    if nlist >= two_level_from:
+        assign = _assign_two_level(emb, nlist, n_assign, seed)
+    else:
+        km = faiss.Kmeans(emb.dim, nlist, niter=10, spherical=True, seed=seed, verbose=False)
+        km.train(idx.sample_rows(emb, min(n, max(20_000, train_per_centroid * nlist)), seed))
+        assign = np.empty((n, min(n_assign, nlist)), np.int32)
+        for start, block in emb.iter_blocks():
+            _, a = km.index.search(block, assign.shape[1])
+            assign[start : start + len(block)] = a
     part_of = assign.reshape(-1)
     rows_of = np.repeat(np.arange(n, dtype=np.int64), assign.shape[1])
     del assign
@@ -112,8 +123,57 @@ def partitions(emb: EmbeddingSet, nlist: int = 0, n_assign: int = 2, train_per_c
     part_of, rows_of = part_of[order], rows_of[order]
     del order
     bounds = np.flatnonzero(np.diff(part_of)) + 1
+    unassigned = part_of[0] < 0 if len(part_of) else False
     del part_of
-    return [np.sort(m) for m in np.split(rows_of, bounds) if len(m) >= 2]
+    return [np.sort(m) for m in np.split(rows_of, bounds)[int(unassigned):] if len(m) >= 2]
+
+
+def _assign_two_level(emb: EmbeddingSet, nlist: int, n_assign: int, seed: int, probes: int = 2,
+                      train_per_centroid: int = 40) -> np.ndarray:
+    """Each row's `n_assign` nearest fine centroids (N x n_assign int32), searched among the fine centroids of
+    its `probes` nearest coarse cells: about sqrt(nlist) coarse cells, each split by a k-means of its own
+    share of one sample (kept as float16: 40 rows per centroid)."""
+    coarse_n = max(1, int(np.sqrt(nlist)))
+    sample = idx.sample_rows(emb, min(emb.n, train_per_centroid * nlist), seed).astype(np.float16)
+    km = faiss.Kmeans(emb.dim, coarse_n, niter=10, spherical=True, seed=seed, verbose=False)
+    km.train(sample[np.random.default_rng(seed).choice(len(sample), min(len(sample), 100 * coarse_n), replace=False)]
+             .astype(np.float32))
+    coarse = km.index
+    cell_of = np.concatenate([coarse.search(sample[k : k + 65536].astype(np.float32), 1)[1][:, 0]
+                              for k in range(0, len(sample), 65536)])
+    fine, first = [], [0]
+    for cell in range(coarse_n):
+        members = sample[cell_of == cell].astype(np.float32)
+        k = max(1, min(round(nlist * len(members) / len(sample)), len(members) // 39))
+        if len(members) <= k:
+            cents = members if len(members) else coarse.reconstruct_n(cell, 1)
+        else:
+            sub = faiss.Kmeans(emb.dim, k, niter=10, spherical=True, seed=seed, verbose=False)
+            sub.train(members)
+            cents = sub.centroids
+        fine.append(np.ascontiguousarray(cents, np.float32))
+        first.append(first[-1] + len(fine[-1]))
+    del sample
+    probes = min(probes, coarse_n)
+    width = min(n_assign, first[-1])
+    assign = np.empty((emb.n, width), np.int32)
+    for start, block in emb.iter_blocks():
+        _, cells = coarse.search(block, probes)
+        cand_s = np.full((len(block), probes * width), -np.inf, np.float32)
+        cand_i = np.zeros((len(block), probes * width), np.int32)
+        for p in range(probes):
+            for cell in np.unique(cells[:, p]):
+                rows = np.flatnonzero(cells[:, p] == cell)
+                sims = block[rows] @ fine[cell].T
+                k = min(width, sims.shape[1])
+                top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+                cand_s[rows[:, None], p * width + np.arange(k)] = np.take_along_axis(sims, top, 1)
+                cand_i[rows[:, None], p * width + np.arange(k)] = first[cell] + top
+        best = np.argsort(-cand_s, axis=1, kind="stable")[:, :width]
+        found = np.take_along_axis(cand_i, best, 1)
+        found[np.take_along_axis(cand_s, best, 1) == -np.inf] = -1  # its cells had fewer than n_assign centroids
+        assign[start : start + len(block)] = found
+    return assign
 
 
 @dataclass
@@ -129,13 +189,18 @@ class PartitionResult:
 
 # OpenBLAS's sgemm sums in an order that depends on its thread count (0.3.31: up to 5e-5 apart on 512-d rows),
 # so a Dask worker (one thread) and the local loop (all cores) would report different similarities. The matmul
-# only proposes: candidates within SLACK of the threshold or of a row's best are re-scored by `row_dots`.
+# only proposes: candidates within SLACK of the threshold or of a row's best are re-scored by `pair_dots`.
 SLACK = 1e-3
 
 
-def row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise dot products in numpy's own loop (not BLAS): the same bits whatever the thread count."""
-    return np.einsum("ij,ij->i", a, b)
+def pair_dots(x: np.ndarray, r: np.ndarray, c: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """x[r[k]] . x[c[k]] for every k, in numpy's own loop (not BLAS): the same bits whatever the thread count.
+    In chunks: a partition holding a planted group of 1,000 copies has 500k candidate pairs, and gathering
+    both sides at once took 2 GB (the peak RSS of a 1M-row dedup) and most of the partition's time."""
+    out = np.empty(len(r), np.float32)
+    for k in range(0, len(r), chunk):
+        out[k : k + chunk] = np.einsum("ij,ij->i", x[r[k : k + chunk]], x[c[k : k + chunk]])
+    return out
 
 
 def _nonzero_rows(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +218,7 @@ def partition_block(x: np.ndarray, members: np.ndarray, n: int, threshold: float
                     row_block: int = 4096) -> PartitionResult:
     """Dense similarities inside one partition: `x` holds the float32 vectors of the sorted global rows
     `members`. A pure function of its inputs whatever the BLAS thread count, so a Dask task computes exactly
-    what the local loop does: the matmul proposes, `row_dots` scores what is reported."""
+    what the local loop does: the matmul proposes, `pair_dots` scores what is reported."""
     codes, ss = [], []
     nn = np.full(len(members), -1, np.int64)
     nn_sim = np.full(len(members), -np.inf, np.float32)
@@ -169,7 +234,7 @@ def partition_block(x: np.ndarray, members: np.ndarray, n: int, threshold: float
         one = np.flatnonzero(~tied)
         r = np.concatenate([one, np.flatnonzero(tied)[r_tie]])
         c = np.concatenate([best[one], c_tie])
-        exact = row_dots(x[local[r]], x[c])
+        exact = pair_dots(x, local[r], c)
         order = np.lexsort((c, -exact, r))
         first = order[np.r_[True, r[order][1:] != r[order][:-1]]]
         nn[local[r[first]]] = members[c[first]]
@@ -177,7 +242,7 @@ def partition_block(x: np.ndarray, members: np.ndarray, n: int, threshold: float
         r, c = _nonzero_rows(sims >= threshold - SLACK)
         keep = c > local[r]  # members are sorted, so c > r means j > i
         r, c = r[keep], c[keep]
-        exact = row_dots(x[local[r]], x[c])
+        exact = pair_dots(x, local[r], c)
         hit = exact >= threshold
         codes.append(members[local[r[hit]]] * n + members[c[hit]])
         ss.append(exact[hit])
