@@ -252,6 +252,8 @@ def test_ivf_and_partition_modes_agree_with_exact(tmp_path):
     assert len(exact) >= 1 + 3 + 10 + 28 + 190 + 1225  # the planted groups, all pairs (k=64 covers them)
     ivf = knn_pairs(emb, idx.build(emb, idx.IndexSpec(kind="ivf", nlist=32, nprobe=8)), 64, t)
     part = partition_pairs(emb, t, nlist=32, n_assign=2)
+    one_by_one = partition_pairs(emb, t, nlist=32, n_assign=2, batch_rows=1)  # each partition read on its own
+    assert all(np.array_equal(getattr(part, f), getattr(one_by_one, f)) for f in ("i", "j", "sim", "nn", "nn_sim"))
     for pairs in (ivf, part):
         found = set(zip(pairs.i.tolist(), pairs.j.tolist(), strict=True))
         assert len(found & exact) / len(exact) >= 0.99

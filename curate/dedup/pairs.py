@@ -270,21 +270,37 @@ def merge_partitions(results: Iterable[PartitionResult], n: int) -> Pairs:
 
 
 def partition_pairs(emb: EmbeddingSet, threshold: float, nlist: int = 0, n_assign: int = 2,
-                    train_per_centroid: int = 100, seed: int = 0, row_block: int = 4096) -> Pairs:
+                    train_per_centroid: int = 100, seed: int = 0, row_block: int = 4096,
+                    batch_rows: int = 65536) -> Pairs:
     """SemDeDup-style exact pairs inside k-means partitions (rows near a border sit in `n_assign` partitions).
 
     Memory: a k-means sample of `train_per_centroid` rows per centroid (at least 20k), the assignment (N x
-    n_assign int32), one partition's vectors at a time, read from the memory-mapped shards (never all N x d),
-    and the pairs found as 12 bytes each (pair code + similarity). 1M x 512 on these 2 cores: peak RSS 1.4 GB
-    against 2.4 GB with a float16 copy of every vector, and 54 s against 48 s (page faults of the reads).
-    """
+    n_assign int32), about `batch_rows` rows' vectors at a time, read from the memory-mapped shards (never all
+    N x d), and the pairs found as 12 bytes each (pair code + similarity)."""
     parts = partitions(emb, nlist, n_assign, train_per_centroid, seed)
 
     def blocks() -> Iterator[PartitionResult]:
-        for members in parts:
-            yield partition_block(partition_vectors(emb, members), members, emb.n, threshold, row_block)
+        for batch in _batches(parts, batch_rows):
+            rows = np.unique(np.concatenate(batch))
+            x = partition_vectors(emb, rows)
+            for members in batch:
+                yield partition_block(x[np.searchsorted(rows, members)], members, emb.n, threshold, row_block)
 
     return merge_partitions(blocks(), emb.n)
+
+
+def _batches(parts: list[np.ndarray], batch_rows: int) -> Iterator[list[np.ndarray]]:
+    """Consecutive partitions, about `batch_rows` rows at a time: their rows are read in one pass over the
+    shards (at 12M rows in 120 shards, one memory map per shard per partition was 14% of the time)."""
+    batch, rows = [], 0
+    for members in parts:
+        if batch and rows + len(members) > batch_rows:
+            yield batch
+            batch, rows = [], 0
+        batch.append(members)
+        rows += len(members)
+    if batch:
+        yield batch
 
 
 def partition_vectors(emb: EmbeddingSet, members: np.ndarray) -> np.ndarray:
