@@ -141,7 +141,7 @@ def _assign_two_level(emb: EmbeddingSet, nlist: int, n_assign: int, seed: int, p
     coarse = km.index
     cell_of = np.concatenate([coarse.search(sample[k : k + 65536].astype(np.float32), 1)[1][:, 0]
                               for k in range(0, len(sample), 65536)])
-    fine, first = [], [0]
+    fine = []
     for cell in range(coarse_n):
         members = sample[cell_of == cell].astype(np.float32)
         k = max(1, min(round(nlist * len(members) / len(sample)), len(members) // 39))
@@ -152,27 +152,16 @@ def _assign_two_level(emb: EmbeddingSet, nlist: int, n_assign: int, seed: int, p
             sub.train(members)
             cents = sub.centroids
         fine.append(np.ascontiguousarray(cents, np.float32))
-        first.append(first[-1] + len(fine[-1]))
     del sample
-    probes = min(probes, coarse_n)
-    width = min(n_assign, first[-1])
+    # the fine centroids, listed under their nearest coarse cell: an IVF search with nprobe probes is the
+    # two-level lookup, in faiss's C++ on all cores
+    ivf = faiss.IndexIVFFlat(coarse, emb.dim, coarse_n, faiss.METRIC_INNER_PRODUCT)
+    ivf.add(np.concatenate(fine))
+    ivf.nprobe = min(probes, coarse_n)
+    width = min(n_assign, ivf.ntotal)
     assign = np.empty((emb.n, width), np.int32)
     for start, block in emb.iter_blocks():
-        _, cells = coarse.search(block, probes)
-        cand_s = np.full((len(block), probes * width), -np.inf, np.float32)
-        cand_i = np.zeros((len(block), probes * width), np.int32)
-        for p in range(probes):
-            for cell in np.unique(cells[:, p]):
-                rows = np.flatnonzero(cells[:, p] == cell)
-                sims = block[rows] @ fine[cell].T
-                k = min(width, sims.shape[1])
-                top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-                cand_s[rows[:, None], p * width + np.arange(k)] = np.take_along_axis(sims, top, 1)
-                cand_i[rows[:, None], p * width + np.arange(k)] = first[cell] + top
-        best = np.argsort(-cand_s, axis=1, kind="stable")[:, :width]
-        found = np.take_along_axis(cand_i, best, 1)
-        found[np.take_along_axis(cand_s, best, 1) == -np.inf] = -1  # its cells had fewer than n_assign centroids
-        assign[start : start + len(block)] = found
+        assign[start : start + len(block)] = ivf.search(block, width)[1]  # -1: fewer centroids in its cells
     return assign
 
 
