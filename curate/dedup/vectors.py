@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import mmap
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -62,8 +61,8 @@ class EmbeddingSet:
         return out
 
     def gather(self, rows: np.ndarray, dtype: type = np.float32) -> np.ndarray:
-        """Rows by global index, as `dtype` (floats), read through a memory map of each shard they fall in that
-        is closed again at once: no full copy, and no shard's pages stay in this process."""
+        """Rows by global index, as `dtype` (floats), read from each shard they fall in by positioned reads:
+        no full copy, and no shard's pages stay in this process."""
         rows = np.asarray(rows, np.int64)
         order = None if np.all(rows[1:] >= rows[:-1]) else np.argsort(rows, kind="stable")
         ordered = rows if order is None else rows[order]
@@ -101,17 +100,29 @@ def _npy_layout(path: str, size: int, mtime: int) -> tuple[int, np.dtype, tuple[
 
 
 def _read_rows(path: str, local: np.ndarray) -> np.ndarray:
-    """Rows of a .npy file (sorted local indices), copied out of a memory map that is closed at once."""
+    """Rows of a .npy file (sorted local indices), read with one positioned read per run of consecutive rows.
+
+    Not through a memory map: at 12M rows the partitions' random rows cost 5-9 us each through a map that is
+    opened per batch (page faults, then unmapping) and 1.8 us with preadv; a map kept open would count every
+    page it touched in this process's RSS."""
     st = os.stat(path)
     offset, dtype, shape = _npy_layout(path, st.st_size, st.st_mtime_ns)
-    count = int(np.prod(shape))
-    if count == 0:
-        return np.empty((0, *shape[1:]), dtype)
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        view = np.frombuffer(mm, dtype, count=count, offset=offset).reshape(shape)
-        rows = view[local]
-        del view  # the map can close only once no array points into it
-    return rows
+    out = np.empty((len(local), *shape[1:]), dtype)
+    if not len(local):
+        return out
+    if local[0] < 0 or local[-1] >= shape[0]:
+        bad = int(local[0] if local[0] < 0 else local[-1])
+        raise CurateError(f"{path}: holds {shape[0]} rows, row {bad} was asked for")
+    row_bytes = out.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+    buf = memoryview(out.reshape(-1).view(np.uint8))
+    starts = np.flatnonzero(np.r_[True, np.diff(local) != 1])
+    ends = np.r_[starts[1:], len(local)]
+    with open(path, "rb", buffering=0) as f:
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            got = os.preadv(f.fileno(), [buf[a * row_bytes : b * row_bytes]], offset + int(local[a]) * row_bytes)
+            if got != (b - a) * row_bytes:
+                raise CurateError(f"{path}: shorter than its header says (truncated while being read?)")
+    return out
 
 
 def open_embeddings(root: str) -> EmbeddingSet:
