@@ -27,6 +27,8 @@ class Pairs:
 
     def above(self, threshold: float) -> Pairs:
         m = self.sim >= threshold
+        if m.all():  # no copy (117M pairs at 12M rows are 2.3 GB)
+            return self
         return Pairs(self.i[m], self.j[m], self.sim[m], self.nn, self.nn_sim)
 
 
@@ -100,45 +102,64 @@ ROWS_PER_PARTITION = 1000
 TWO_LEVEL_FROM = 4096
 
 
+@dataclass
+class Plan:
+    """Which rows each partition holds: `parts` lists the sorted global rows of each partition with at least
+    2 members, `ids` its centroid, and `assign` every row's `n_assign` centroids (-1: none)."""
+
+    parts: list[np.ndarray]
+    ids: np.ndarray
+    assign: np.ndarray
+
+    def owner(self, k: int) -> tuple[int, np.ndarray]:
+        """What `partition_block` needs to report a pair only from the lowest partition both rows share."""
+        return int(self.ids[k]), self.assign[self.parts[k]]
+
+
 def partitions(emb: EmbeddingSet, nlist: int = 0, n_assign: int = 2, train_per_centroid: int = 100,
-               seed: int = 0, two_level_from: int = TWO_LEVEL_FROM) -> list[np.ndarray]:
+               seed: int = 0, two_level_from: int = TWO_LEVEL_FROM) -> Plan:
     """SemDeDup's plan: spherical k-means on a sample, every row assigned (shard by shard) to its `n_assign`
-    nearest centroids; returns the sorted global rows of each partition with at least 2 members."""
+    nearest centroids."""
     n = emb.n
     nlist = nlist or max(1, int(np.sqrt(n)), n // ROWS_PER_PARTITION)
     nlist = min(nlist, max(1, n // 39))
     if nlist >= two_level_from:
         assign = _assign_two_level(emb, nlist, n_assign, seed)
     else:
-        km = faiss.Kmeans(emb.dim, nlist, niter=10, spherical=True, seed=seed, verbose=False)
-        km.train(idx.sample_rows(emb, min(n, max(20_000, train_per_centroid * nlist)), seed))
+        km = _kmeans(idx.sample_rows(emb, min(n, max(20_000, train_per_centroid * nlist)), seed), nlist, seed)
         assign = np.empty((n, min(n_assign, nlist)), np.int32)
         for start, block in emb.iter_blocks():
             _, a = km.index.search(block, assign.shape[1])
             assign[start : start + len(block)] = a
     part_of = assign.reshape(-1)
     rows_of = np.repeat(np.arange(n, dtype=np.int64), assign.shape[1])
-    del assign
     order = np.argsort(part_of, kind="stable")
     part_of, rows_of = part_of[order], rows_of[order]
     del order
-    bounds = np.flatnonzero(np.diff(part_of)) + 1
-    unassigned = part_of[0] < 0 if len(part_of) else False
+    starts = np.r_[0, np.flatnonzero(np.diff(part_of)) + 1] if len(part_of) else np.zeros(0, np.int64)
+    ids = part_of[starts]
+    parts = np.split(rows_of, starts[1:])
     del part_of
-    return [np.sort(m) for m in np.split(rows_of, bounds)[int(unassigned):] if len(m) >= 2]
+    keep = [k for k, m in enumerate(parts) if len(m) >= 2 and ids[k] >= 0]
+    return Plan([np.sort(parts[k]) for k in keep], ids[keep].astype(np.int64), assign)
+
+
+def _kmeans(x: np.ndarray, k: int, seed: int) -> faiss.Kmeans:
+    """The spherical k-means every partition plan here uses, trained on the float32 rows `x`."""
+    km = faiss.Kmeans(x.shape[1], k, niter=10, spherical=True, seed=seed, verbose=False)
+    km.train(np.ascontiguousarray(x, np.float32))
+    return km
 
 
 def _assign_two_level(emb: EmbeddingSet, nlist: int, n_assign: int, seed: int, probes: int = 2,
-                      train_per_centroid: int = 40) -> np.ndarray:
+                      train_per_centroid: int = 40, candidates: int = 8, balance: bool = True) -> np.ndarray:
     """Each row's `n_assign` nearest fine centroids (N x n_assign int32), searched among the fine centroids of
     its `probes` nearest coarse cells: about sqrt(nlist) coarse cells, each split by a k-means of its own
     share of one sample (kept as float16: 40 rows per centroid)."""
     coarse_n = max(1, int(np.sqrt(nlist)))
     sample = idx.sample_rows(emb, min(emb.n, train_per_centroid * nlist), seed).astype(np.float16)
-    km = faiss.Kmeans(emb.dim, coarse_n, niter=10, spherical=True, seed=seed, verbose=False)
-    km.train(sample[np.random.default_rng(seed).choice(len(sample), min(len(sample), 100 * coarse_n), replace=False)]
-             .astype(np.float32))
-    coarse = km.index
+    pick = np.random.default_rng(seed).choice(len(sample), min(len(sample), 100 * coarse_n), replace=False)
+    coarse = _kmeans(sample[pick], coarse_n, seed).index
     cell_of = np.concatenate([coarse.search(sample[k : k + 65536].astype(np.float32), 1)[1][:, 0]
                               for k in range(0, len(sample), 65536)])
     fine = []
@@ -147,22 +168,52 @@ def _assign_two_level(emb: EmbeddingSet, nlist: int, n_assign: int, seed: int, p
         k = max(1, min(round(nlist * len(members) / len(sample)), len(members) // 39))
         if len(members) <= k:
             cents = members if len(members) else coarse.reconstruct_n(cell, 1)
+        elif k == 1:  # a k-means of one centroid is the normalised mean (faiss warns below 39 rows)
+            cents = members.mean(axis=0, keepdims=True) / np.linalg.norm(members.mean(axis=0))
         else:
-            sub = faiss.Kmeans(emb.dim, k, niter=10, spherical=True, seed=seed, verbose=False)
-            sub.train(members)
-            cents = sub.centroids
+            cents = _kmeans(members, k, seed).centroids
         fine.append(np.ascontiguousarray(cents, np.float32))
-    del sample
     # the fine centroids, listed under their nearest coarse cell: an IVF search with nprobe probes is the
     # two-level lookup, in faiss's C++ on all cores
     ivf = faiss.IndexIVFFlat(coarse, emb.dim, coarse_n, faiss.METRIC_INNER_PRODUCT)
     ivf.add(np.concatenate(fine))
     ivf.nprobe = min(probes, coarse_n)
     width = min(n_assign, ivf.ntotal)
+    k = min(candidates, ivf.ntotal)
+    found = [ivf.search(sample[a : a + 65536].astype(np.float32), k) for a in range(0, len(sample), 65536)]
+    del sample
+    bias = balancing_bias(np.concatenate([d for d, _ in found]), np.concatenate([i for _, i in found]),
+                          ivf.ntotal, width) if balance else np.zeros(ivf.ntotal, np.float32)
     assign = np.empty((emb.n, width), np.int32)
     for start, block in emb.iter_blocks():
-        assign[start : start + len(block)] = ivf.search(block, width)[1]  # -1: fewer centroids in its cells
+        d, i = ivf.search(block, k)  # -1: fewer centroids in its cells
+        assign[start : start + len(block)] = _top(d, i, bias, width)
     return assign
+
+
+def _top(d: np.ndarray, i: np.ndarray, bias: np.ndarray, width: int) -> np.ndarray:
+    """The `width` best of each row's candidate centroids `i` by similarity `d` less the centroid's bias."""
+    score = np.where(i >= 0, d - bias[np.maximum(i, 0)], -np.inf)
+    order = np.argsort(-score, axis=1, kind="stable")[:, :width]
+    return np.take_along_axis(i, order, axis=1)
+
+
+def balancing_bias(d: np.ndarray, i: np.ndarray, m: int, width: int, iters: int = 40,
+                   step: float = 0.002) -> np.ndarray:
+    """A per-centroid penalty on similarity that evens out how many of the sample rows (similarities `d` to
+    candidate centroids `i`) each of the `m` centroids gets among a row's `width` best.
+
+    k-means on rows without clear clusters (one topic's rows split a dozen ways, as at 12M) leaves hubs:
+    centroids that are nearest to far more rows than others; at 12M the partitions' row-weighted mean size was
+    2.9x their mean, so the dense blocks cost 2.9x balanced ones. A penalty keeps each partition a convex
+    region (near-duplicates still make the same choice) and moves rows on a border to the emptier side."""
+    bias = np.zeros(m, np.float32)
+    target = len(d) * width / m
+    for _ in range(iters):
+        top = _top(d, i, bias, width)
+        counts = np.bincount(top[top >= 0], minlength=m)
+        bias += step * np.log((counts + 1) / (target + 1)).astype(np.float32)
+    return bias
 
 
 @dataclass
@@ -204,10 +255,14 @@ def _nonzero_rows(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def partition_block(x: np.ndarray, members: np.ndarray, n: int, threshold: float,
-                    row_block: int = 4096) -> PartitionResult:
+                    row_block: int = 4096, owner: tuple[int, np.ndarray] | None = None) -> PartitionResult:
     """Dense similarities inside one partition: `x` holds the float32 vectors of the sorted global rows
     `members`. A pure function of its inputs whatever the BLAS thread count, so a Dask task computes exactly
-    what the local loop does: the matmul proposes, `pair_dots` scores what is reported."""
+    what the local loop does: the matmul proposes, `pair_dots` scores what is reported.
+
+    `owner` (this partition's centroid, the members' centroids: `Plan.owner`) keeps only the pairs whose lowest
+    shared partition is this one, so each pair is reported once: a group of copies sits in the same two
+    partitions, and at 12M rows the doubled pair list (235M codes) and its sort were most of the memory."""
     codes, ss = [], []
     nn = np.full(len(members), -1, np.int64)
     nn_sim = np.full(len(members), -np.inf, np.float32)
@@ -231,6 +286,9 @@ def partition_block(x: np.ndarray, members: np.ndarray, n: int, threshold: float
         r, c = _nonzero_rows(sims >= threshold - SLACK)
         keep = c > local[r]  # members are sorted, so c > r means j > i
         r, c = r[keep], c[keep]
+        if owner is not None:
+            mine = _lowest_shared(owner[1][local[r]], owner[1][c]) == owner[0]
+            r, c = r[mine], c[mine]
         exact = pair_dots(x, local[r], c)
         hit = exact >= threshold
         codes.append(members[local[r[hit]]] * n + members[c[hit]])
@@ -238,24 +296,35 @@ def partition_block(x: np.ndarray, members: np.ndarray, n: int, threshold: float
     return PartitionResult(np.concatenate(codes), np.concatenate(ss).astype(np.float32), members, nn, nn_sim)
 
 
+def _lowest_shared(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per pair, the lowest centroid in both rows' assignments (rows of `a` and `b`, -1 entries ignored)."""
+    same = (a[:, :, None] == b[:, None, :]) & (a[:, :, None] >= 0)
+    big = np.iinfo(np.int64).max
+    return np.where(same, a[:, :, None].astype(np.int64), big).min(axis=(1, 2))
+
+
 def merge_partitions(results: Iterable[PartitionResult], n: int) -> Pairs:
-    """The global pair list (each pair once) and each row's best match over all its partitions."""
+    """The global pair list and each row's best match over all its partitions. Each pair comes from one
+    partition only (`partition_block`'s `owner`), so the list is concatenated, in partition order, not sorted
+    and deduplicated: at 12M rows (117M pairs) that sort took 2 GB more."""
     nn = np.full(n, -1, np.int64)
     nn_sim = np.full(n, -np.inf, np.float32)
-    codes, ss = [], []
+    found: list[tuple[np.ndarray, np.ndarray]] = []
     for res in results:
         better = res.nn_sim > nn_sim[res.rows]
         nn[res.rows[better]] = res.nn[better]
         nn_sim[res.rows[better]] = res.nn_sim[better]
-        codes.append(res.codes)
-        ss.append(res.sims)
-    code = np.concatenate(codes) if codes else np.zeros(0, np.int64)
-    del codes
-    sim = np.concatenate(ss) if ss else np.zeros(0, np.float32)
-    del ss
-    code, first = np.unique(code, return_index=True)
-    sim = sim[first]
-    return Pairs(code // n, code % n, sim.astype(np.float32), nn, nn_sim)
+        found.append((res.codes, res.sims))
+    # filled while the partitions' codes are let go: 12 bytes a pair held, not the list and its copy at once
+    total = sum(len(c) for c, _ in found)
+    i, j, sim = np.empty(total, np.int64), np.empty(total, np.int64), np.empty(total, np.float32)
+    at = 0
+    found.reverse()
+    while found:
+        code, ss = found.pop()
+        i[at : at + len(code)], j[at : at + len(code)], sim[at : at + len(code)] = code // n, code % n, ss
+        at += len(code)
+    return Pairs(i, j, sim, nn, nn_sim)
 
 
 def partition_pairs(emb: EmbeddingSet, threshold: float, nlist: int = 0, n_assign: int = 2,
@@ -266,14 +335,17 @@ def partition_pairs(emb: EmbeddingSet, threshold: float, nlist: int = 0, n_assig
     Memory: a k-means sample of `train_per_centroid` rows per centroid (at least 20k), the assignment (N x
     n_assign int32), about `batch_rows` rows' vectors at a time, read from the memory-mapped shards (never all
     N x d), and the pairs found as 12 bytes each (pair code + similarity)."""
-    parts = partitions(emb, nlist, n_assign, train_per_centroid, seed)
+    plan = partitions(emb, nlist, n_assign, train_per_centroid, seed)
 
     def blocks() -> Iterator[PartitionResult]:
-        for batch in _batches(parts, batch_rows):
+        done = 0
+        for batch in _batches(plan.parts, batch_rows):
             rows = np.unique(np.concatenate(batch))
             x = partition_vectors(emb, rows)
             for members in batch:
-                yield partition_block(x[np.searchsorted(rows, members)], members, emb.n, threshold, row_block)
+                yield partition_block(x[np.searchsorted(rows, members)], members, emb.n, threshold, row_block,
+                                      plan.owner(done))
+                done += 1
 
     return merge_partitions(blocks(), emb.n)
 
@@ -298,9 +370,10 @@ def partition_vectors(emb: EmbeddingSet, members: np.ndarray) -> np.ndarray:
     return emb.gather(members, np.float16).astype(np.float32)
 
 
-def _partition_task(emb: EmbeddingSet, index: int, members: np.ndarray, threshold: float) -> tuple[int, PartitionResult]:
+def _partition_task(emb: EmbeddingSet, index: int, members: np.ndarray, threshold: float,
+                    owner: tuple[int, np.ndarray]) -> tuple[int, PartitionResult]:
     """One Dask task: read the partition's rows from the shared embedding shards, then `partition_block`."""
-    return index, partition_block(partition_vectors(emb, members), members, emb.n, threshold)
+    return index, partition_block(partition_vectors(emb, members), members, emb.n, threshold, owner=owner)
 
 
 def partition_pairs_dask(emb: EmbeddingSet, threshold: float, nlist: int = 0, n_assign: int = 2, seed: int = 0,
@@ -313,9 +386,9 @@ def partition_pairs_dask(emb: EmbeddingSet, threshold: float, nlist: int = 0, n_
 
     from curate.engines.dask import map_tasks
 
-    parts = partitions(emb, nlist, n_assign, seed=seed)
+    plan = partitions(emb, nlist, n_assign, seed=seed)
     light = dataclasses.replace(emb, metadata=pa.table({}))  # tasks need paths and offsets, not the metadata
-    calls = [(light, i, members, threshold) for i, members in enumerate(parts)]
-    keys = [f"curate-dedup-partition-{i:06d}" for i in range(len(parts))]
+    calls = [(light, i, members, threshold, plan.owner(i)) for i, members in enumerate(plan.parts)]
+    keys = [f"curate-dedup-partition-{i:06d}" for i in range(len(plan.parts))]
     done = dict(map_tasks(_partition_task, calls, keys, scheduler, workers))
-    return merge_partitions((done[i] for i in range(len(parts))), emb.n)
+    return merge_partitions((done[i] for i in range(len(plan.parts))), emb.n)
