@@ -15,15 +15,19 @@ import numpy as np
 LINKAGES = ("components", "mutual", "leader")
 
 
-def components(n: int, i: np.ndarray, j: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
+def components(n: int, i: np.ndarray, j: np.ndarray, chunk: int = 1 << 22,
+               keep: np.ndarray | None = None) -> np.ndarray:
     """Cluster label per row; labels are numbered by each cluster's first row (deterministic).
 
     Union-find over the edges in chunks (hook each edge's larger root under its smaller, then halve every
     path): memory is the n parents and one chunk of edges. scipy's connected_components builds a sparse
-    matrix of all edges: at 12M rows and 117M pairs it took 9 GB."""
+    matrix of all edges: at 12M rows and 117M pairs it took 9 GB. `keep` (a mask over the edges) selects
+    edges chunk by chunk, without a copy of the whole edge list per threshold."""
     parent = np.arange(n, dtype=np.int64)
     for start in range(0, len(i), chunk):
         a, b = i[start : start + chunk], j[start : start + chunk]
+        if keep is not None:
+            a, b = a[keep[start : start + chunk]], b[keep[start : start + chunk]]
         while True:
             ra, rb = parent[a], parent[b]
             differ = ra != rb
@@ -96,9 +100,12 @@ STRONG = 0.97  # edges at least this similar always link (mutual): near-identica
 
 
 def link(n: int, i: np.ndarray, j: np.ndarray, sim: np.ndarray, linkage: str, mutual_k: int = 3,
-         strong: float = STRONG) -> np.ndarray:
+         strong: float = STRONG, keep: np.ndarray | None = None) -> np.ndarray:
+    """Cluster labels from the edges (i, j, sim), or from those `keep` selects."""
     if linkage == "components":
-        return components(n, i, j)
+        return components(n, i, j, keep=keep)
+    if keep is not None:
+        i, j, sim = i[keep], j[keep], sim[keep]
     if linkage == "mutual":
         m = mutual_mask(i, j, sim, mutual_k) | (sim >= strong)
         return components(n, i[m], j[m])

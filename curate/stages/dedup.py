@@ -114,8 +114,7 @@ def cluster(emb: EmbeddingSet, pairs: Pairs, opts: DedupOptions, threshold: floa
     keys = meta.column("key").combine_chunks().cast(pa.string())  # Arrow, like the captions: no Python list per row
     caption_col = (meta.column("caption").combine_chunks().cast(pa.string()) if "caption" in meta.column_names
                    else pa.nulls(n, pa.string()))  # stays in Arrow (a Python list of them is ~1 GB at 12M rows)
-    p = pairs.above(threshold)
-    labels = link(n, p.i, p.j, p.sim, opts.linkage, opts.mutual_k)
+    labels = link(n, pairs.i, pairs.j, pairs.sim, opts.linkage, opts.mutual_k, keep=pairs.sim >= threshold)
     size = np.bincount(labels)[labels]
     caption_counts = count.cluster_captions(labels, caption_col, emb.load_text(), opts.caption_near)
     distinct = caption_counts.near[labels]
