@@ -175,6 +175,21 @@ def test_risk_formula_and_keep_policies():
     assert counted.lists.to_pylist() == [["A cat", "a kitten"], [], None]
 
 
+def test_a_shard_truncated_after_opening_is_a_clear_error_naming_it(tmp_path):
+    """Partition rows are read with preadv: a short read must be a one-line error naming the file, never
+    rows of zeros or garbage."""
+    x = planted(n_base=600)
+    write_embed_dir(tmp_path / "emb", x, shards=2)
+    emb = open_embeddings(str(tmp_path / "emb"))
+    rows = np.array([3, 10, 11, 12, len(x) - 1])
+    assert np.array_equal(emb.gather(rows, np.float16), x[rows].astype(np.float16))
+    last = tmp_path / "emb" / "img_emb" / "img_emb_00001.npy"
+    with open(last, "r+b") as f:
+        f.truncate(last.stat().st_size - 64 * 2 * 5)  # the last 5 rows gone
+    with pytest.raises(CurateError, match="img_emb_00001.npy"):
+        emb.gather(rows, np.float16)
+
+
 def test_components_match_a_breadth_first_search_on_random_graphs():
     """The chunked union-find (it replaced scipy's sparse-matrix components, 9 GB at 12M rows) against a plain
     BFS, on graphs with long chains, stars, repeated edges and isolated rows, with chunks smaller than the

@@ -179,14 +179,14 @@ def _assign_two_level(emb: EmbeddingSet, nlist: int, n_assign: int, seed: int, p
     ivf.add(np.concatenate(fine))
     ivf.nprobe = min(probes, coarse_n)
     width = min(n_assign, ivf.ntotal)
-    k = min(candidates, ivf.ntotal)
-    found = [ivf.search(sample[a : a + 65536].astype(np.float32), k) for a in range(0, len(sample), 65536)]
+    n_cand = min(candidates, ivf.ntotal)
+    found = [ivf.search(sample[a : a + 65536].astype(np.float32), n_cand) for a in range(0, len(sample), 65536)]
     del sample
     bias = balancing_bias(np.concatenate([d for d, _ in found]), np.concatenate([i for _, i in found]),
                           ivf.ntotal, width) if balance else np.zeros(ivf.ntotal, np.float32)
     assign = np.empty((emb.n, width), np.int32)
     for start, block in emb.iter_blocks():
-        d, i = ivf.search(block, k)  # -1: fewer centroids in its cells
+        d, i = ivf.search(block, n_cand)  # -1: fewer centroids in its cells
         assign[start : start + len(block)] = _top(d, i, bias, width)
     return assign
 
