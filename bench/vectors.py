@@ -4,6 +4,8 @@ Topic-clustered base vectors (like real embeddings, not uniform noise) plus plan
 copies of one base row with a long tail of sizes; copies are spread over the whole row order. Every step is
 vectorised over a shard, so 12M x 1280 rows take minutes, and memory holds one shard plus O(N) small integers.
 `group_of.npy` gives each row's planted group (-1 for none; a group's source row counts as a member).
+Each row carries a caption drawn from the 1,000 real LAION captions in ../shared/data when they are there (else
+a generated one of LAION's mean length), so the driver's text costs what it costs on LAION.
 """
 
 from __future__ import annotations
@@ -14,6 +16,22 @@ from pathlib import Path
 import numpy as np
 
 TOPICS = 1000
+LAION_CAPTIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "laion_captions_1k.parquet"
+
+
+def caption_pool(rng: np.random.Generator) -> tuple[list[str], str]:
+    """Captions to draw rows' captions from, and where they came from."""
+    if LAION_CAPTIONS.exists():
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(LAION_CAPTIONS)
+        column = next((c for c in ("caption", "TEXT", "text") if c in table.column_names), None)
+        pool = [c for c in table.column(column).to_pylist() if c] if column else []
+        if pool:
+            return pool, "laion_captions_1k"
+    words = ["photo", "of", "a", "vintage", "red", "car", "parked", "near", "the", "beach", "at", "sunset", "with",
+             "mountains", "in", "background", "poster", "print", "wall", "art", "canvas", "modern", "style"]
+    return [" ".join(rng.choice(words, size=int(rng.integers(4, 18)))) for _ in range(1000)], "generated"
 
 
 def group_sizes(n: int, rng: np.random.Generator, dup_share: float) -> list[int]:
@@ -41,6 +59,7 @@ def make_vectors(root: Path, n: int, dim: int, seed: int = 0, dup_share: float =
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed)
+    pool, pool_source = caption_pool(np.random.default_rng([seed, 0]))
     sizes = group_sizes(n, rng, dup_share)
     groups = len(sizes)
     n_base = n - sum(sizes)
@@ -77,11 +96,11 @@ def make_vectors(root: Path, n: int, dim: int, seed: int = 0, dup_share: float =
         out /= np.linalg.norm(out, axis=1, keepdims=True)
         np.save(root / "img_emb" / f"img_emb_{s:05d}.npy", out.astype(np.float16))
         pq.write_table(pa.table({"key": [f"v{r}" for r in range(a, b)], "shard": np.full(b - a, s, np.int64),
-                                 "caption": pa.nulls(b - a, pa.string())}),
+                                 "caption": [pool[c] for c in srng.integers(len(pool), size=b - a)]}),
                        root / "metadata" / f"metadata_{s:05d}.parquet")
     (root / "manifest.json").write_text(json.dumps({"model": "synthetic", "dim": dim, "kind": "float"}))
     np.save(root / "group_of.npy", group_of)
     truth = {"n": n, "dim": dim, "groups": groups, "largest": max(sizes, default=0), "dup_rows": int(sum(sizes)),
-             "shard_rows": shard_rows}
+             "shard_rows": shard_rows, "captions": pool_source}
     marker.write_text(json.dumps(truth))
     return truth
