@@ -27,7 +27,8 @@ def make_dedup_dir(root: Path, n: int, shards: int = 4, seed: int = 0) -> Path:
     """A `curate dedup` output in the documented schemas (samples/ with all 16 columns, clusters.parquet, as
     `curate dedup` writes them) with LAION-like captions; 10% of rows in duplicate clusters of ~4."""
     from curate.dedup.count import cluster_captions, risk
-    from curate.stages.dedup import ROWS_SCHEMA, cluster_table
+    from curate.dedup.rows import write_clusters
+    from curate.stages.dedup import ROWS_SCHEMA
 
     if (root / "clusters.parquet").exists():
         return root
@@ -59,10 +60,8 @@ def make_dedup_dir(root: Path, n: int, shards: int = 4, seed: int = 0) -> Path:
             "corpus_key": pa.nulls(m, pa.string()), "corpus_sim": np.full(m, np.nan, np.float32),
         }, schema=ROWS_SCHEMA)
         pq.write_table(table, root / "samples" / f"{s:05d}.parquet", compression="zstd")
-    rows = {"cluster_id": cluster, "key": pa.array(keys.tolist(), pa.string()), "is_representative": rep,
-            "cluster_captions": sizes, "memorization_risk": risk(sizes, sizes)}
-    pq.write_table(cluster_table(rows, cluster_captions(cluster, pa.array(caps))),
-                   root / "clusters.parquet")
+    write_clusters(cluster, rep, sizes, risk(sizes, sizes), cluster_captions(cluster, pa.array(caps)),
+                   pa.array(keys.tolist(), pa.string()), str(root / "clusters.parquet"))
     return root
 
 

@@ -42,26 +42,35 @@ class CaptionCounts:
 
 
 def cluster_captions(labels: np.ndarray, captions: pa.Array | list[str | None], text_emb: np.ndarray | None = None,
-                     near: float = 0.95) -> CaptionCounts:
+                     near: float = 0.95, rows: np.ndarray | None = None) -> CaptionCounts:
     """Each cluster's captions, normalised once (`captions.batch.normalize`, the normaliser recaption's pools
     use, so both stages count alike) over the rows of clusters with two or more members only.
 
     exact: distinct normalised texts (null counts as empty); near: greedy groups by caption-embedding
     similarity >= `near` (= exact without embeddings); lists: the first caption of each normalised text in
-    row order, blank and null ones left out, sorted (what recaption offers to the members' pools)."""
+    row order, blank and null ones left out, sorted (what recaption offers to the members' pools).
+    `captions` (and `text_emb`) hold every row's, or, with `rows` (the sorted rows of the clusters with two or
+    more members), only those rows': what dedup reads from the shards at 12M rows."""
     from curate.captions import batch
 
     n_clusters = int(labels.max()) + 1 if len(labels) else 0
     sizes = np.bincount(labels, minlength=n_clusters)
     multi = np.flatnonzero(sizes[labels] > 1)
-    texts = batch._strings(captions).take(pa.array(multi)).cast(pa.string())
+    if rows is None:
+        texts = batch._strings(captions).take(pa.array(multi)).cast(pa.string())
+        text_emb = text_emb[multi] if text_emb is not None else None
+    else:
+        if not np.array_equal(rows, multi):
+            raise ValueError("cluster_captions: rows must be the rows of the clusters with two or more members")
+        texts = batch._strings(captions).cast(pa.string())
     codes = batch.text_codes(texts)
-    firsts = multi[batch.first_of(labels[multi], codes)]  # the first row of each (cluster, caption)
-    exact = np.where(sizes > 1, np.bincount(labels[firsts], minlength=n_clusters), 1).astype(np.int64)
+    lm = labels[multi]
+    firsts = batch.first_of(lm, codes)  # positions in multi of the first row of each (cluster, caption)
+    exact = np.where(sizes > 1, np.bincount(lm[firsts], minlength=n_clusters), 1).astype(np.int64)
     nearc = exact.copy()
     if text_emb is not None and len(firsts):
-        order = firsts[np.argsort(labels[firsts], kind="stable")]
-        for members in np.split(order, np.flatnonzero(np.diff(labels[order])) + 1):
+        order = firsts[np.argsort(lm[firsts], kind="stable")]
+        for members in np.split(order, np.flatnonzero(np.diff(lm[order])) + 1):
             if len(members) < 2:
                 continue
             reps: list[np.ndarray] = []
@@ -69,10 +78,10 @@ def cluster_captions(labels: np.ndarray, captions: pa.Array | list[str | None], 
                 v = text_emb[m]
                 if not any(float(v @ r) >= near for r in reps):
                     reps.append(v)
-            nearc[labels[members[0]]] = len(reps)
+            nearc[lm[members[0]]] = len(reps)
     words = np.flatnonzero(batch.not_blank(texts))
-    listed = words[batch.first_of(labels[multi][words], codes[words])]
-    t = pa.table({"cluster": labels[multi][listed], "caption": texts.take(pa.array(listed))}).sort_by(
+    listed = words[batch.first_of(lm[words], codes[words])]
+    t = pa.table({"cluster": lm[listed], "caption": texts.take(pa.array(listed))}).sort_by(
         [("cluster", "ascending"), ("caption", "ascending")])
     counts = np.bincount(t.column("cluster").to_numpy(), minlength=n_clusters)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)

@@ -65,16 +65,12 @@ def build(emb: EmbeddingSet, spec: IndexSpec) -> faiss.Index | faiss.IndexBinary
     return index
 
 
-def sample_rows(emb: EmbeddingSet, m: int, seed: int) -> np.ndarray:
-    """A seeded sample of m rows (float32), read shard by shard."""
+def sample_rows(emb: EmbeddingSet, m: int, seed: int, dtype: type = np.float32) -> np.ndarray:
+    """A seeded sample of m rows (as `dtype`), read by positioned reads of those rows only: converting every
+    shard to float32 to pick 4% of its rows read all 12 GB at 12M x 512 and held the picks twice (2.5 GB)."""
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(emb.n, size=min(m, emb.n), replace=False))
-    out = []
-    for start, block in emb.iter_blocks():
-        sel = pick[(pick >= start) & (pick < start + len(block))] - start
-        if len(sel):
-            out.append(block[sel])
-    return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+    return np.ascontiguousarray(emb.gather(pick, dtype), dtype=dtype)
 
 
 def search(index: faiss.Index | faiss.IndexBinary, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

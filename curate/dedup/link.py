@@ -40,7 +40,10 @@ def components(n: int, i: np.ndarray, j: np.ndarray, chunk: int = 1 << 22,
                 if np.array_equal(up, parent):
                     break
                 parent = up
-    return canonical(parent)
+    # every root is its component's lowest row (a root is only ever hooked under a lower one), so numbering
+    # the roots in row order is `canonical`, without its sort (0.5 GB more at 12M rows)
+    rank = np.cumsum(parent == np.arange(n)) - 1
+    return rank[parent]
 
 
 def canonical(labels: np.ndarray) -> np.ndarray:

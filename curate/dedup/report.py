@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from curate.dedup.link import link
 from curate.dedup.pairs import Pairs
+from curate.dedup.rows import Rows
 from curate.dedup.vectors import EmbeddingSet
 from curate.io import fs
 from curate.report import html, plots
@@ -39,30 +39,52 @@ def _thumbs(images: str | None, keys: set[str]) -> dict[str, bytes]:
     return out
 
 
-def build_report(rows: dict[str, Any], pairs: Pairs, clusters: pa.Table, opts: Any, emb: EmbeddingSet,
+def threshold_counts(pairs: Pairs, n: int, opts: Any, labels: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Per report threshold (and the run's): share removed, pairs, samples with a match, duplicate clusters
+    and their samples. `labels` are the run's own clusters (at opts.threshold), not linked again."""
+    out = {}
+    for t in sorted(set(opts.report_thresholds) | {opts.threshold}):
+        above = pairs.sim >= t  # a mask, not a copy of the pairs per threshold (117M pairs at 12M rows)
+        at = labels if t == opts.threshold else link(n, pairs.i, pairs.j, pairs.sim, opts.linkage, opts.mutual_k,
+                                                     keep=above)
+        sizes = np.bincount(at) if n else np.zeros(0, np.int64)
+        out[f"{t:.2f}"] = {"share_removed": round(1.0 - len(sizes) / n, 4) if n else 0.0,
+                           "pairs": int(above.sum()),
+                           "samples_with_a_match": int((np.nan_to_num(pairs.nn_sim, nan=-2.0) >= t).sum()),
+                           "duplicate_clusters": int((sizes > 1).sum()),
+                           "samples_in_duplicate_clusters": int(sizes[sizes > 1].sum())}
+    return out
+
+
+def _captions_of(emb: EmbeddingSet, rows: np.ndarray) -> list[str | None]:
+    """Captions of a few rows (any order), read from the shards they are in."""
+    if "caption" not in emb.columns or not len(rows):
+        return [None] * len(rows)
+    order = np.argsort(rows, kind="stable")
+    got = emb.read_column("caption", np.asarray(rows)[order]).to_pylist()
+    out: list[str | None] = [None] * len(rows)
+    for pos, caption in zip(order.tolist(), got, strict=True):
+        out[pos] = caption
+    return out
+
+
+def build_report(rows: Rows, nn_sim: np.ndarray, counts: dict[str, dict[str, Any]], opts: Any, emb: EmbeddingSet,
                  manifest: dict[str, Any], output: str, images: str | None,
                  templates: dict[str, int] | None = None) -> dict[str, Any]:
     n = emb.n
-    size = clusters.column("size").to_numpy()
-    same = clusters.column("same_caption").to_numpy(zero_copy_only=False)
-    keep = np.asarray(rows["keep"])
-    threshold = opts.threshold
-    at, counts = {}, {}
-    for t in sorted(set(opts.report_thresholds) | {threshold}):
-        above = pairs.sim >= t  # a mask, not a copy of the pairs per threshold (117M pairs at 12M rows)
-        labels = link(n, pairs.i, pairs.j, pairs.sim, opts.linkage, opts.mutual_k, keep=above)
-        at[f"{t:.2f}"] = round(1.0 - (int(labels.max()) + 1 if n else 0) / n, 4) if n else 0.0
-        sizes = np.bincount(labels) if n else np.zeros(0, np.int64)
-        counts[f"{t:.2f}"] = {"pairs": int(above.sum()), "samples_with_a_match": int((np.nan_to_num(pairs.nn_sim, nan=-2.0) >= t).sum()),
-                              "duplicate_clusters": int((sizes > 1).sum()),
-                              "samples_in_duplicate_clusters": int(sizes[sizes > 1].sum())}
+    size = np.bincount(rows.cluster_id) if n else np.zeros(0, np.int64)
+    first = np.zeros(len(size), np.int64)
+    first[rows.cluster_id[::-1]] = np.arange(n)[::-1]
+    same = (size > 1) & (rows.cluster_captions[first] == 1)
+    keep = rows.keep
+    at = {t: c["share_removed"] for t, c in counts.items()}
+    counts = {t: {k: v for k, v in c.items() if k != "share_removed"} for t, c in counts.items()}
     dup_clusters = int((size > 1).sum())
-    risk = np.asarray(rows["memorization_risk"])
-    top = np.argsort(-risk, kind="stable")[:20]
-    # captions stay in Arrow: the report shows a few dozen, and a Python list of every row's is ~1 GB at 12M rows
-    captions = emb.metadata.column("caption") if "caption" in emb.metadata.column_names else pa.nulls(n, pa.string())
+    risk = rows.memorization_risk
+    top = [int(r) for r in np.argsort(-risk, kind="stable")[:20] if risk[r] > 0]
+    top_captions = _captions_of(emb, np.array(top, np.int64))
     report: dict[str, Any] = {
-        "model": manifest.get("model"), "kind": emb.kind, "samples": n, "threshold": threshold,
+        "model": manifest.get("model"), "kind": emb.kind, "samples": n, "threshold": opts.threshold,
         "score": opts.score,
         **({"templates": templates} if templates else {}),
         "linkage": opts.linkage, "mode": opts.mode, "keep_policy": opts.keep, "action": opts.action,
@@ -71,36 +93,32 @@ def build_report(rows: dict[str, Any], pairs: Pairs, clusters: pa.Table, opts: A
         "duplicates_marked": int((~keep).sum()), "share_removed": round(float((~keep).mean()) if n else 0.0, 4),
         "share_removed_at_threshold": at,
         "counts_at_threshold": counts,
-        "same_image_same_caption": {"clusters": int((same & (size > 1)).sum()),
-                                    "samples": int(size[same & (size > 1)].sum())},
+        "same_image_same_caption": {"clusters": int(same.sum()), "samples": int(size[same].sum())},
         "largest_cluster": int(size.max()) if len(size) else 0,
         "cluster_size_counts": {str(k): int(v) for k, v in zip(*np.unique(size, return_counts=True), strict=True)},
-        "risk_top": [{"key": rows["key"][int(r)].as_py(), "dup_count": int(rows["dup_count"][r]),
-                      "cluster_captions": int(rows["cluster_captions"][r]), "memorization_risk": float(risk[r]),
-                      "caption": captions[int(r)].as_py()} for r in top if risk[r] > 0],
+        "risk_top": [{"key": emb.keys[r].as_py(), "dup_count": int(rows.dup_count[r]),
+                      "cluster_captions": int(rows.cluster_captions[r]), "memorization_risk": float(risk[r]),
+                      "caption": c} for r, c in zip(top, top_captions, strict=True)],
         "against": opts.against,
-        "corpus_duplicates": int(pc.sum(pc.fill_null(pc.equal(rows["duplicate_of"], rows["corpus_key"]),
-                                                      False)).as_py() or 0),
+        "corpus_duplicates": int(rows.corpus_dup.sum()) if rows.corpus_dup is not None else 0,
     }
-    _write_html(report, rows, pairs, clusters, captions, output, images)
+    _write_html(report, rows, nn_sim, size, emb, output, images)
     return report
 
 
-def _write_html(report: dict[str, Any], rows: dict[str, Any], pairs: Pairs, clusters: pa.Table,
-                captions: pa.ChunkedArray | pa.Array, output: str, images: str | None) -> None:
-    size = clusters.column("size").to_numpy()
-    order = np.argsort(-size, kind="stable")[:10]
-    order = [c for c in order if size[c] > 1]
-    keys_of = dict(zip(order, clusters.column("keys").take(pa.array(order, pa.int64())).to_pylist(), strict=True))
-    shown = {k for c in order for k in keys_of[c][:8]}
-    at_rows = np.flatnonzero(pc.is_in(rows["key"], value_set=pa.array(sorted(shown), pa.string())).to_numpy(
-        zero_copy_only=False))
-    caption_of = dict(zip(rows["key"].take(pa.array(at_rows)).to_pylist(),
-                          captions.take(pa.array(at_rows)).to_pylist(), strict=True))
+def _write_html(report: dict[str, Any], rows: Rows, nn_sim: np.ndarray, size: np.ndarray, emb: EmbeddingSet,
+                output: str, images: str | None) -> None:
+    order = [int(c) for c in np.argsort(-size, kind="stable")[:10] if size[c] > 1]
+    members = {c: np.flatnonzero(rows.cluster_id == c)[:8] for c in order}  # each shown cluster's first members
+    shown_rows = np.concatenate([members[c] for c in order]) if order else np.zeros(0, np.int64)
+    keys_of = {c: emb.keys.take(pa.array(members[c])).to_pylist() for c in order}
+    caption_of = dict(zip(emb.keys.take(pa.array(shown_rows)).to_pylist(), _captions_of(emb, shown_rows),
+                          strict=True))
+    shown = set(caption_of)
     thumbs = _thumbs(images, shown)
     size_png = plots.histogram(size[size > 1] if (size > 1).any() else size, "Duplicate cluster sizes",
                                "members per cluster", bins=30, log=True)
-    nn_png = plots.histogram(pairs.nn_sim, "Nearest-neighbour similarity", "cosine similarity", bins=60,
+    nn_png = plots.histogram(nn_sim, "Nearest-neighbour similarity", "cosine similarity", bins=60,
                              vline=report["threshold"] if report["score"] == "raw" else None)
     at = report["share_removed_at_threshold"]
     at_png = plots.bars(list(at), [100 * v for v in at.values()], "Share removed by threshold", "% of samples")
@@ -121,7 +139,7 @@ def _write_html(report: dict[str, Any], rows: dict[str, Any], pairs: Pairs, clus
     ])
     galleries = []
     for c in order:
-        items = [(thumbs.get(k), f"{k}: {caption_of.get(k) or ''}") for k in keys_of[c][:8]]
+        items = [(thumbs.get(k), f"{k}: {caption_of.get(k) or ''}") for k in keys_of[c]]
         galleries.append(f"<h3>cluster {int(c)}: {int(size[c])} members</h3>" + html.gallery(items))
     risk_rows = [(r["key"], r["dup_count"], r["cluster_captions"], f"{r['memorization_risk']:.3f}", r["caption"])
                  for r in report["risk_top"]]

@@ -14,15 +14,15 @@ import pyarrow.parquet as pq
 from curate.errors import CurateError
 from curate.io import fs
 
-# what dedup and audit read of each row (keys, captions for counting and the samples tables, sizes and LAION's
-# aesthetic score for --keep); url and input_row stay in the embed metadata: at LAION's ~100-byte URLs they
-# were half of the driver's text (1M LAION-like rows: 236 MB of Arrow buffers with them, 125 MB without)
+# the metadata columns dedup reads: keys (held for every row), then shard, caption, sizes and LAION's aesthetic
+# score, read per shard for the rows that need them; url and input_row are never read
 META_COLUMNS = ("key", "shard", "caption", "width", "height", "aesthetic")
 
 
 @dataclass
 class EmbeddingSet:
-    """All shards of one embed output: paths, row offsets, kind (float or bits) and the joined metadata."""
+    """All shards of one embed output: paths, row offsets, kind (float or bits) and every row's key. The
+    other metadata columns stay in the shards (`read_column`): at 12M LAION rows their captions alone are 0.7 GB."""
 
     root: str
     shards: list[int]
@@ -31,7 +31,9 @@ class EmbeddingSet:
     offsets: np.ndarray  # offsets[s] = global row of shard s's first row; offsets[-1] = N
     dim: int
     kind: str  # "float" or "bits"
-    metadata: pa.Table  # META_COLUMNS present in the input, row-aligned with the global order
+    keys: pa.Array  # every row's key (strings), in the global order
+    meta_paths: list[str]  # metadata_{i}.parquet per shard
+    columns: frozenset[str]  # META_COLUMNS every shard's metadata has
     transform: Callable[[np.ndarray], np.ndarray] | None = None  # e.g. whitening, applied to float rows on read
 
     def with_transform(self, transform: Callable[[np.ndarray], np.ndarray] | None, dim: int | None = None) -> EmbeddingSet:
@@ -81,10 +83,32 @@ class EmbeddingSet:
         result[order] = out
         return result
 
-    def load_text(self) -> np.ndarray | None:
+    def read_column(self, name: str, rows: np.ndarray | None = None) -> pa.Array:
+        """A metadata column (one of `columns`) for `rows` (sorted global rows; all rows when None), read shard
+        by shard from the shards those rows fall in."""
+        if name not in self.columns:
+            raise CurateError(f"{self.root}: the metadata has no {name} column")
+        rows = np.arange(self.n) if rows is None else np.asarray(rows, np.int64)
+        cut = np.searchsorted(rows, self.offsets)
+        parts = []
+        for s, path in enumerate(self.meta_paths):
+            a, b = int(cut[s]), int(cut[s + 1])
+            if a < b:
+                column = pq.read_table(path, columns=[name]).column(name).combine_chunks()
+                parts.append(column.take(pa.array(rows[a:b] - self.offsets[s])))
+        if not parts:
+            return pa.array([], pq.read_schema(self.meta_paths[0]).field(name).type if self.meta_paths else pa.null())
+        return pa.concat_arrays([p.cast(parts[0].type) for p in parts])
+
+    def gather_text(self, rows: np.ndarray) -> np.ndarray | None:
+        """Caption embeddings of `rows` (sorted global rows) as float32, or None when some shard has none."""
         if any(p is None for p in self.text_paths):
             return None
-        return np.concatenate([np.load(p).astype(np.float32) for p in self.text_paths if p is not None])
+        rows = np.asarray(rows, np.int64)
+        cut = np.searchsorted(rows, self.offsets)
+        out = [np.asarray(_read_rows(p, rows[int(cut[s]) : int(cut[s + 1])] - self.offsets[s]), np.float32)
+               for s, p in enumerate(self.text_paths) if p is not None]
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -133,7 +157,8 @@ def open_embeddings(root: str) -> EmbeddingSet:
     manifest = fs.read_json(manifest_path)
     kind = manifest.get("kind", "float")
     meta_paths = fs.list_shards(fs.join(root, "metadata"))
-    shards, emb_paths, text_paths, counts, tables = [], [], [], [], []
+    shards, emb_paths, text_paths, counts, keys = [], [], [], [], []
+    columns = set(META_COLUMNS)
     for mp in meta_paths:
         name = mp.rsplit("/", 1)[-1]
         idx = name[len("metadata_") : -len(".parquet")]
@@ -142,15 +167,19 @@ def open_embeddings(root: str) -> EmbeddingSet:
         if not fs.exists(ep):
             raise CurateError(f"{ep}: missing (metadata_{idx}.parquet has no embeddings)")
         arr = np.load(ep, mmap_mode="r")
-        table = pq.read_table(mp, columns=[c for c in META_COLUMNS if c in pq.read_schema(mp).names])
-        if len(arr) != table.num_rows:
-            raise CurateError(f"{ep}: {len(arr)} rows but {mp} has {table.num_rows}")
+        columns &= set(pq.read_schema(mp).names)
+        if "key" not in columns:
+            raise CurateError(f"{mp}: no key column; is this a `curate embed` output?")
+        key = pq.read_table(mp, columns=["key"]).column("key")
+        if len(arr) != len(key):
+            raise CurateError(f"{ep}: {len(arr)} rows but {mp} has {len(key)}")
         shards.append(int(idx))
         emb_paths.append(ep)
         text_paths.append(tp if fs.exists(tp) else None)
         counts.append(len(arr))
-        tables.append(table)
+        keys.extend(key.cast(pa.string()).chunks)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     dim = int(manifest["dim"])
-    metadata = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
-    return EmbeddingSet(root, shards, emb_paths, text_paths, offsets, dim, kind, metadata)
+    all_keys = pa.chunked_array(keys, pa.string()).combine_chunks()  # one buffer: keys are taken by row
+    return EmbeddingSet(root, shards, emb_paths, text_paths, offsets, dim, kind, all_keys, meta_paths,
+                        frozenset(columns))

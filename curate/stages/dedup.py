@@ -17,16 +17,16 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
 from curate import __version__, optspec
 from curate.config import REPORT_THRESHOLDS, DedupOptions, EmbedOptions
-from curate.dedup import count
 from curate.dedup import index as idx
 from curate.dedup.link import STRONG, link
 from curate.dedup.pairs import Pairs, hub_scored, knn_pairs, partition_pairs, partition_pairs_dask
+from curate.dedup.report import threshold_counts
+from curate.dedup.rows import Rows, cluster, write_clusters, write_rows
 from curate.dedup.vectors import EmbeddingSet, open_embeddings
 from curate.errors import CurateError
 from curate.executor import Shard, ShardOutput, output_lock, run_stage
@@ -107,63 +107,9 @@ def _index_spec(opts: DedupOptions) -> idx.IndexSpec:
                          seed=opts.seed)
 
 
-def cluster(emb: EmbeddingSet, pairs: Pairs, opts: DedupOptions, threshold: float) -> dict[str, Any]:
-    """Everything per row, as columns (global row order)."""
-    meta = emb.metadata
-    n = emb.n
-    keys = meta.column("key").combine_chunks().cast(pa.string())  # Arrow, like the captions: no Python list per row
-    caption_col = (meta.column("caption").combine_chunks().cast(pa.string()) if "caption" in meta.column_names
-                   else pa.nulls(n, pa.string()))  # stays in Arrow (a Python list of them is ~1 GB at 12M rows)
-    labels = link(n, pairs.i, pairs.j, pairs.sim, opts.linkage, opts.mutual_k, keep=pairs.sim >= threshold)
-    size = np.bincount(labels)[labels]
-    caption_counts = count.cluster_captions(labels, caption_col, emb.load_text(), opts.caption_near)
-    distinct = caption_counts.near[labels]
-    area = None
-    if "width" in meta.column_names and "height" in meta.column_names:
-        area = np.array([(w or 0) * (h or 0) for w, h in zip(meta.column("width").to_pylist(),
-                                                             meta.column("height").to_pylist(), strict=True)], float)
-    aesthetic = (np.array([np.nan if a is None else a for a in meta.column("aesthetic").to_pylist()], float)
-                 if "aesthetic" in meta.column_names else None)
-    if opts.keep == "aesthetic" and aesthetic is None:
-        raise CurateError("--keep aesthetic: the metadata has no aesthetic column (LAION's AESTHETIC_SCORE)")
-    rep = count.representatives(labels, opts.keep, opts.seed, keys, area, aesthetic)
-    rep_row = np.zeros(int(labels.max()) + 1 if n else 0, np.int64)
-    rep_row[labels[rep]] = np.flatnonzero(rep)
-    leader_of = rep_row[labels]
-    # similarity of each duplicate to its cluster's representative (exact, from the vectors, in blocks)
-    dup_sim = np.full(n, np.nan, np.float32)
-    members = np.flatnonzero(~rep & (size > 1))
-    for b in range(0, len(members), 65536):
-        m = members[b : b + 65536]
-        a, lead = emb.gather(m), emb.gather(leader_of[m])
-        if emb.kind == "bits":
-            dup_sim[m] = 1.0 - np.unpackbits(np.bitwise_xor(a, lead), axis=1).sum(axis=1) / emb.dim
-        else:
-            dup_sim[m] = np.einsum("ij,ij->i", a, lead)
-    nn_key = keys.take(pa.array(pairs.nn, mask=pairs.nn < 0))
-    return {
-        "key": keys,
-        "shard": np.asarray(meta.column("shard").to_numpy(), np.int64),
-        "caption": caption_col,
-        "cluster_id": labels,
-        "dup_count": size,
-        "nearest_key": nn_key,
-        "nearest_sim": np.where(np.isfinite(pairs.nn_sim), pairs.nn_sim, np.nan).astype(np.float32),
-        "is_representative": rep,
-        "keep": rep.copy(),
-        "duplicate_of": keys.take(pa.array(leader_of, mask=rep)),
-        "duplicate_sim": np.where(rep, np.nan, dup_sim).astype(np.float32),
-        "cluster_captions": distinct,
-        "cluster_same_caption": (size > 1) & (distinct == 1),
-        "memorization_risk": count.risk(size, distinct),
-        "corpus_key": pa.nulls(n, pa.string()),
-        "corpus_sim": np.full(n, np.nan, np.float32),
-        "_caption_counts": caption_counts,
-    }
-
-
-def check_against(rows: dict[str, Any], emb: EmbeddingSet, against: str, threshold: float) -> None:
-    """Mark samples whose nearest corpus neighbour (a previous run's saved index) is a duplicate."""
+def check_against(rows: Rows, emb: EmbeddingSet, against: str, threshold: float) -> pa.Array:
+    """Mark samples whose nearest corpus neighbour (a previous run's saved index) is a duplicate; returns the
+    corpus keys (`rows.corpus` indexes them)."""
     import faiss
 
     info_path = fs.join(against, "index", "info.json")
@@ -182,13 +128,11 @@ def check_against(rows: dict[str, Any], emb: EmbeddingSet, against: str, thresho
         s, i = idx.search(index, block, 1)
         ids[start : start + len(block)], sims[start : start + len(block)] = i[:, 0], s[:, 0]
     found = ids >= 0
-    corpus_key = corpus_keys.take(pa.array(np.where(found, ids, 0), mask=~found))
     dup = found & (sims >= threshold)
-    rows["corpus_key"] = corpus_key
-    rows["corpus_sim"] = np.where(found, sims, rows["corpus_sim"]).astype(np.float32)
-    rows["keep"][dup] = False
-    rows["duplicate_of"] = pc.if_else(pa.array(dup), corpus_key, rows["duplicate_of"])
-    rows["duplicate_sim"][dup] = sims[dup]
+    rows.corpus, rows.corpus_sim, rows.corpus_dup = ids, np.where(found, sims, np.nan).astype(np.float32), dup
+    rows.keep[dup] = False
+    rows.duplicate_sim[dup] = sims[dup]
+    return corpus_keys
 
 
 @dataclass(frozen=True)
@@ -196,19 +140,35 @@ class WritePlan:
     """What write_shard needs, and what the written shards depend on (recorded for resume)."""
 
     action: str
-    shard_of: dict[str, int]  # embed metadata file -> its shard number
+    shard_of: dict[str, int]  # embed metadata file -> its shard number (and its row group in _work/rows.parquet)
     options: dict[str, Any]  # the run's recorded options, the threshold and report thresholds resolved
     embeddings: str
     images: str | None
+
+    def row_group(self, meta_path: str) -> int:
+        return list(self.shard_of).index(meta_path)
 
     def recorded(self) -> dict[str, Any]:
         return {**self.options, "_shard_of": self.shard_of, "embeddings": self.embeddings, "images": self.images}
 
 
 def write_shard(shard: Shard, out: ShardOutput, plan: WritePlan) -> dict[str, Any]:
-    """Per embed shard: samples/{i}.parquet (and drops/{i}.parquet) from the global rows table."""
-    rows = pq.read_table(fs.join(shard.output_root, "_work", "rows.parquet"),
-                         filters=[("shard", "=", plan.shard_of[shard.input])])
+    """Per embed shard: samples/{i}.parquet (and drops/{i}.parquet): the shard's row group of the global work
+    table, with its shard and caption columns read from the shard's own metadata file."""
+    work = pq.ParquetFile(fs.join(shard.output_root, "_work", "rows.parquet")).read_row_group(
+        plan.row_group(shard.input))
+    names = pq.read_schema(shard.input).names
+    meta = pq.read_table(shard.input, columns=[c for c in ("key", "shard", "caption") if c in names])
+    if not meta.column("key").cast(pa.string()).equals(work.column("key")):
+        raise CurateError(f"{shard.input}: its keys changed while dedup ran (run dedup again)")
+    n = work.num_rows
+    columns = {
+        "shard": (meta.column("shard").cast(pa.int64()) if "shard" in names
+                  else pa.array(np.full(n, plan.shard_of[shard.input], np.int64))),
+        "caption": meta.column("caption").cast(pa.string()) if "caption" in names else pa.nulls(n, pa.string()),
+    }
+    rows = pa.table({f.name: columns[f.name] if f.name in columns else work.column(f.name) for f in ROWS_SCHEMA},
+                    schema=ROWS_SCHEMA)
     drop = plan.action == "drop"
     keep = rows.column("keep").to_numpy(zero_copy_only=False)
     kept = rows.filter(pa.array(keep)) if drop else rows
@@ -234,7 +194,7 @@ def save_index(index: Any, emb: EmbeddingSet, output: str, threshold: float, mod
     folder = fs.join(output, "index")
     with fs.atomic_local(fs.join(folder, "index.faiss")) as tmp:
         (faiss.write_index_binary if emb.kind == "bits" else faiss.write_index)(index, tmp)
-    fs.write_parquet_atomic(emb.metadata.select(["key"]), fs.join(folder, "keys.parquet"))
+    fs.write_parquet_atomic(pa.table({"key": emb.keys}), fs.join(folder, "keys.parquet"))
     fs.write_json_atomic(fs.join(folder, "info.json"), {"dim": emb.dim, "kind": emb.kind, "ntotal": int(index.ntotal),
                                                         "threshold": threshold, "model": model,
                                                         "index": type(index).__name__})
@@ -288,6 +248,8 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
 
         if fs.read_json(manifest_path).get("options_hash") == options_hash(recorded_options(plan)):
             return fs.read_json(report_path)  # done with these options: nothing to redo
+    if opts.keep == "aesthetic" and "aesthetic" not in emb.columns:
+        raise CurateError("--keep aesthetic: the metadata has no aesthetic column (LAION's AESTHETIC_SCORE)")
     fs.ensure_dir(output)
 
     pairs, index = find_pairs(emb, opts, floor, opts.engine, opts.scheduler, opts.workers)
@@ -300,24 +262,30 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
         from curate.dedup.templates import link_same
 
         pairs = Pairs(pairs.i, pairs.j, link_same(pairs.i, pairs.j, pairs.sim, same, STRONG), pairs.nn, pairs.nn_sim)
-    rows = cluster(emb, pairs, opts, threshold)
-    if opts.against:
-        check_against(rows, emb, opts.against, threshold)
-    caption_counts = rows.pop("_caption_counts")
-    table = pa.table({name: rows[name] for name in ROWS_SCHEMA.names}, schema=ROWS_SCHEMA)
-    fs.write_parquet_atomic(table, fs.join(output, "_work", "rows.parquet"))
-    clusters = cluster_table(rows, caption_counts)
-    fs.write_parquet_atomic(clusters, fs.join(output, "clusters.parquet"))
+    n = emb.n
+    labels = link(n, pairs.i, pairs.j, pairs.sim, opts.linkage, opts.mutual_k, keep=pairs.sim >= threshold)
+    counts = threshold_counts(pairs, n, opts, labels)  # the report's, while the pairs exist
+    nn, nn_sim = pairs.nn, pairs.nn_sim
+    del pairs  # 1.4 GB at 12M rows: let go before the per-row columns are made
+    rows, caption_counts = cluster(emb, labels, nn, nn_sim, opts.keep, opts.seed, opts.caption_near)
+    del labels, nn
+    corpus_keys = check_against(rows, emb, opts.against, threshold) if opts.against else None
+    write_rows(rows, emb, fs.join(output, "_work", "rows.parquet"), corpus_keys)
+    del corpus_keys
+    write_clusters(rows.cluster_id, rows.is_representative, rows.cluster_captions, rows.memorization_risk,
+                   caption_counts, emb.keys, fs.join(output, "clusters.parquet"))
+    del caption_counts
     if index is not None and opts.save_index:
         save_index(index, emb, output, threshold, manifest.get("model", "?"))
         if whitening is not None and not opts.against:
             whitening.save(fs.url_to_fs(fs.join(output, "index", "whitening.npz"))[1])
+    del index
 
     stats = run_stage(STAGE, write_shard, meta_paths, output, plan, overwrite=True, progress=opts.progress,
                       rows_total=emb.n)
     from curate.dedup.report import build_report
 
-    report = build_report(rows, pairs, clusters, opts, emb, manifest, output, images, template_info)
+    report = build_report(rows, nn_sim, counts, opts, emb, manifest, output, images, template_info)
     report["rows_in"] = sum(s["rows_in"] for s in stats)
     report["rows_out"] = sum(s["rows_out"] for s in stats)
     report["curate_version"] = __version__
@@ -346,7 +314,7 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
     embed_opts = optspec.from_recorded(EmbedOptions, fs.read_json(stage_path)["options"], images=images,
                                        output=emb_dir, text_model=None, device="auto")
     max_area = embed_opts.max_image_area
-    row_of = {str(k): r for r, k in enumerate(emb.metadata.column("key").to_pylist())}
+    row_of = {str(k): r for r, k in enumerate(emb.keys.to_pylist())}
     draft = (2 * templates.WORK, 2 * templates.WORK)
 
     def load(rows: set[int], small: bool) -> Iterator[tuple[int, Image.Image]]:
@@ -391,32 +359,3 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
         for b in bars:
             b.close()
     return Pairs(found.i, found.j, found.score, pairs.nn, pairs.nn_sim), found.info, found.same
-
-
-def cluster_table(rows: dict[str, Any], captions: count.CaptionCounts) -> pa.Table:
-    labels = np.asarray(rows["cluster_id"])
-    n_clusters = int(labels.max()) + 1 if len(labels) else 0
-    size = np.bincount(labels, minlength=n_clusters)
-    keys = rows["key"]
-    order = np.argsort(labels, kind="stable")  # each cluster's members in row order
-    offsets = np.concatenate([[0], np.cumsum(size)]).astype(np.int32)
-    members = pa.ListArray.from_arrays(pa.array(offsets), keys.take(pa.array(order)))
-    rep = np.asarray(rows["is_representative"])
-    rep_row = np.full(n_clusters, -1, np.int64)
-    rep_row[labels[rep]] = np.flatnonzero(rep)
-    rep_key = keys.take(pa.array(rep_row, mask=rep_row < 0))
-    first = np.full(n_clusters, -1, np.int64)
-    first[labels[::-1]] = np.arange(len(labels))[::-1]
-    distinct = np.asarray(rows["cluster_captions"])[first] if n_clusters else np.zeros(0, np.int64)
-    risk = np.asarray(rows["memorization_risk"])[first] if n_clusters else np.zeros(0, np.float32)
-    return pa.table({
-        "cluster_id": np.arange(n_clusters, dtype=np.int64),
-        "size": size.astype(np.int64),
-        "captions_exact": captions.exact.astype(np.int64),
-        "captions_distinct": distinct.astype(np.int64),
-        "captions": captions.lists,
-        "same_caption": (size > 1) & (distinct == 1),
-        "memorization_risk": risk.astype(np.float32),
-        "representative_key": rep_key,
-        "keys": members,
-    })
