@@ -314,16 +314,17 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
     embed_opts = optspec.from_recorded(EmbedOptions, fs.read_json(stage_path)["options"], images=images,
                                        output=emb_dir, text_model=None, device="auto")
     max_area = embed_opts.max_image_area
-    row_of = {str(k): r for r, k in enumerate(emb.keys.to_pylist())}
     draft = (2 * templates.WORK, 2 * templates.WORK)
 
     def load(rows: set[int], small: bool) -> Iterator[tuple[int, Image.Image]]:
         """The images of `rows`, shard by shard (JPEG draft scale for thumbnails); ones that no longer decode
         are skipped: embed accepted them once."""
+        wanted = sorted(rows)  # a key lookup for these rows only, not a dict of every row's key
+        row_of = dict(zip(emb.keys.take(pa.array(wanted, pa.int64())).to_pylist(), wanted, strict=True))
         for path in shard_files(images) if rows else []:
             for meta, data in iter_image_samples(path):
                 r = row_of.get(meta["key"])
-                if r is not None and r in rows and data:
+                if r is not None and data:
                     img, _, _ = decode_image(data, max_area, draft if small else None)
                     if img is not None:
                         yield r, img
