@@ -10,6 +10,7 @@ shard executor, so they are atomic and resumable like every stage. Outputs (sche
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -145,8 +146,12 @@ class WritePlan:
     embeddings: str
     images: str | None
 
+    @functools.cached_property
+    def _positions(self) -> dict[str, int]:
+        return {path: k for k, path in enumerate(self.shard_of)}
+
     def row_group(self, meta_path: str) -> int:
-        return list(self.shard_of).index(meta_path)
+        return self._positions[meta_path]
 
     def recorded(self) -> dict[str, Any]:
         return {**self.options, "_shard_of": self.shard_of, "embeddings": self.embeddings, "images": self.images}
