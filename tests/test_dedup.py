@@ -767,3 +767,17 @@ def jpeg_bytes(img, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=quality)
     return buf.getvalue()
+
+
+def test_caption_embeddings_are_read_for_the_rows_asked_across_shards(tmp_path):
+    """gather_text (caption embeddings of the multi-member rows only) equals the rows of the full text matrix."""
+    x = planted(n_base=200)
+    write_embed_dir(tmp_path / "emb", x, shards=3)
+    text = np.random.default_rng(1).standard_normal((len(x), 8)).astype(np.float32)
+    (tmp_path / "emb" / "text_emb").mkdir()
+    for s, part in enumerate(np.array_split(np.arange(len(x)), 3)):
+        np.save(tmp_path / "emb" / "text_emb" / f"text_emb_{s:05d}.npy", text[part])
+    emb = open_embeddings(str(tmp_path / "emb"))
+    rows = np.sort(np.random.default_rng(2).choice(len(x), len(x) // 2, replace=False))
+    assert np.array_equal(emb.gather_text(rows), text[rows])
+    assert emb.gather_text(np.zeros(0, np.int64)).shape[0] == 0
