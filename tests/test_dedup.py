@@ -13,7 +13,7 @@ from curate import schemas
 from curate.dedup import count
 from curate.dedup import index as idx
 from curate.dedup.evaluate import pair_scores
-from curate.dedup.link import link, mutual_mask
+from curate.dedup.link import components, link, mutual_mask
 from curate.dedup.pairs import Pairs, hub_scored, knn_pairs, partition_pairs
 from curate.dedup.vectors import open_embeddings
 from curate.errors import CurateError
@@ -196,7 +196,6 @@ def test_components_match_a_breadth_first_search_on_random_graphs():
     edge list so hooks carry over between chunks."""
     from collections import deque
 
-    from curate.dedup.link import components
 
     rng = np.random.default_rng(3)
     for n, m in ((50, 0), (300, 120), (2000, 1500), (2000, 6000)):
@@ -223,6 +222,50 @@ def test_components_match_a_breadth_first_search_on_random_graphs():
                         todo.append(b)
         for chunk in (7, 1 << 22):
             assert np.array_equal(components(n, i, j, chunk=chunk), want)
+
+
+def _mutual_by_ranks(i, j, sim, k):
+    """The mutual test written out: each end's competition rank of the edge (strictly better edges) below k."""
+    ok = np.ones(len(i), bool)
+    for e in range(len(i)):
+        for end in (i[e], j[e]):
+            mine = np.flatnonzero((i == end) | (j == end))
+            ok[e] &= int((sim[mine] > sim[e]).sum()) < k
+    return ok
+
+
+def test_edges_read_in_chunks_link_as_the_whole_list_does():
+    """link_edges (what the Dask engine runs over its pair files) against the plain definitions: components by
+    breadth-first search, mutual by counting strictly better edges at both ends, leader on the whole list."""
+    from curate.dedup.link import link_edges, row_topk
+
+    rng = np.random.default_rng(5)
+    n, m = 400, 3000
+    i, j = rng.integers(n, size=m), rng.integers(n, size=m)
+    keep = i != j
+    i, j = np.minimum(i, j)[keep], np.maximum(i, j)[keep]
+    code = np.unique(i * n + j)
+    i, j = code // n, code % n
+    sim = rng.choice(np.linspace(0.5, 1.0, 11), size=len(i)).astype(np.float32)  # many ties
+    # row_topk: each row's best scores, best first, -inf where it has fewer edges
+    top = row_topk(n, iter([(i[:700], j[:700], sim[:700]), (i[700:], j[700:], sim[700:])]), 4)
+    for r in range(n):
+        mine = np.sort(sim[(i == r) | (j == r)])[::-1][:4]
+        assert np.array_equal(top[r, : len(mine)], mine) and np.isneginf(top[r, len(mine):]).all()
+    assert np.array_equal(mutual_mask(i, j, sim, 3), _mutual_by_ranks(i, j, sim, 3))
+    for t in (0.5, 0.8):
+        for size in (97, 1 << 20):
+            def edges(size=size):
+                for a in range(0, len(i), size):
+                    yield i[a : a + size], j[a : a + size], sim[a : a + size]
+            above = sim >= t
+            for linkage in ("components", "mutual", "leader"):
+                got = link_edges(n, edges, t, linkage, mutual_k=3)
+                want = link(n, i, j, sim, linkage, 3, keep=above)
+                assert np.array_equal(got, want), (t, size, linkage)
+            mutual = link_edges(n, edges, t, "mutual", mutual_k=3)
+            m = _mutual_by_ranks(i[above], j[above], sim[above], 3) | (sim[above] >= 0.97)
+            assert np.array_equal(mutual, components(n, i[above][m], j[above][m]))
 
 
 def test_components_chain_while_leader_and_mutual_do_not():

@@ -7,14 +7,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 
 from curate.dedup import index as idx
+from curate.dedup.link import row_topk
 from curate.dedup.vectors import EmbeddingSet
+
+if TYPE_CHECKING:
+    from curate.dedup.spill import PairFiles
 
 
 @dataclass
@@ -25,6 +31,11 @@ class Pairs:
     nn: np.ndarray  # int64: each row's most similar other row (-1 if none seen)
     nn_sim: np.ndarray  # float32
 
+    def chunks(self, size: int = 1 << 22) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(i, j, sim) in slices of `size` pairs: the edge source `link.link_edges` reads."""
+        for a in range(0, len(self.i), size):
+            yield self.i[a : a + size], self.j[a : a + size], self.sim[a : a + size]
+
     def above(self, threshold: float) -> Pairs:
         m = self.sim >= threshold
         if m.all():  # no copy (117M pairs at 12M rows are 2.3 GB)
@@ -32,29 +43,27 @@ class Pairs:
         return Pairs(self.i[m], self.j[m], self.sim[m], self.nn, self.nn_sim)
 
 
-def hub_scored(pairs: Pairs, n: int, k: int = 5, beta: float = 1.0, floor: float = 0.5,
-               strong: float = 0.97) -> Pairs:
+def hub_scored(pairs: Pairs | PairFiles, n: int, k: int = 5, beta: float = 1.0, floor: float = 0.5,
+               strong: float = 0.97) -> Pairs | PairFiles:
     """Hubness-corrected scores: s'(i, j) = s(i, j) - beta * (b_i + b_j) / 2, where b_i is the mean similarity
     of row i to its k most similar other rows among the candidate pairs (a row with fewer than k candidates
     counts the missing ones at `floor`, the candidates' lower bound). An image that resembles many others (a
     screenshot frame, a meme template, a dense region of clip-art) gets a high b and must be much closer to
     a neighbour to link, as in the score normalisation of the DISC21 copy-detection entries. Pairs at or above
     `strong` keep their raw similarity, so near-identical copies link however large their cluster is (in a
-    cluster of 1,000 copies every member is a hub). nn / nn_sim stay raw."""
-    if len(pairs.i) == 0:
-        return pairs
-    src = np.concatenate([pairs.i, pairs.j])
-    sim = np.concatenate([pairs.sim, pairs.sim]).astype(np.float64)
-    order = np.lexsort((-sim, src))
-    src, sim = src[order], sim[order]
-    start = np.searchsorted(src, src, side="left")
-    top = (np.arange(len(src)) - start) < k
-    total = np.bincount(src[top], weights=sim[top], minlength=n)
-    count = np.bincount(src[top], minlength=n)
-    b = (total + (k - count) * floor) / k
-    adjusted = pairs.sim - beta * (b[pairs.i] + b[pairs.j]) / 2
-    scored = np.where(pairs.sim >= strong, pairs.sim, adjusted).astype(np.float32)
-    return Pairs(pairs.i, pairs.j, scored, pairs.nn, pairs.nn_sim)
+    cluster of 1,000 copies every member is a hub). nn / nn_sim stay raw. Pairs held in files (the Dask
+    engine's) get the scores as they are read."""
+    top = row_topk(n, pairs.chunks(), k)
+    found = np.isfinite(top)
+    b = (np.where(found, top, 0).astype(np.float64).sum(axis=1) + (k - found.sum(axis=1)) * floor) / k
+    del top, found
+
+    def score(i: np.ndarray, j: np.ndarray, sim: np.ndarray) -> np.ndarray:
+        return np.where(sim >= strong, sim, sim - beta * (b[i] + b[j]) / 2).astype(np.float32)
+
+    if isinstance(pairs, Pairs):
+        return Pairs(pairs.i, pairs.j, score(pairs.i, pairs.j, pairs.sim), pairs.nn, pairs.nn_sim)
+    return dataclasses.replace(pairs, score=score)
 
 
 def _unique_edges(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -122,22 +131,39 @@ class Plan:
         return int(self.ids[k]), self.assign[self.parts[k]]
 
 
+@dataclass
+class Assigner:
+    """Rows -> their partitions' centroids: a FAISS index over the centroids proposes `candidates` of them, each
+    is re-scored exactly (numpy's own loop: the same bits in a one-thread Dask task as on all cores) and the
+    best `width` by score less the centroid's balancing `bias` are kept, after the first only those within
+    `margin` of it. Pickles (FAISS indexes do), so Dask tasks assign the rows of their own shards."""
+
+    index: faiss.Index  # IndexFlatIP over the centroids, or the two-level IndexIVFFlat over the fine ones
+    centroids: np.ndarray  # float32, in the index's id order
+    bias: np.ndarray  # float32 per centroid
+    width: int
+    candidates: int
+    margin: float
+
+    @property
+    def m(self) -> int:
+        return len(self.centroids)
+
+    def assign(self, block: np.ndarray) -> np.ndarray:
+        """Each row's centroids (len(block) x width int32, -1 for none)."""
+        d, i = _candidates(self, block)  # -1: fewer centroids in its cells
+        return _top(d, i, self.bias, self.width, self.margin).astype(np.int32)
+
+
 def partitions(emb: EmbeddingSet, nlist: int = 0, n_assign: int = 2, train_per_centroid: int = 100,
                seed: int = 0, two_level_from: int = TWO_LEVEL_FROM, margin: float = ASSIGN_MARGIN) -> Plan:
     """SemDeDup's plan: spherical k-means on a sample, every row assigned (shard by shard) to its nearest
     centroid and to up to `n_assign - 1` more that score within `margin` of it."""
+    assigner = fit_assigner(emb, nlist, n_assign, train_per_centroid, seed, two_level_from, margin)
     n = emb.n
-    nlist = nlist or max(1, int(np.sqrt(n)), n // ROWS_PER_PARTITION)
-    nlist = min(nlist, max(1, n // 39))
-    if nlist >= two_level_from:
-        assign = _assign_two_level(emb, nlist, n_assign, seed, margin=margin)
-    else:
-        km = _kmeans(idx.sample_rows(emb, min(n, max(20_000, train_per_centroid * nlist)), seed), nlist, seed)
-        assign = np.empty((n, min(n_assign, nlist)), np.int32)
-        for start, block in emb.iter_blocks():
-            d, a = km.index.search(block, assign.shape[1])
-            a[:, 1:][d[:, 1:] < d[:, :1] - margin] = -1
-            assign[start : start + len(block)] = a
+    assign = np.empty((n, assigner.width), np.int32)
+    for start, block in emb.iter_blocks():
+        assign[start : start + len(block)] = assigner.assign(block)
     part_of = assign.reshape(-1)
     rows_of = np.repeat(np.arange(n, dtype=np.int64), assign.shape[1])
     order = np.argsort(part_of, kind="stable")
@@ -151,6 +177,23 @@ def partitions(emb: EmbeddingSet, nlist: int = 0, n_assign: int = 2, train_per_c
     return Plan([np.sort(parts[k]) for k in keep], ids[keep].astype(np.int64), assign)
 
 
+def fit_assigner(emb: EmbeddingSet, nlist: int = 0, n_assign: int = 2, train_per_centroid: int = 100,
+                 seed: int = 0, two_level_from: int = TWO_LEVEL_FROM, margin: float = ASSIGN_MARGIN) -> Assigner:
+    """The centroids of the plan from a k-means of a sample: flat up to `two_level_from` centroids, else two
+    levels (`_fit_two_level`)."""
+    n = emb.n
+    nlist = nlist or max(1, int(np.sqrt(n)), n // ROWS_PER_PARTITION)
+    nlist = min(nlist, max(1, n // 39))
+    if nlist >= two_level_from:
+        return _fit_two_level(emb, nlist, n_assign, seed, margin=margin)
+    km = _kmeans(idx.sample_rows(emb, min(n, max(20_000, train_per_centroid * nlist)), seed), nlist, seed)
+    centroids = np.ascontiguousarray(km.centroids, np.float32)
+    index = faiss.IndexFlatIP(emb.dim)
+    index.add(centroids)
+    width = min(n_assign, nlist)
+    return Assigner(index, centroids, np.zeros(nlist, np.float32), width, min(width + 2, nlist), margin)
+
+
 def _kmeans(x: np.ndarray, k: int, seed: int) -> faiss.Kmeans:
     """The spherical k-means every partition plan here uses, trained on the float32 rows `x`."""
     km = faiss.Kmeans(x.shape[1], k, niter=10, spherical=True, seed=seed, verbose=False)
@@ -158,12 +201,12 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> faiss.Kmeans:
     return km
 
 
-def _assign_two_level(emb: EmbeddingSet, nlist: int, n_assign: int, seed: int, probes: int = 2,
-                      train_per_centroid: int = 40, candidates: int = 8, balance: bool = True,
-                      margin: float = ASSIGN_MARGIN) -> np.ndarray:
-    """Each row's `n_assign` nearest fine centroids (N x n_assign int32), searched among the fine centroids of
-    its `probes` nearest coarse cells: about sqrt(nlist) coarse cells, each split by a k-means of its own
-    share of one sample (kept as float16: 40 rows per centroid)."""
+def _fit_two_level(emb: EmbeddingSet, nlist: int, n_assign: int, seed: int, probes: int = 2,
+                   train_per_centroid: int = 40, candidates: int = 8, balance: bool = True,
+                   margin: float = ASSIGN_MARGIN) -> Assigner:
+    """Rows go to their `n_assign` nearest fine centroids, searched among the fine centroids of their `probes`
+    nearest coarse cells: about sqrt(nlist) coarse cells, each split by a k-means of its own share of one
+    sample (kept as float16: 40 rows per centroid)."""
     coarse_n = max(1, int(np.sqrt(nlist)))
     sample = idx.sample_rows(emb, min(emb.n, train_per_centroid * nlist), seed, np.float16)
     pick = np.random.default_rng(seed).choice(len(sample), min(len(sample), 100 * coarse_n), replace=False)
@@ -183,20 +226,31 @@ def _assign_two_level(emb: EmbeddingSet, nlist: int, n_assign: int, seed: int, p
         fine.append(np.ascontiguousarray(cents, np.float32))
     # the fine centroids, listed under their nearest coarse cell: an IVF search with nprobe probes is the
     # two-level lookup, in faiss's C++ on all cores
+    centroids = np.concatenate(fine)
     ivf = faiss.IndexIVFFlat(coarse, emb.dim, coarse_n, faiss.METRIC_INNER_PRODUCT)
-    ivf.add(np.concatenate(fine))
+    ivf.add(centroids)
     ivf.nprobe = min(probes, coarse_n)
     width = min(n_assign, ivf.ntotal)
     n_cand = min(candidates, ivf.ntotal)
-    found = [ivf.search(sample[a : a + 65536].astype(np.float32), n_cand) for a in range(0, len(sample), 65536)]
-    del sample
-    bias = balancing_bias(np.concatenate([d for d, _ in found]), np.concatenate([i for _, i in found]),
-                          ivf.ntotal, width, margin) if balance else np.zeros(ivf.ntotal, np.float32)
-    assign = np.empty((emb.n, width), np.int32)
-    for start, block in emb.iter_blocks():
-        d, i = ivf.search(block, n_cand)  # -1: fewer centroids in its cells
-        assign[start : start + len(block)] = _top(d, i, bias, width, margin)
-    return assign
+    assigner = Assigner(ivf, centroids, np.zeros(ivf.ntotal, np.float32), width, n_cand, margin)
+    if balance:
+        found = [_candidates(assigner, sample[a : a + 65536].astype(np.float32)) for a in range(0, len(sample), 65536)]
+        assigner.bias = balancing_bias(np.concatenate([d for d, _ in found]), np.concatenate([i for _, i in found]),
+                                       ivf.ntotal, width, margin)
+    return assigner
+
+
+def _candidates(assigner: Assigner, x: np.ndarray, rows: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's candidate centroids and their exact similarities (-inf where none), `rows` at a time (the
+    gathered centroids are rows x candidates x d floats)."""
+    ds, ids = [], []
+    for a in range(0, len(x), rows):
+        q = np.ascontiguousarray(x[a : a + rows], np.float32)
+        _, i = assigner.index.search(q, assigner.candidates)
+        d = np.einsum("rd,rcd->rc", q, assigner.centroids[np.maximum(i, 0)])
+        ds.append(np.where(i >= 0, d, -np.inf).astype(np.float32))
+        ids.append(i)
+    return np.concatenate(ds), np.concatenate(ids)
 
 
 def _top(d: np.ndarray, i: np.ndarray, bias: np.ndarray, width: int, margin: float = np.inf) -> np.ndarray:
@@ -365,57 +419,33 @@ def partition_pairs(emb: EmbeddingSet, threshold: float, nlist: int = 0, n_assig
     plan = partitions(emb, nlist, n_assign, train_per_centroid, seed)
 
     def blocks() -> Iterator[PartitionResult]:
-        done = 0
-        for batch in _batches(plan.parts, batch_rows):
-            rows = np.unique(np.concatenate(batch))
+        for a, b in batch_bounds([len(m) for m in plan.parts], batch_rows):
+            rows = np.unique(np.concatenate(plan.parts[a:b]))
             x = partition_vectors(emb, rows)
-            for members in batch:
+            for k in range(a, b):
+                members = plan.parts[k]
                 yield partition_block(x[np.searchsorted(rows, members)], members, emb.n, threshold, row_block,
-                                      plan.owner(done))
-                done += 1
+                                      plan.owner(k))
 
     return merge_partitions(blocks(), emb.n)
 
 
-def _batches(parts: list[np.ndarray], batch_rows: int) -> Iterator[list[np.ndarray]]:
-    """Consecutive partitions, about `batch_rows` rows at a time: their rows are read in one pass over the
-    shards (at 12M rows in 120 shards, one memory map per shard per partition was 14% of the time)."""
-    batch, rows = [], 0
-    for members in parts:
-        if batch and rows + len(members) > batch_rows:
-            yield batch
-            batch, rows = [], 0
-        batch.append(members)
-        rows += len(members)
-    if batch:
-        yield batch
+def batch_bounds(sizes: list[int], batch_rows: int) -> list[tuple[int, int]]:
+    """Runs [a, b) of consecutive partitions, about `batch_rows` rows at a time (by their `sizes`): their rows
+    are read in one pass over the shards (at 12M rows in 120 shards, one memory map per shard per partition
+    was 14% of the time)."""
+    bounds, first, rows = [], 0, 0
+    for k, size in enumerate(sizes):
+        if k > first and rows + size > batch_rows:
+            bounds.append((first, k))
+            first, rows = k, 0
+        rows += size
+    if first < len(sizes):
+        bounds.append((first, len(sizes)))
+    return bounds
 
 
 def partition_vectors(emb: EmbeddingSet, members: np.ndarray) -> np.ndarray:
     """One partition's rows read from the embedding shards, through float16 (what embed writes) to float32:
     the local loop and a Dask task read them alike, so both give the same pairs."""
     return emb.gather(members, np.float16).astype(np.float32)
-
-
-def _partition_task(emb: EmbeddingSet, index: int, members: np.ndarray, threshold: float,
-                    owner: tuple[int, np.ndarray]) -> tuple[int, PartitionResult]:
-    """One Dask task: read the partition's rows from the shared embedding shards, then `partition_block`."""
-    return index, partition_block(partition_vectors(emb, members), members, emb.n, threshold, owner=owner)
-
-
-def partition_pairs_dask(emb: EmbeddingSet, threshold: float, nlist: int = 0, n_assign: int = 2, seed: int = 0,
-                         scheduler: str | None = None, workers: int = 1) -> Pairs:
-    """The same pairs as `partition_pairs`, with one Dask task per partition (k-means and the assignment run
-    here: they read the vectors once, shard by shard); embeddings must be readable from every worker."""
-    import dataclasses
-
-    import pyarrow as pa
-
-    from curate.engines.dask import map_tasks
-
-    plan = partitions(emb, nlist, n_assign, seed=seed)
-    light = dataclasses.replace(emb, keys=pa.array([], pa.string()))  # tasks need paths and offsets, not keys
-    calls = [(light, i, members, threshold, plan.owner(i)) for i, members in enumerate(plan.parts)]
-    keys = [f"curate-dedup-partition-{i:06d}" for i in range(len(plan.parts))]
-    done = dict(map_tasks(_partition_task, calls, keys, scheduler, workers))
-    return merge_partitions((done[i] for i in range(len(plan.parts))), emb.n)

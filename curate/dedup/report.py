@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from curate.dedup.link import link
+from curate.dedup.link import link_edges
 from curate.dedup.pairs import Pairs
 from curate.dedup.rows import Rows
+from curate.dedup.spill import PairFiles
 from curate.dedup.vectors import EmbeddingSet
 from curate.io import fs
 from curate.report import html, plots
@@ -39,17 +40,16 @@ def _thumbs(images: str | None, keys: set[str]) -> dict[str, bytes]:
     return out
 
 
-def threshold_counts(pairs: Pairs, n: int, opts: Any, labels: np.ndarray) -> dict[str, dict[str, Any]]:
+def threshold_counts(pairs: Pairs | PairFiles, n: int, opts: Any, labels: np.ndarray) -> dict[str, dict[str, Any]]:  # noqa: ANN401
     """Per report threshold (and the run's): share removed, pairs, samples with a match, duplicate clusters
-    and their samples. `labels` are the run's own clusters (at opts.threshold), not linked again."""
+    and their samples. `labels` are the run's own clusters (at opts.threshold), not linked again. The pairs are
+    read chunk by chunk (a slice at a time, or a pair file at a time), never copied per threshold."""
     out = {}
     for t in sorted(set(opts.report_thresholds) | {opts.threshold}):
-        above = pairs.sim >= t  # a mask, not a copy of the pairs per threshold (117M pairs at 12M rows)
-        at = labels if t == opts.threshold else link(n, pairs.i, pairs.j, pairs.sim, opts.linkage, opts.mutual_k,
-                                                     keep=above)
+        at = labels if t == opts.threshold else link_edges(n, pairs.chunks, t, opts.linkage, opts.mutual_k)
         sizes = np.bincount(at) if n else np.zeros(0, np.int64)
         out[f"{t:.2f}"] = {"share_removed": round(1.0 - len(sizes) / n, 4) if n else 0.0,
-                           "pairs": int(above.sum()),
+                           "pairs": sum(int(np.count_nonzero(s >= t)) for _, _, s in pairs.chunks()),
                            "samples_with_a_match": int((np.nan_to_num(pairs.nn_sim, nan=-2.0) >= t).sum()),
                            "duplicate_clusters": int((sizes > 1).sum()),
                            "samples_in_duplicate_clusters": int(sizes[sizes > 1].sum())}

@@ -47,12 +47,15 @@ class EmbeddingSet:
 
     def iter_blocks(self, dtype: type = np.float32) -> Iterator[tuple[int, np.ndarray]]:
         """(global start row, block) per shard, converted to `dtype` one shard at a time."""
-        for start, path in zip(self.offsets[:-1], self.emb_paths, strict=True):
-            arr = np.load(path, mmap_mode="r")
-            if self.kind == "float" and self.transform is not None:
-                yield int(start), np.ascontiguousarray(self.transform(arr), dtype=dtype)
-            else:
-                yield int(start), np.ascontiguousarray(arr, dtype=dtype if self.kind == "float" else np.uint8)
+        for s, start in enumerate(self.offsets[:-1].tolist()):
+            yield start, self.shard_block(s, dtype)
+
+    def shard_block(self, s: int, dtype: type = np.float32) -> np.ndarray:
+        """Shard `s`'s rows, converted to `dtype` (bits stay uint8), the transform applied."""
+        arr = np.load(self.emb_paths[s], mmap_mode="r")
+        if self.kind == "float" and self.transform is not None:
+            return np.ascontiguousarray(self.transform(arr), dtype=dtype)
+        return np.ascontiguousarray(arr, dtype=dtype if self.kind == "float" else np.uint8)
 
     def load_all(self, dtype: type = np.float16) -> np.ndarray:
         if self.kind == "bits":

@@ -10,6 +10,7 @@ worker: a shared file system or an fsspec URL.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from curate.errors import CurateError
@@ -36,18 +37,31 @@ def map_shards(func: Callable[..., dict[str, Any]], calls: list[tuple], schedule
     yield from map_tasks(func, calls, [f"curate-{args[0]}-{args[2].name}" for args in calls], scheduler, workers)
 
 
-def map_tasks(func: Callable[..., Any], calls: list[tuple], keys: list[str], scheduler: str | None,
-              workers: int) -> Iterator[Any]:
-    """Run func(*args) for each args tuple as a Dask task named by `keys`; yield results as they complete.
-    A task lost with its worker is rerun by Dask on another worker (up to its allowed failures)."""
-    from distributed import as_completed
-
+@contextmanager
+def client_for(scheduler: str | None, workers: int) -> Iterator[Any]:
+    """A Dask client for several rounds of tasks (one LocalCluster for all of them when no scheduler is given)."""
     client, cluster = _client(scheduler, workers)
     try:
-        futures = [client.submit(func, *args, pure=False, key=key) for args, key in zip(calls, keys, strict=True)]
-        for fut in as_completed(futures):
-            yield fut.result()
+        yield client
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def run_tasks(client: Any, func: Callable[..., Any], calls: list[tuple], keys: list[str]) -> Iterator[Any]:  # noqa: ANN401
+    """Run func(*args) for each args tuple as a Dask task named by `keys` on `client`; yield results as they
+    complete. A task lost with its worker is rerun by Dask on another worker (up to its allowed failures)."""
+    from distributed import as_completed
+
+    futures = [client.submit(func, *args, pure=False, key=key) for args, key in zip(calls, keys, strict=True)]
+    for fut in as_completed(futures):
+        yield fut.result()
+        fut.release()  # the result is the caller's now; the cluster need not keep it
+
+
+def map_tasks(func: Callable[..., Any], calls: list[tuple], keys: list[str], scheduler: str | None,
+              workers: int) -> Iterator[Any]:
+    """`run_tasks` on a client of its own."""
+    with client_for(scheduler, workers) as client:
+        yield from run_tasks(client, func, calls, keys)

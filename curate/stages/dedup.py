@@ -24,8 +24,9 @@ from PIL import Image
 from curate import __version__, optspec
 from curate.config import REPORT_THRESHOLDS, DedupOptions, EmbedOptions
 from curate.dedup import index as idx
-from curate.dedup.link import STRONG, link
-from curate.dedup.pairs import Pairs, hub_scored, knn_pairs, partition_pairs, partition_pairs_dask
+from curate.dedup import spill
+from curate.dedup.link import STRONG, link_edges
+from curate.dedup.pairs import Pairs, hub_scored, knn_pairs, partition_pairs
 from curate.dedup.report import threshold_counts
 from curate.dedup.rows import Rows, cluster, write_clusters, write_rows
 from curate.dedup.vectors import EmbeddingSet, open_embeddings
@@ -76,9 +77,10 @@ def default_threshold(kind: str, model: str = "", score: str = "raw") -> float:
 
 
 def find_pairs(emb: EmbeddingSet, opts: DedupOptions, floor: float, engine: str = "local",
-               scheduler: str | None = None, workers: int = 1) -> tuple[Pairs, Any]:
+               scheduler: str | None = None, workers: int = 1) -> tuple[Pairs | spill.PairFiles, Any]:
     """Candidate pairs at similarity >= floor, and the FAISS index when one was built. On `engine="dask"`
-    float embeddings use the partition (SemDeDup) plan, one Dask task per partition."""
+    float embeddings use the partition (SemDeDup) plan as Dask tasks, and the pairs stay in files under the
+    output's `_work/` (curate/dedup/spill.py)."""
     mode = opts.mode
     if mode == "auto":
         if emb.kind == "bits":
@@ -93,8 +95,8 @@ def find_pairs(emb: EmbeddingSet, opts: DedupOptions, floor: float, engine: str 
         if emb.kind == "bits":
             raise CurateError("--mode partition needs float embeddings; hashes use the binary index (knn)")
         if engine == "dask":
-            pairs = partition_pairs_dask(emb, floor, nlist=opts.nlist, n_assign=opts.n_assign,
-                                         seed=opts.seed, scheduler=scheduler, workers=workers)
+            pairs = spill.dask_pairs(emb, floor, fs.join(opts.output, "_work"), nlist=opts.nlist,
+                                     n_assign=opts.n_assign, seed=opts.seed, scheduler=scheduler, workers=workers)
         else:
             pairs = partition_pairs(emb, floor, nlist=opts.nlist, n_assign=opts.n_assign, seed=opts.seed)
         index = idx.build(emb, _index_spec(opts)) if opts.save_index else None
@@ -260,6 +262,8 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
     pairs, index = find_pairs(emb, opts, floor, opts.engine, opts.scheduler, opts.workers)
     template_info = None
     if opts.templates:
+        if isinstance(pairs, spill.PairFiles):  # the pixel tests work on every candidate pair at once
+            pairs = pairs.load()
         pairs, template_info, same = framed_pairs(emb, pairs, index, images, emb_dir, opts, floor, opts.progress)
     if hub:
         pairs = hub_scored(pairs, emb.n, opts.hub_k, opts.hub_beta, floor)
@@ -268,10 +272,11 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
 
         pairs = Pairs(pairs.i, pairs.j, link_same(pairs.i, pairs.j, pairs.sim, same, STRONG), pairs.nn, pairs.nn_sim)
     n = emb.n
-    labels = link(n, pairs.i, pairs.j, pairs.sim, opts.linkage, opts.mutual_k, keep=pairs.sim >= threshold)
+    labels = link_edges(n, pairs.chunks, threshold, opts.linkage, opts.mutual_k)
     counts = threshold_counts(pairs, n, opts, labels)  # the report's, while the pairs exist
     nn, nn_sim = pairs.nn, pairs.nn_sim
     del pairs  # 1.4 GB at 12M rows: let go before the per-row columns are made
+    spill.remove(fs.join(output, "_work"))
     rows, caption_counts = cluster(emb, labels, nn, nn_sim, opts.keep, opts.seed, opts.caption_near)
     del labels, nn
     corpus_keys = check_against(rows, emb, opts.against, threshold) if opts.against else None
