@@ -60,7 +60,8 @@ def make_dedup_dir(root: Path, n: int, shards: int = 4, seed: int = 0) -> Path:
             "corpus_key": pa.nulls(m, pa.string()), "corpus_sim": np.full(m, np.nan, np.float32),
         }, schema=ROWS_SCHEMA)
         pq.write_table(table, root / "samples" / f"{s:05d}.parquet", compression="zstd")
-    write_clusters(cluster, rep, sizes, risk(sizes, sizes), cluster_captions(cluster, pa.array(caps)),
+    size = np.bincount(cluster)
+    write_clusters(cluster, size, first, size, cluster_captions(cluster, pa.array(caps)),
                    pa.array(keys.tolist(), pa.string()), str(root / "clusters.parquet"))
     return root
 

@@ -456,10 +456,11 @@ def test_partition_similarities_do_not_depend_on_the_blas_thread_count():
     assert partition_block(y, np.arange(len(y)), len(y), 0.9).nn[7] == 300
 
 
-def test_the_driver_holds_keys_and_reads_the_rest_from_the_shards(tmp_path):
-    """#18: every row's url and caption on the driver is what grows with N (about 3 GB at 12M LAION rows):
-    open_embeddings holds only the keys, captions are read from the shards for the rows that need them, and
-    each samples shard gets its own rows' captions and shard numbers back, with keys of rows in other shards."""
+def test_the_driver_holds_no_text_and_reads_it_from_the_shards(tmp_path):
+    """#18: every row's key, url and caption on the driver is what grows with N (about 3 GB at 12M LAION rows):
+    open_embeddings holds paths and offsets only, keys and captions are read from the shards for the rows that
+    need them, and each samples shard gets its own rows' captions and shard numbers back, with keys of rows in
+    other shards."""
     x = planted(n_base=300)
     write_embed_dir(tmp_path / "emb", x, shards=3)
     metas = sorted((tmp_path / "emb" / "metadata").glob("*.parquet"))
@@ -468,7 +469,9 @@ def test_the_driver_holds_keys_and_reads_the_rest_from_the_shards(tmp_path):
         t = t.append_column("url", pa.array([f"https://example.com/{k}.jpg" for k in t.column("key").to_pylist()]))
         pq.write_table(t.append_column("input_row", pa.array(range(t.num_rows), pa.int64())), mp)
     emb = open_embeddings(str(tmp_path / "emb"))
-    assert emb.keys.to_pylist() == [k for mp in metas for k in pq.read_table(mp).column("key").to_pylist()]
+    every = [k for mp in metas for k in pq.read_table(mp).column("key").to_pylist()]
+    assert not hasattr(emb, "keys") and emb.read_column("key").to_pylist() == every
+    assert emb.keys_of(np.array([len(x) - 1, 0, 7])) == [every[-1], every[0], every[7]]
     assert {"shard", "caption"} <= emb.columns and not {"url", "input_row"} & emb.columns
     assert emb.read_column("caption", np.array([0, len(x) // 2, len(x) - 1])).to_pylist() == [
         f"c{r % 5}" for r in (0, len(x) // 2, len(x) - 1)]

@@ -119,7 +119,7 @@ def test_audit_finds_exact_copies_at_similarity_one_and_the_baseline(sample_run,
     vecs = emb.load_all(np.float32)
     sims = vecs @ vecs.T
     np.fill_diagonal(sims, -1)
-    row = {k: i for i, k in enumerate(emb.keys.to_pylist())}
+    row = {k: i for i, k in enumerate(emb.read_column("key").to_pylist())}
     # training images with no near-identical twin, so that the exact copy must be its own top-1
     distinct = [(m, d) for m, d in samples if sims[row[m["key"]]].max() < 0.98]
     copies = {}

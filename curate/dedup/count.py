@@ -54,7 +54,7 @@ def cluster_captions(labels: np.ndarray, captions: pa.Array | list[str | None], 
     from curate.captions import batch
 
     n_clusters = int(labels.max()) + 1 if len(labels) else 0
-    sizes = np.bincount(labels, minlength=n_clusters)
+    sizes = np.bincount(labels, minlength=n_clusters).astype(labels.dtype)  # per cluster, as narrow as the labels
     multi = np.flatnonzero(sizes[labels] > 1)
     if rows is None:
         texts = batch._strings(captions).take(pa.array(multi)).cast(pa.string())
@@ -66,7 +66,10 @@ def cluster_captions(labels: np.ndarray, captions: pa.Array | list[str | None], 
     codes = batch.text_codes(texts)
     lm = labels[multi]
     firsts = batch.first_of(lm, codes)  # positions in multi of the first row of each (cluster, caption)
-    exact = np.where(sizes > 1, np.bincount(lm[firsts], minlength=n_clusters), 1).astype(np.int64)
+    # per cluster (about one per row): filled from the multi-member clusters' counts, no full-length temporaries
+    exact = np.ones(n_clusters, sizes.dtype)
+    found, per = np.unique(lm[firsts], return_counts=True)
+    exact[found] = per
     nearc = exact.copy()
     if text_emb is not None and len(firsts):
         order = firsts[np.argsort(lm[firsts], kind="stable")]
@@ -83,14 +86,18 @@ def cluster_captions(labels: np.ndarray, captions: pa.Array | list[str | None], 
     listed = words[batch.first_of(lm[words], codes[words])]
     t = pa.table({"cluster": lm[listed], "caption": texts.take(pa.array(listed))}).sort_by(
         [("cluster", "ascending"), ("caption", "ascending")])
-    counts = np.bincount(t.column("cluster").to_numpy(), minlength=n_clusters)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    counts = np.zeros(n_clusters, np.int32)
+    found, per = np.unique(t.column("cluster").to_numpy(), return_counts=True)
+    counts[found] = per
+    offsets = np.zeros(n_clusters + 1, np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    del counts
     lists = pa.ListArray.from_arrays(pa.array(offsets), t.column("caption").combine_chunks().cast(pa.string()),
                                      mask=pa.array(sizes < 2))
     return CaptionCounts(exact, nearc, lists)
 
 
-def representatives(labels: np.ndarray, policy: str, seed: int, keys: list[str] | pa.Array,
+def representatives(labels: np.ndarray, policy: str, seed: int, keys: list[str] | pa.Array | None,
                     area: np.ndarray | None = None, aesthetic: np.ndarray | None = None) -> np.ndarray:
     """One representative per cluster (bool mask). Ties and `random` are decided by hashes of the keys, so the
     choice does not depend on shard order or worker count."""

@@ -57,7 +57,7 @@ def components_of(n: int, edges: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.
                 parent = up
     # every root is its component's lowest row (a root is only ever hooked under a lower one), so numbering
     # the roots in row order is `canonical`, without its sort (0.5 GB more at 12M rows)
-    rank = np.cumsum(parent == np.arange(n, dtype=parent.dtype)) - 1
+    rank = np.cumsum(parent == np.arange(n, dtype=parent.dtype), dtype=parent.dtype) - 1
     return rank[parent]
 
 

@@ -6,11 +6,11 @@ import io
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
+from curate.dedup import count
 from curate.dedup.link import link_edges
 from curate.dedup.pairs import Pairs
-from curate.dedup.rows import Rows
+from curate.dedup.rows import Clusters, KeyFile
 from curate.dedup.spill import PairFiles
 from curate.dedup.vectors import EmbeddingSet
 from curate.io import fs
@@ -68,21 +68,34 @@ def _captions_of(emb: EmbeddingSet, rows: np.ndarray) -> list[str | None]:
     return out
 
 
-def build_report(rows: Rows, nn_sim: np.ndarray, counts: dict[str, dict[str, Any]], opts: Any, emb: EmbeddingSet,
-                 manifest: dict[str, Any], output: str, images: str | None,
+def top_rows(values: np.ndarray, k: int) -> np.ndarray:
+    """The first k of np.argsort(-values, kind="stable") without sorting every row: the candidates at or above
+    the k-th largest value, sorted."""
+    cand = np.arange(len(values))
+    if len(values) > k:
+        kth = np.partition(values, len(values) - k)[len(values) - k]
+        cand = np.flatnonzero(values >= kth)
+    return cand[np.argsort(-values[cand], kind="stable")][:k]
+
+
+def build_report(clusters: Clusters, counts: dict[str, dict[str, Any]], opts: Any, emb: EmbeddingSet,  # noqa: ANN401
+                 keys: KeyFile, manifest: dict[str, Any], output: str, images: str | None,
                  templates: dict[str, int] | None = None) -> dict[str, Any]:
     n = emb.n
-    size = np.bincount(rows.cluster_id) if n else np.zeros(0, np.int64)
-    first = np.zeros(len(size), np.int64)
-    first[rows.cluster_id[::-1]] = np.arange(n)[::-1]
-    same = (size > 1) & (rows.cluster_captions[first] == 1)
-    keep = rows.keep
+    size, labels = clusters.size, clusters.labels
+    same = (size > 1) & (clusters.distinct == 1)
+    marked = clusters.marked()
     at = {t: c["share_removed"] for t, c in counts.items()}
     counts = {t: {k: v for k, v in c.items() if k != "share_removed"} for t, c in counts.items()}
     dup_clusters = int((size > 1).sum())
-    risk = rows.memorization_risk
-    top = [int(r) for r in np.argsort(-risk, kind="stable")[:20] if risk[r] > 0]
+    risk = np.zeros(len(size), np.float32)  # a cluster of one has risk 0
+    multi = np.flatnonzero(size > 1)
+    risk[multi] = count.risk(size[multi], clusters.distinct[multi])
+    row_risk = risk[labels]
+    top = [int(r) for r in top_rows(row_risk, 20) if row_risk[r] > 0]
+    del row_risk, multi
     top_captions = _captions_of(emb, np.array(top, np.int64))
+    top_keys = keys.take(np.array(top, np.int64)).to_pylist()
     report: dict[str, Any] = {
         "model": manifest.get("model"), "kind": emb.kind, "samples": n, "threshold": opts.threshold,
         "score": opts.score,
@@ -90,35 +103,35 @@ def build_report(rows: Rows, nn_sim: np.ndarray, counts: dict[str, dict[str, Any
         "linkage": opts.linkage, "mode": opts.mode, "keep_policy": opts.keep, "action": opts.action,
         "clusters": int(len(size)), "duplicate_clusters": dup_clusters,
         "samples_in_duplicate_clusters": int(size[size > 1].sum()),
-        "duplicates_marked": int((~keep).sum()), "share_removed": round(float((~keep).mean()) if n else 0.0, 4),
+        "duplicates_marked": marked, "share_removed": round(marked / n, 4) if n else 0.0,
         "share_removed_at_threshold": at,
         "counts_at_threshold": counts,
         "same_image_same_caption": {"clusters": int(same.sum()), "samples": int(size[same].sum())},
         "largest_cluster": int(size.max()) if len(size) else 0,
         "cluster_size_counts": {str(k): int(v) for k, v in zip(*np.unique(size, return_counts=True), strict=True)},
-        "risk_top": [{"key": emb.keys[r].as_py(), "dup_count": int(rows.dup_count[r]),
-                      "cluster_captions": int(rows.cluster_captions[r]), "memorization_risk": float(risk[r]),
-                      "caption": c} for r, c in zip(top, top_captions, strict=True)],
+        "risk_top": [{"key": key, "dup_count": int(size[labels[r]]),
+                      "cluster_captions": int(clusters.distinct[labels[r]]), "memorization_risk": float(risk[labels[r]]),
+                      "caption": c} for r, key, c in zip(top, top_keys, top_captions, strict=True)],
         "against": opts.against,
-        "corpus_duplicates": int(rows.corpus_dup.sum()) if rows.corpus_dup is not None else 0,
+        "corpus_duplicates": int(clusters.corpus_dup.sum()) if clusters.corpus_dup is not None else 0,
     }
-    _write_html(report, rows, nn_sim, size, emb, output, images)
+    _write_html(report, clusters, emb, keys, output, images)
     return report
 
 
-def _write_html(report: dict[str, Any], rows: Rows, nn_sim: np.ndarray, size: np.ndarray, emb: EmbeddingSet,
-                output: str, images: str | None) -> None:
-    order = [int(c) for c in np.argsort(-size, kind="stable")[:10] if size[c] > 1]
-    members = {c: np.flatnonzero(rows.cluster_id == c)[:8] for c in order}  # each shown cluster's first members
+def _write_html(report: dict[str, Any], clusters: Clusters, emb: EmbeddingSet, keys: KeyFile, output: str,
+                images: str | None) -> None:
+    size = clusters.size
+    order = [int(c) for c in top_rows(size, 10) if size[c] > 1]
+    members = {c: np.flatnonzero(clusters.labels == c)[:8] for c in order}  # each shown cluster's first members
     shown_rows = np.concatenate([members[c] for c in order]) if order else np.zeros(0, np.int64)
-    keys_of = {c: emb.keys.take(pa.array(members[c])).to_pylist() for c in order}
-    caption_of = dict(zip(emb.keys.take(pa.array(shown_rows)).to_pylist(), _captions_of(emb, shown_rows),
-                          strict=True))
+    keys_of = {c: keys.take(members[c]).to_pylist() for c in order}
+    caption_of = dict(zip(keys.take(shown_rows).to_pylist(), _captions_of(emb, shown_rows), strict=True))
     shown = set(caption_of)
     thumbs = _thumbs(images, shown)
     size_png = plots.histogram(size[size > 1] if (size > 1).any() else size, "Duplicate cluster sizes",
                                "members per cluster", bins=30, log=True)
-    nn_png = plots.histogram(nn_sim, "Nearest-neighbour similarity", "cosine similarity", bins=60,
+    nn_png = plots.histogram(clusters.nearest_sim, "Nearest-neighbour similarity", "cosine similarity", bins=60,
                              vline=report["threshold"] if report["score"] == "raw" else None)
     at = report["share_removed_at_threshold"]
     at_png = plots.bars(list(at), [100 * v for v in at.values()], "Share removed by threshold", "% of samples")

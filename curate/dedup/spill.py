@@ -15,13 +15,11 @@ Every step is a pure function of its inputs, so the pairs are the local engine's
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 
 from curate.dedup.pairs import Assigner, Pairs, batch_bounds, fit_assigner, partition_block, partition_vectors
 from curate.dedup.vectors import EmbeddingSet, _read_rows
@@ -72,7 +70,6 @@ def dask_pairs(emb: EmbeddingSet, threshold: float, work: str, nlist: int = 0, n
     from curate.engines.dask import client_for, run_tasks
 
     assigner = fit_assigner(emb, nlist, n_assign, seed=seed)
-    light = dataclasses.replace(emb, keys=pa.array([], pa.string()))  # tasks need paths and offsets, not keys
     remove(work)
     for path in work_dirs(work).values():
         fs.ensure_dir(path)
@@ -80,11 +77,11 @@ def dask_pairs(emb: EmbeddingSet, threshold: float, work: str, nlist: int = 0, n
     with client_for(scheduler, workers) as client:
         shared = client.scatter(assigner, broadcast=True)
         counts = np.zeros(assigner.m, np.int64)
-        for c in run_tasks(client, _assign_task, [(light, s, shared, work) for s in shards],
+        for c in run_tasks(client, _assign_task, [(emb, s, shared, work) for s in shards],
                            [f"curate-dedup-assign-{s:05d}" for s in shards]):
             counts += c
-        ids, starts, ends = bucket(light, work, counts)
-        calls = [(light, fs.join(work, "pairs", f"{b:06d}.npz"), ids[lo:hi], starts[lo:hi], ends[lo:hi], work,
+        ids, starts, ends = bucket(emb, work, counts)
+        calls = [(emb, fs.join(work, "pairs", f"{b:06d}.npz"), ids[lo:hi], starts[lo:hi], ends[lo:hi], work,
                   threshold) for b, (lo, hi) in enumerate(batch_bounds((ends - starts).tolist(), batch_rows))]
         for _ in run_tasks(client, _pairs_task, calls, [f"curate-dedup-pairs-{b:06d}" for b in range(len(calls))]):
             pass
@@ -173,7 +170,7 @@ def _pairs_task(emb: EmbeddingSet, path: str, ids: np.ndarray, starts: np.ndarra
 
 def merge_best(paths: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     """Every row's best match over the batches, the first best in batch order (as `merge_partitions`)."""
-    nn = np.full(n, -1, np.int64)
+    nn = np.full(n, -1, np.int32 if n < 2**31 else np.int64)
     nn_sim = np.full(n, -np.inf, np.float32)
     for path in paths:
         with np.load(path) as z:

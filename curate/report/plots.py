@@ -28,8 +28,8 @@ def _png(plt, fig) -> bytes:  # noqa: ANN001
 def histogram(values: np.ndarray, title: str, xlabel: str, bins: int = 50, log: bool = False,
               vline: float | None = None) -> bytes:
     plt, fig, ax = _fig()
-    values = np.asarray(values, float)
-    values = values[np.isfinite(values)]
+    values = np.asarray(values)
+    values = values[np.isfinite(values)]  # in the values' own type (float32: 4 bytes a row at 12M)
     ax.hist(values, bins=bins, color="#3b6ea8", log=log)
     if vline is not None:
         ax.axvline(vline, color="#c0392b", linestyle="--", label=f"threshold {vline:g}")

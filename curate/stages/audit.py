@@ -288,7 +288,7 @@ def run_folder(opts: AuditOptions) -> dict[str, Any]:
     gen_emb = embed_images(model, images)
     sims, rows = top1(corpus_emb, gen_emb)
     base_sims, _ = top1(corpus_emb, corpus_emb, exclude_self=True)
-    keys = emb.keys.to_pylist()
+    keys = emb.read_column("key").cast(pa.string()).to_pylist()
     os.makedirs(output, exist_ok=True)
     fs.write_parquet_atomic(pa.table({"generation": names, "top1_key": [keys[r] for r in rows],
                                       "top1_sim": sims.astype(np.float32)}), os.path.join(output, "matches.parquet"))

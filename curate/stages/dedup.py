@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,16 +25,17 @@ from PIL import Image
 from curate import __version__, optspec
 from curate.config import REPORT_THRESHOLDS, DedupOptions, EmbedOptions
 from curate.dedup import index as idx
+from curate.dedup import rows as rows_mod
 from curate.dedup import spill
 from curate.dedup.link import STRONG, link_edges
 from curate.dedup.pairs import Pairs, hub_scored, knn_pairs, partition_pairs
 from curate.dedup.report import threshold_counts
-from curate.dedup.rows import Rows, cluster, write_clusters, write_rows
+from curate.dedup.rows import Clusters
 from curate.dedup.vectors import EmbeddingSet, open_embeddings
 from curate.errors import CurateError
 from curate.executor import Shard, ShardOutput, output_lock, run_stage
 from curate.io import fs
-from curate.io.parquet import read_table, write_table
+from curate.io.parquet import write_table
 from curate.models import is_copy_detector
 from curate.optspec import ensure_valid
 
@@ -110,9 +112,9 @@ def _index_spec(opts: DedupOptions) -> idx.IndexSpec:
                          seed=opts.seed)
 
 
-def check_against(rows: Rows, emb: EmbeddingSet, against: str, threshold: float) -> pa.Array:
-    """Mark samples whose nearest corpus neighbour (a previous run's saved index) is a duplicate; returns the
-    corpus keys (`rows.corpus` indexes them)."""
+def check_against(clusters: Clusters, emb: EmbeddingSet, against: str, threshold: float) -> str:
+    """Each sample's nearest corpus neighbour (a previous run's saved index) and whether it is a duplicate
+    of it (`Clusters.corpus*`); returns the path of the corpus keys (`rows.shard_table` reads them)."""
     import faiss
 
     info_path = fs.join(against, "index", "info.json")
@@ -124,18 +126,15 @@ def check_against(rows: Rows, emb: EmbeddingSet, against: str, threshold: float)
                           f"these are {emb.kind} of dimension {emb.dim} (embed both with the same model)")
     path = fs.join(against, "index", "index.faiss")
     index = faiss.read_index_binary(path) if emb.kind == "bits" else faiss.read_index(path)
-    corpus_keys = read_table(fs.join(against, "index", "keys.parquet")).column("key").combine_chunks().cast(pa.string())
     ids = np.full(emb.n, -1, np.int64)
     sims = np.full(emb.n, np.nan, np.float32)
     for start, block in emb.iter_blocks():
         s, i = idx.search(index, block, 1)
         ids[start : start + len(block)], sims[start : start + len(block)] = i[:, 0], s[:, 0]
     found = ids >= 0
-    dup = found & (sims >= threshold)
-    rows.corpus, rows.corpus_sim, rows.corpus_dup = ids, np.where(found, sims, np.nan).astype(np.float32), dup
-    rows.keep[dup] = False
-    rows.duplicate_sim[dup] = sims[dup]
-    return corpus_keys
+    clusters.corpus, clusters.corpus_sim = ids, np.where(found, sims, np.nan).astype(np.float32)
+    clusters.corpus_dup = found & (sims >= threshold)
+    return fs.join(against, "index", "keys.parquet")
 
 
 @dataclass(frozen=True)
@@ -143,16 +142,18 @@ class WritePlan:
     """What write_shard needs, and what the written shards depend on (recorded for resume)."""
 
     action: str
-    shard_of: dict[str, int]  # embed metadata file -> its shard number (and its row group in _work/rows.parquet)
+    shard_of: dict[str, int]  # embed metadata file -> its shard number
     options: dict[str, Any]  # the run's recorded options, the threshold and report thresholds resolved
     embeddings: str
     images: str | None
+    emb: EmbeddingSet = dataclasses.field(compare=False)  # paths and offsets: the rows' vectors (duplicate_sim)
+    corpus_keys: str | None = None  # --against: the corpus's keys.parquet
 
     @functools.cached_property
     def _positions(self) -> dict[str, int]:
         return {path: k for k, path in enumerate(self.shard_of)}
 
-    def row_group(self, meta_path: str) -> int:
+    def position(self, meta_path: str) -> int:
         return self._positions[meta_path]
 
     def recorded(self) -> dict[str, Any]:
@@ -160,10 +161,11 @@ class WritePlan:
 
 
 def write_shard(shard: Shard, out: ShardOutput, plan: WritePlan) -> dict[str, Any]:
-    """Per embed shard: samples/{i}.parquet (and drops/{i}.parquet): the shard's row group of the global work
-    table, with its shard and caption columns read from the shard's own metadata file."""
-    work = pq.ParquetFile(fs.join(shard.output_root, "_work", "rows.parquet")).read_row_group(
-        plan.row_group(shard.input))
+    """Per embed shard: samples/{i}.parquet (and drops/{i}.parquet): the shard's dedup columns
+    (`rows.shard_table`, from the numbers the global step left in `_work/`), with its shard and caption columns
+    read from the shard's own metadata file. A plain function of files: the Dask engine runs it as a task."""
+    work = rows_mod.shard_table(plan.emb, fs.join(shard.output_root, "_work"), plan.position(shard.input),
+                                plan.corpus_keys)
     names = pq.read_schema(shard.input).names
     meta = pq.read_table(shard.input, columns=[c for c in ("key", "shard", "caption") if c in names])
     if not meta.column("key").cast(pa.string()).equals(work.column("key")):
@@ -195,13 +197,16 @@ def write_shard(shard: Shard, out: ShardOutput, plan: WritePlan) -> dict[str, An
             "reasons": dict(reasons), "duplicates": int((~keep).sum())}
 
 
-def save_index(index: Any, emb: EmbeddingSet, output: str, threshold: float, model: str) -> None:  # noqa: ANN401
+def save_index(index: Any, emb: EmbeddingSet, keys: rows_mod.KeyFile, output: str, threshold: float,  # noqa: ANN401
+               model: str) -> None:
     import faiss
 
     folder = fs.join(output, "index")
     with fs.atomic_local(fs.join(folder, "index.faiss")) as tmp:
         (faiss.write_index_binary if emb.kind == "bits" else faiss.write_index)(index, tmp)
-    fs.write_parquet_atomic(pa.table({"key": emb.keys}), fs.join(folder, "keys.parquet"))
+    with fs.atomic_local(fs.join(folder, "keys.parquet")) as tmp, pq.ParquetWriter(tmp, pa.schema([("key", pa.string())]), compression="zstd") as writer:
+        for s in range(len(emb.emb_paths)):  # a shard at a time
+            writer.write_table(pa.table({"key": keys.take(np.arange(emb.offsets[s], emb.offsets[s + 1]))}))
     fs.write_json_atomic(fs.join(folder, "info.json"), {"dim": emb.dim, "kind": emb.kind, "ntotal": int(index.ntotal),
                                                         "threshold": threshold, "model": model,
                                                         "index": type(index).__name__})
@@ -247,7 +252,7 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
         floor = min(floor, float(opts.hub_floor))  # a frame's mates can sit well below the threshold
     meta_paths = fs.list_shards(fs.join(emb_dir, "metadata"))
     shard_of = {p: s for p, s in zip(meta_paths, emb.shards, strict=True)}
-    plan = WritePlan(opts.action, shard_of, optspec.recorded(opts), emb_dir, images)
+    plan = WritePlan(opts.action, shard_of, optspec.recorded(opts), emb_dir, images, emb)
     report_path = fs.join(output, "report.json")
     manifest_path = fs.join(output, "_stage.json")
     if not opts.overwrite and fs.exists(report_path) and fs.exists(manifest_path):
@@ -276,30 +281,34 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
     counts = threshold_counts(pairs, n, opts, labels)  # the report's, while the pairs exist
     nn, nn_sim = pairs.nn, pairs.nn_sim
     del pairs  # 1.4 GB at 12M rows: let go before the per-row columns are made
-    spill.remove(fs.join(output, "_work"))
-    rows, caption_counts = cluster(emb, labels, nn, nn_sim, opts.keep, opts.seed, opts.caption_near)
-    del labels, nn
-    corpus_keys = check_against(rows, emb, opts.against, threshold) if opts.against else None
-    write_rows(rows, emb, fs.join(output, "_work", "rows.parquet"), corpus_keys)
-    del corpus_keys
-    write_clusters(rows.cluster_id, rows.is_representative, rows.cluster_captions, rows.memorization_risk,
-                   caption_counts, emb.keys, fs.join(output, "clusters.parquet"))
+    work = fs.join(output, "_work")
+    spill.remove(work)
+    clusters, caption_counts = rows_mod.cluster(emb, labels, nn, nn_sim, opts.keep, opts.seed, opts.caption_near)
+    del labels, nn, nn_sim
+    corpus_keys = check_against(clusters, emb, opts.against, threshold) if opts.against else None
+    keys = rows_mod.KeyFile.write(emb, fs.join(work, "keys.arrow"))
+    rows_mod.save(clusters, work)
+    rows_mod.write_clusters(clusters.labels, clusters.size, clusters.rep, clusters.distinct, caption_counts, keys,
+                            fs.join(output, "clusters.parquet"))
     del caption_counts
     if index is not None and opts.save_index:
-        save_index(index, emb, output, threshold, manifest.get("model", "?"))
+        save_index(index, emb, keys, output, threshold, manifest.get("model", "?"))
         if whitening is not None and not opts.against:
             whitening.save(fs.url_to_fs(fs.join(output, "index", "whitening.npz"))[1])
     del index
 
-    stats = run_stage(STAGE, write_shard, meta_paths, output, plan, overwrite=True, progress=opts.progress,
-                      rows_total=emb.n)
+    # per shard: the Dask engine writes them as tasks, from the files under _work/
+    stats = run_stage(STAGE, write_shard, meta_paths, output, dataclasses.replace(plan, corpus_keys=corpus_keys),
+                      overwrite=True, progress=opts.progress, rows_total=n, engine=opts.engine,
+                      scheduler=opts.scheduler, workers=opts.workers if opts.engine == "dask" else 1)
     from curate.dedup.report import build_report
 
-    report = build_report(rows, nn_sim, counts, opts, emb, manifest, output, images, template_info)
+    report = build_report(clusters, counts, opts, emb, keys, manifest, output, images, template_info)
     report["rows_in"] = sum(s["rows_in"] for s in stats)
     report["rows_out"] = sum(s["rows_out"] for s in stats)
     report["curate_version"] = __version__
     fs.write_json_atomic(fs.join(output, "report.json"), report)
+    shutil.rmtree(work, ignore_errors=True)  # the numbers and keys the shards were written from
     return report
 
 
@@ -330,7 +339,7 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
         """The images of `rows`, shard by shard (JPEG draft scale for thumbnails); ones that no longer decode
         are skipped: embed accepted them once."""
         wanted = sorted(rows)  # a key lookup for these rows only, not a dict of every row's key
-        row_of = dict(zip(emb.keys.take(pa.array(wanted, pa.int64())).to_pylist(), wanted, strict=True))
+        row_of = dict(zip(emb.keys_of(np.array(wanted, np.int64)), wanted, strict=True))
         for path in shard_files(images) if rows else []:
             for meta, data in iter_image_samples(path):
                 r = row_of.get(meta["key"])
