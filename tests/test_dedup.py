@@ -14,7 +14,7 @@ from curate.dedup import count
 from curate.dedup import index as idx
 from curate.dedup.evaluate import pair_scores
 from curate.dedup.link import components, link, mutual_mask
-from curate.dedup.pairs import Pairs, hub_scored, knn_pairs, partition_pairs
+from curate.dedup.pairs import Pairs, hub_scored, knn_pairs, partition_pairs, spill_needed
 from curate.dedup.vectors import open_embeddings
 from curate.errors import CurateError
 from curate.stages import dedup, embed
@@ -346,6 +346,13 @@ def test_ivf_and_partition_modes_agree_with_exact(tmp_path):
     ivf = knn_pairs(emb, idx.build(emb, idx.IndexSpec(kind="ivf", nlist=32, nprobe=8)), 64, t)
     part = partition_pairs(emb, t, nlist=32, n_assign=2)
     one_by_one = partition_pairs(emb, t, nlist=32, n_assign=2, batch_rows=1)  # each partition read on its own
+    for budget in (None, 1):  # all batches copied out in one pass, or one pass per batch
+        spilled = partition_pairs(emb, t, nlist=32, n_assign=2, batch_rows=500, spill=str(tmp_path / "spill"),
+                                  spill_budget=budget)
+        for name in ("i", "j", "sim", "nn", "nn_sim"):  # the same bits as rows read from the shards
+            assert np.array_equal(getattr(spilled, name), getattr(part, name)), (budget, name)
+    assert not list((tmp_path / "spill").iterdir())  # each batch's file is removed once read
+    assert spill_needed(emb, memory=2 * emb.n * emb.dim * 2 - 2) and not spill_needed(emb, memory=1 << 40)
     assert all(np.array_equal(getattr(part, f), getattr(one_by_one, f)) for f in ("i", "j", "sim", "nn", "nn_sim"))
     for pairs in (ivf, part):
         found = set(zip(pairs.i.tolist(), pairs.j.tolist(), strict=True))

@@ -54,7 +54,7 @@ class PairFiles:
 
 
 def work_dirs(work: str) -> dict[str, str]:
-    return {name: fs.join(work, name) for name in ("assign", "plan", "pairs")}
+    return {name: fs.join(work, name) for name in ("assign", "plan", "pairs", "spill")}
 
 
 def remove(work: str) -> None:

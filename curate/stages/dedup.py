@@ -28,7 +28,7 @@ from curate.dedup import index as idx
 from curate.dedup import rows as rows_mod
 from curate.dedup import spill
 from curate.dedup.link import STRONG, link_edges
-from curate.dedup.pairs import Pairs, hub_scored, knn_pairs, partition_pairs
+from curate.dedup.pairs import Pairs, hub_scored, knn_pairs, partition_pairs, spill_needed
 from curate.dedup.report import threshold_counts
 from curate.dedup.rows import Clusters
 from curate.dedup.vectors import EmbeddingSet, open_embeddings
@@ -100,7 +100,9 @@ def find_pairs(emb: EmbeddingSet, opts: DedupOptions, floor: float, engine: str 
             pairs = spill.dask_pairs(emb, floor, fs.join(opts.output, "_work"), nlist=opts.nlist,
                                      n_assign=opts.n_assign, seed=opts.seed, scheduler=scheduler, workers=workers)
         else:
-            pairs = partition_pairs(emb, floor, nlist=opts.nlist, n_assign=opts.n_assign, seed=opts.seed)
+            spill_to = fs.join(opts.output, "_work", "spill") if spill_needed(emb) else None
+            pairs = partition_pairs(emb, floor, nlist=opts.nlist, n_assign=opts.n_assign, seed=opts.seed,
+                                    spill=spill_to)
         index = idx.build(emb, _index_spec(opts)) if opts.save_index else None
         return pairs, index
     index = idx.build(emb, _index_spec(opts))
