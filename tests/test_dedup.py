@@ -436,6 +436,33 @@ def test_a_row_joins_a_second_partition_only_near_a_border(tmp_path):
     assert found[0.1] == found[np.inf] and len(found[0.1]) >= 1 + 3 + 10 + 28 + 190 + 1225
 
 
+@pytest.mark.parametrize("two_level_from", [4096, 16])
+def test_rows_go_to_the_centroids_exact_dots_choose_whatever_the_threads(tmp_path, two_level_from):
+    """A Dask task (one thread) and the local engine (all cores) must place every row alike. FAISS proposes with
+    sums whose bits depend on the thread count; rows whose choice is within CLOSE are re-scored exactly. Rows
+    half-way between two centroids (near-ties) are added to make the difference show."""
+    import faiss
+
+    from curate.dedup.pairs import _top, fit_assigner
+
+    write_embed_dir(tmp_path / "emb", planted(), shards=2)
+    emb = open_embeddings(str(tmp_path / "emb"))
+    a = fit_assigner(emb, nlist=64, n_assign=2, two_level_from=two_level_from)
+    c = a.centroids
+    mid = c[:-1] + c[1:]
+    block = np.concatenate([emb.shard_block(0), mid / np.linalg.norm(mid, axis=1, keepdims=True)]).astype(np.float32)
+    _, i = a.index.search(block, a.candidates)
+    exact = np.einsum("rd,rcd->rc", block, c[np.maximum(i, 0)])
+    want = _top(np.where(i >= 0, exact, -np.inf), i, a.bias, a.width, a.margin)
+    threads = faiss.omp_get_max_threads()
+    try:
+        for t in (1, 2):
+            faiss.omp_set_num_threads(t)
+            assert np.array_equal(a.assign(block), want), t
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
 def test_partition_similarities_do_not_depend_on_the_blas_thread_count():
     """OpenBLAS sums a matmul in an order that depends on its threads, so a one-thread Dask worker and the
     local loop got other float bits (seen with OpenBLAS 0.3.31). The reported pairs, best matches and

@@ -42,7 +42,7 @@ class CaptionCounts:
 
 
 def cluster_captions(labels: np.ndarray, captions: pa.Array | list[str | None], text_emb: np.ndarray | None = None,
-                     near: float = 0.95, rows: np.ndarray | None = None) -> CaptionCounts:
+                     near: float = 0.95, rows: np.ndarray | None = None, sizes: np.ndarray | None = None) -> CaptionCounts:
     """Each cluster's captions, normalised once (`captions.batch.normalize`, the normaliser recaption's pools
     use, so both stages count alike) over the rows of clusters with two or more members only.
 
@@ -50,12 +50,16 @@ def cluster_captions(labels: np.ndarray, captions: pa.Array | list[str | None], 
     similarity >= `near` (= exact without embeddings); lists: the first caption of each normalised text in
     row order, blank and null ones left out, sorted (what recaption offers to the members' pools).
     `captions` (and `text_emb`) hold every row's, or, with `rows` (the sorted rows of the clusters with two or
-    more members), only those rows': what dedup reads from the shards at 12M rows."""
+    more members), only those rows': what dedup reads from the shards at 12M rows. `sizes` (the clusters'
+    sizes, with `rows`) spares recounting them: at 8M rows each recount is ~90 MB of temporaries."""
     from curate.captions import batch
 
     n_clusters = int(labels.max()) + 1 if len(labels) else 0
-    sizes = np.bincount(labels, minlength=n_clusters).astype(labels.dtype)  # per cluster, as narrow as the labels
-    multi = np.flatnonzero(sizes[labels] > 1)
+    if sizes is not None and rows is not None:
+        multi = rows  # the caller's: the rows of the clusters of two or more
+    else:
+        sizes = np.bincount(labels, minlength=n_clusters).astype(labels.dtype)  # per cluster, as narrow as labels
+        multi = np.flatnonzero(sizes[labels] > 1)
     if rows is None:
         texts = batch._strings(captions).take(pa.array(multi)).cast(pa.string())
         text_emb = text_emb[multi] if text_emb is not None else None

@@ -69,9 +69,9 @@ class Clusters:
 
 def cluster(emb: EmbeddingSet, labels: np.ndarray, nn: np.ndarray, nn_sim: np.ndarray, keep_policy: str,
             seed: int, caption_near: float) -> tuple[Clusters, count.CaptionCounts]:
-    """The clusters' numbers from the labels and each row's best match. Only rows of clusters with two or more
-    members need captions, sizes, hashes of keys: those are read for them alone (at 12M rows, 5% of them in the
-    synthetic benchmark)."""
+    """The clusters' numbers from the labels and each row's best match (`labels`, `nn` and `nn_sim` are taken
+    over, not copied: the caller lets go of them). Only rows of clusters with two or more members need captions,
+    sizes, hashes of keys: those are read for them alone (at 12M rows, 5% of them in the synthetic benchmark)."""
     n = emb.n
     itype = index_type(n)
     labels = labels.astype(itype, copy=False)
@@ -79,7 +79,8 @@ def cluster(emb: EmbeddingSet, labels: np.ndarray, nn: np.ndarray, nn_sim: np.nd
     multi = np.flatnonzero(size[labels] > 1)
     captions = (emb.read_column("caption", multi) if "caption" in emb.columns
                 else pa.nulls(len(multi), pa.string()))
-    caption_counts = count.cluster_captions(labels, captions, emb.gather_text(multi), caption_near, rows=multi)
+    caption_counts = count.cluster_captions(labels, captions, emb.gather_text(multi), caption_near, rows=multi,
+                                            sizes=size)
     del captions
     area = aesthetic = None
     if keep_policy == "largest" and {"width", "height"} <= emb.columns:
@@ -97,8 +98,10 @@ def cluster(emb: EmbeddingSet, labels: np.ndarray, nn: np.ndarray, nn_sim: np.nd
     distinct = caption_counts.near.astype(itype)
     caption_counts.near = distinct
     caption_counts.exact = caption_counts.exact.astype(itype)
-    return Clusters(labels=labels, nearest=nn.astype(itype), nearest_sim=np.where(np.isfinite(nn_sim), nn_sim, np.nan).astype(np.float32),
-                    size=size, rep=rep, distinct=distinct), caption_counts
+    nearest_sim = nn_sim.astype(np.float32, copy=False)  # taken over, not copied: NaN where no match was seen
+    nearest_sim[np.isinf(nearest_sim)] = np.nan
+    return Clusters(labels=labels, nearest=nn.astype(itype, copy=False), nearest_sim=nearest_sim, size=size, rep=rep,
+                    distinct=distinct), caption_counts
 
 
 class KeyFile:
@@ -201,7 +204,7 @@ def shard_table(emb: EmbeddingSet, work: str, s: int, corpus_keys: str | None = 
 
 def write_clusters(labels: np.ndarray, size: np.ndarray, rep: np.ndarray, distinct: np.ndarray,
                    captions: count.CaptionCounts, keys: pa.Array | KeyFile, path: str,
-                   clusters_per_group: int = 1 << 20) -> None:
+                   clusters_per_group: int = 1 << 18) -> None:
     """clusters.parquet (schemas/dedup_clusters.yaml) from per-row labels and per-cluster size, representative
     row and distinct captions: each cluster's caption counts, representative and member keys (in row order),
     written in groups of clusters, each group's members found by a scan of the labels, so that neither the
