@@ -35,7 +35,17 @@ BENCHES = {
     "dask": [
         ["bench.dask_overhead", "--images", "512", "--vectors", "200000"],
     ],
+    # issue #18, about 2 hours on 2 cores and 60 GB of disk: the research's 12M rows on one node, and the Dask
+    # driver's peak RSS as N grows (docs/benchmarks.md#dedup)
+    "scale": [
+        ["bench.dedup", "--n", "12000000", "--dim", "512"],
+        ["bench.dedup", "--n", "12000000", "--dim", "1280"],
+        *(["bench.dedup", "--n", str(n), "--engine", "dask", "--workers", "2", "--baseline-queries", "0"]
+          for n in (2_000_000, 4_000_000, 8_000_000)),
+    ],
 }
+
+ON_REQUEST = {"scale"}  # run only when named: `make bench BENCH=scale`
 
 # one tiny run per benchmark module (each also takes --data where it caches inputs; the test points it at a
 # temporary folder)
@@ -90,7 +100,7 @@ def main() -> None:
     out_dir = Path("bench/results")
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, runs in BENCHES.items():
-        if only and name not in only:
+        if (only and name not in only) or (not only and name in ON_REQUEST):
             continue
         results = []
         for argv in runs:

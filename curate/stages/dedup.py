@@ -100,7 +100,8 @@ def find_pairs(emb: EmbeddingSet, opts: DedupOptions, floor: float, engine: str 
             pairs = spill.dask_pairs(emb, floor, fs.join(opts.output, "_work"), nlist=opts.nlist,
                                      n_assign=opts.n_assign, seed=opts.seed, scheduler=scheduler, workers=workers)
         else:
-            spill_to = fs.join(opts.output, "_work", "spill") if spill_needed(emb) else None
+            spill_to = (fs.join(opts.output, "_work", "spill") if fs.is_local(opts.output) and spill_needed(emb)
+                        else None)  # the copies are plain local files
             pairs = partition_pairs(emb, floor, nlist=opts.nlist, n_assign=opts.n_assign, seed=opts.seed,
                                     spill=spill_to)
         index = idx.build(emb, _index_spec(opts)) if opts.save_index else None
