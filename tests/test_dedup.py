@@ -490,6 +490,48 @@ def test_partition_similarities_do_not_depend_on_the_blas_thread_count():
     assert partition_block(y, np.arange(len(y)), len(y), 0.9).nn[7] == 300
 
 
+def test_the_key_file_gives_each_row_its_key_in_any_order_and_null_for_none(tmp_path):
+    """rows.KeyFile: every shard's own keys and the keys its rows point at in other shards (nearest_key,
+    duplicate_of) come from it; -1 (no such row) is a null, never another row's key."""
+    from curate.dedup.rows import KeyFile
+
+    write_embed_dir(tmp_path / "emb", planted(n_base=300), shards=4)
+    emb = open_embeddings(str(tmp_path / "emb"))
+    keys = KeyFile.write(emb, str(tmp_path / "keys.arrow"))
+    every = emb.read_column("key").to_pylist()
+    rows = np.array([emb.n - 1, -1, 0, 5, 5, int(emb.offsets[2]), -1, int(emb.offsets[2]) - 1])
+    assert keys.take(rows).to_pylist() == [every[r] if r >= 0 else None for r in rows]
+    assert keys.take(np.arange(emb.n)).to_pylist() == every and keys.take(np.zeros(0, np.int64)).to_pylist() == []
+
+
+def test_clusters_file_written_in_groups_equals_one_group(tmp_path):
+    """clusters.parquet is written a group of clusters at a time, each group's members found by a scan of the
+    labels: groups of 3 clusters give the table one group gives, members in row order."""
+    from curate.dedup import count
+    from curate.dedup.rows import write_clusters
+
+    labels = np.array([0, 1, 0, 2, 3, 1, 4, 0, 5, 6, 3, 7], np.int32)
+    size = np.bincount(labels).astype(np.int32)
+    rep = np.array([2, 1, 3, 4, 6, 8, 9, 11], np.int32)
+    caps = pa.array([f"c{r % 3}" for r in range(len(labels))])
+    captions = count.cluster_captions(labels, caps)
+    keys = pa.array([f"k{r}" for r in range(len(labels))])
+    for group, name in ((3, "small.parquet"), (1 << 18, "one.parquet")):
+        write_clusters(labels, size, rep, captions.near, captions, keys, str(tmp_path / name), clusters_per_group=group)
+    small, one = pq.read_table(tmp_path / "small.parquet"), pq.read_table(tmp_path / "one.parquet")
+    assert small.to_pylist() == one.to_pylist()
+    assert one.column("keys").to_pylist()[0] == ["k0", "k2", "k7"] and one.column("representative_key")[4].as_py() == "k6"
+
+
+def test_top_rows_are_the_first_of_a_stable_sort():
+    from curate.dedup.report import top_rows
+
+    rng = np.random.default_rng(2)
+    for n, k in ((0, 5), (3, 5), (1000, 20), (1000, 1)):
+        v = rng.integers(0, 4, n).astype(np.float32)  # many ties: the lower row comes first
+        assert np.array_equal(top_rows(v, k), np.argsort(-v, kind="stable")[:k])
+
+
 def test_the_driver_holds_no_text_and_reads_it_from_the_shards(tmp_path):
     """#18: every row's key, url and caption on the driver is what grows with N (about 3 GB at 12M LAION rows):
     open_embeddings holds paths and offsets only, keys and captions are read from the shards for the rows that
@@ -505,7 +547,7 @@ def test_the_driver_holds_no_text_and_reads_it_from_the_shards(tmp_path):
     emb = open_embeddings(str(tmp_path / "emb"))
     every = [k for mp in metas for k in pq.read_table(mp).column("key").to_pylist()]
     assert not hasattr(emb, "keys") and emb.read_column("key").to_pylist() == every
-    assert emb.keys_of(np.array([len(x) - 1, 0, 7])) == [every[-1], every[0], every[7]]
+    assert emb.values_of("key", np.array([len(x) - 1, 0, 7])) == [every[-1], every[0], every[7]]
     assert {"shard", "caption"} <= emb.columns and not {"url", "input_row"} & emb.columns
     assert emb.read_column("caption", np.array([0, len(x) // 2, len(x) - 1])).to_pylist() == [
         f"c{r % 5}" for r in (0, len(x) // 2, len(x) - 1)]

@@ -95,6 +95,19 @@ def test_dedup_partitions_as_dask_tasks_match_the_local_engine(scheduler, tmp_pa
     assert not [p for p in (tmp_path / "dask" / "_work").rglob("*") if p.suffix in (".npy", ".npz")]
 
 
+@pytest.mark.timeout(120)
+def test_dedup_on_real_photo_embeddings_matches_the_local_engine(sample_run, scheduler, tmp_path):
+    """The same equality on real embeddings (effnet-lite0 of `curate sample`'s photos, its planted copies and
+    look-alikes), not only on vectors built for the test."""
+    opts = {"embeddings": str(sample_run["emb"]), "mode": "partition", "nlist": 4, "save_index": False, "progress": False}
+    local = dedup.run(dedup.Options(output=str(tmp_path / "local"), **opts))
+    dask = dedup.run(dedup.Options(output=str(tmp_path / "dask"), **opts, engine="dask", scheduler=scheduler))
+    assert local["duplicate_clusters"] >= 3 and dask["counts_at_threshold"] == local["counts_at_threshold"]
+    a, b = tree(tmp_path / "local"), tree(tmp_path / "dask")
+    assert [n for n in a if n.endswith(".parquet")] == [n for n in b if n.endswith(".parquet")]
+    assert all(a[n] == b[n] for n in a if n.endswith(".parquet"))
+
+
 def test_a_worker_killed_mid_run_loses_no_rows(server, photos, tmp_path):
     import os
     import signal

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
+from curate.dedup.vectors import index_type
+
 LINKAGES = ("components", "mutual", "leader")
 
 
@@ -41,7 +43,7 @@ def components_of(n: int, edges: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.
     Union-find (hook each edge's larger root under its smaller, then point every row straight at its root):
     memory is the n parents and one chunk of edges. scipy's connected_components builds a sparse matrix of all
     edges: at 12M rows and 117M pairs the run reached 11.7 GB in it."""
-    parent = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+    parent = np.arange(n, dtype=index_type(n))
     for a, b in edges:
         while True:
             ra, rb = parent[a], parent[b]

@@ -60,12 +60,7 @@ def _captions_of(emb: EmbeddingSet, rows: np.ndarray) -> list[str | None]:
     """Captions of a few rows (any order), read from the shards they are in."""
     if "caption" not in emb.columns or not len(rows):
         return [None] * len(rows)
-    order = np.argsort(rows, kind="stable")
-    got = emb.read_column("caption", np.asarray(rows)[order]).to_pylist()
-    out: list[str | None] = [None] * len(rows)
-    for pos, caption in zip(order.tolist(), got, strict=True):
-        out[pos] = caption
-    return out
+    return emb.values_of("caption", rows)
 
 
 def top_rows(values: np.ndarray, k: int) -> np.ndarray:

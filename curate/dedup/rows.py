@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.dedup import count
-from curate.dedup.vectors import EmbeddingSet, _read_rows
+from curate.dedup.vectors import EmbeddingSet, _read_rows, index_type
 from curate.io import fs
 from curate.io.parquet import read_table
 
@@ -34,11 +34,6 @@ WORK_SCHEMA = pa.schema([
 PER_ROW = ("labels", "nearest", "nearest_sim")
 PER_CLUSTER = ("size", "rep", "distinct")
 CORPUS = ("corpus", "corpus_sim", "corpus_dup")
-
-
-def index_type(n: int) -> type:
-    """Row numbers and cluster ids as int32 below 2^31 rows."""
-    return np.int32 if n < 2**31 else np.int64
 
 
 @dataclass
@@ -147,9 +142,7 @@ class KeyFile:
 def save(clusters: Clusters, work: str) -> None:
     """The numbers `shard_table` reads, as .npy files under `work/rows/`."""
     for name in PER_ROW + PER_CLUSTER + (CORPUS if clusters.corpus is not None else ()):
-        array = getattr(clusters, name)
-        with fs.atomic_local(fs.join(work, "rows", f"{name}.npy")) as tmp, open(tmp, "wb") as f:
-            np.save(f, array)
+        fs.write_arrays_atomic(fs.join(work, "rows", f"{name}.npy"), array=getattr(clusters, name))
 
 
 def _slice(work: str, name: str, a: int, b: int) -> np.ndarray:

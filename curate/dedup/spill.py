@@ -21,8 +21,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curate.dedup.pairs import Assigner, Pairs, batch_bounds, fit_assigner, partition_block, partition_vectors
-from curate.dedup.vectors import EmbeddingSet, _read_rows
+from curate.dedup.pairs import (
+    Assigner,
+    Pairs,
+    batch_bounds,
+    fit_assigner,
+    keep_better,
+    partition_block,
+    partition_vectors,
+)
+from curate.dedup.vectors import EmbeddingSet, _read_rows, index_type
 from curate.io import fs
 
 Score = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -94,19 +102,10 @@ def _assign_path(work: str, s: int) -> str:
     return fs.join(work, "assign", f"{s:05d}.npy")
 
 
-def _save(path: str, **arrays: np.ndarray) -> None:
-    """One .npy (a single array) or .npz file, written atomically (a retried task replaces it whole)."""
-    with fs.atomic_local(path) as tmp, open(tmp, "wb") as f:
-        if path.endswith(".npz"):
-            np.savez(f, **arrays)
-        else:
-            np.save(f, next(iter(arrays.values())))
-
-
 def _assign_task(emb: EmbeddingSet, s: int, assigner: Assigner, work: str) -> np.ndarray:
     """One embed shard's rows to their partitions (`_work/assign/{s}.npy`); returns rows per centroid."""
     assign = assigner.assign(emb.shard_block(s))
-    _save(_assign_path(work, s), assign=assign)
+    fs.write_arrays_atomic(_assign_path(work, s), assign=assign)
     return np.bincount(assign[assign >= 0], minlength=assigner.m)
 
 
@@ -116,7 +115,7 @@ def bucket(emb: EmbeddingSet, work: str, counts: np.ndarray) -> tuple[np.ndarray
     end of the partitions with two or more rows (the local `Plan.parts`). Memory: the members (4 bytes per
     placement) and one shard's assignment."""
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    members = np.empty(int(starts[-1]), np.int32 if emb.n < 2**31 else np.int64)
+    members = np.empty(int(starts[-1]), index_type(emb.n))
     cursor = starts[:-1].copy()
     for s in range(len(emb.emb_paths)):
         a = np.load(_assign_path(work, s))
@@ -128,7 +127,7 @@ def bucket(emb: EmbeddingSet, work: str, counts: np.ndarray) -> tuple[np.ndarray
         part, row = part[order], row[order]
         members[cursor[part] + np.arange(len(part)) - np.searchsorted(part, part)] = row
         cursor += np.bincount(part, minlength=len(counts))
-    _save(fs.join(work, "plan", "members.npy"), members=members)
+    fs.write_arrays_atomic(fs.join(work, "plan", "members.npy"), members=members)
     del members
     ids = np.flatnonzero(counts >= 2)
     return ids, starts[ids], starts[ids] + counts[ids]
@@ -159,22 +158,19 @@ def _pairs_task(emb: EmbeddingSet, path: str, ids: np.ndarray, starts: np.ndarra
         res = partition_block(x[loc], members, emb.n, threshold, owner=(centroid, own[loc]))
         codes.append(res.codes)
         sims.append(res.sims)
-        better = res.nn_sim > nn_sim[loc]
-        nn[loc[better]], nn_sim[loc[better]] = res.nn[better], res.nn_sim[better]
+        keep_better(nn, nn_sim, loc, res.nn, res.nn_sim)
     code = np.concatenate(codes)
-    index = np.int32 if emb.n < 2**31 else np.int64
-    _save(path, i=(code // emb.n).astype(index), j=(code % emb.n).astype(index), sim=np.concatenate(sims),
+    index = index_type(emb.n)
+    fs.write_arrays_atomic(path, i=(code // emb.n).astype(index), j=(code % emb.n).astype(index), sim=np.concatenate(sims),
           rows=rows, nn=nn, nn_sim=nn_sim)
     return len(code)
 
 
 def merge_best(paths: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     """Every row's best match over the batches, the first best in batch order (as `merge_partitions`)."""
-    nn = np.full(n, -1, np.int32 if n < 2**31 else np.int64)
+    nn = np.full(n, -1, index_type(n))
     nn_sim = np.full(n, -np.inf, np.float32)
     for path in paths:
         with np.load(path) as z:
-            rows, best, sim = z["rows"], z["nn"], z["nn_sim"]
-        better = sim > nn_sim[rows]
-        nn[rows[better]], nn_sim[rows[better]] = best[better], sim[better]
+            keep_better(nn, nn_sim, z["rows"], z["nn"], z["nn_sim"])
     return nn, nn_sim

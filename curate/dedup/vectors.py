@@ -19,10 +19,15 @@ from curate.io import fs
 META_COLUMNS = ("key", "shard", "caption", "width", "height", "aesthetic")
 
 
+def index_type(n: int) -> type:
+    """Row numbers and cluster ids of `n` rows: int32 below 2^31 rows (half the memory of int64)."""
+    return np.int32 if n < 2**31 else np.int64
+
+
 @dataclass
 class EmbeddingSet:
     """All shards of one embed output: paths, row offsets and kind (float or bits). The metadata columns, keys
-    included, stay in the shards (`read_column`, `keys_of`): at 12M LAION rows their captions alone are 0.7 GB,
+    included, stay in the shards (`read_column`, `values_of`): at 12M LAION rows their captions alone are 0.7 GB,
     their keys 0.2 GB."""
 
     root: str
@@ -103,14 +108,15 @@ class EmbeddingSet:
             return pa.array([], pq.read_schema(self.meta_paths[0]).field(name).type if self.meta_paths else pa.null())
         return pa.concat_arrays([p.cast(parts[0].type) for p in parts])
 
-    def keys_of(self, rows: np.ndarray) -> list[str]:
-        """The keys of a few rows (any order), read from the shards they are in."""
+    def values_of(self, name: str, rows: np.ndarray) -> list:
+        """A metadata column's values for a few rows in any order (a gallery's, a report's), read from the
+        shards they are in."""
         rows = np.asarray(rows, np.int64)
         order = np.argsort(rows, kind="stable")
-        got = self.read_column("key", rows[order]).cast(pa.string()).to_pylist()
-        out = [""] * len(rows)
-        for pos, key in zip(order.tolist(), got, strict=True):
-            out[pos] = key
+        got = self.read_column(name, rows[order]).to_pylist()
+        out: list = [None] * len(rows)
+        for pos, value in zip(order.tolist(), got, strict=True):
+            out[pos] = value
         return out
 
     def gather_text(self, rows: np.ndarray) -> np.ndarray | None:

@@ -193,6 +193,19 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
         f.write(data)
 
 
+def write_arrays_atomic(path: str, **arrays: Any) -> None:  # noqa: ANN401 (numpy arrays)
+    """A .npy file (one array) or a .npz file (several, by name), written atomically: a retried Dask task
+    replaces it whole."""
+    import numpy as np
+
+    with atomic_local(path) as tmp, open(tmp, "wb") as f:
+        if path.endswith(".npz"):
+            np.savez(f, **arrays)
+        else:
+            (array,) = arrays.values()
+            np.save(f, array, allow_pickle=False)
+
+
 def write_text_atomic(path: str, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 

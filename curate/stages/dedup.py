@@ -342,7 +342,7 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
         """The images of `rows`, shard by shard (JPEG draft scale for thumbnails); ones that no longer decode
         are skipped: embed accepted them once."""
         wanted = sorted(rows)  # a key lookup for these rows only, not a dict of every row's key
-        row_of = dict(zip(emb.keys_of(np.array(wanted, np.int64)), wanted, strict=True))
+        row_of = dict(zip(emb.values_of("key", np.array(wanted, np.int64)), wanted, strict=True))
         for path in shard_files(images) if rows else []:
             for meta, data in iter_image_samples(path):
                 r = row_of.get(meta["key"])
