@@ -114,7 +114,8 @@ def sweep(pairs, n: int, thresholds: list[float], linkage: str, cs: CopySet) -> 
     return {t: evaluate(labels_at(pairs, n, t, linkage), cs) for t in thresholds}
 
 
-def run_backend(name: str, sets: dict[str, CopySet], work: Path) -> dict:
+def run_backend(name: str, sets: dict[str, CopySet], work: Path, only_configs: tuple[str, ...] = (),
+                sweeps: bool = True) -> dict:
     from curate.config import DedupOptions
     from curate.dedup.pairs import hub_scored
     from curate.dedup.vectors import open_embeddings
@@ -140,17 +141,23 @@ def run_backend(name: str, sets: dict[str, CopySet], work: Path) -> dict:
     configs = {"dedup_defaults": {}}
     if kind != "bits":
         configs |= {"dedup --score hub": {"score": "hub"}, "dedup --templates": {"templates": True},
-                    "dedup --score hub --templates": {"score": "hub", "templates": True}}
+                    "dedup --score hub --templates": {"score": "hub", "templates": True},
+                    "dedup --verify": {"verify": True}, "dedup --score hub --verify": {"score": "hub", "verify": True},
+                    "dedup --score hub --templates --verify": {"score": "hub", "templates": True, "verify": True}}
+    if only_configs:
+        configs = {c: e for c, e in configs.items() if c in only_configs}
     for conf, extra in configs.items():
         result[conf] = {}
         start = time.perf_counter()
         for s, cs in sets.items():
             out = work / "dedup" / name.replace("/", "-") / conf.replace(" ", "").replace("-", "_") / s
-            images = {"images": str(work / "images" / s)} if extra.get("templates") else {}
+            images = {"images": str(work / "images" / s)} if extra.get("templates") or extra.get("verify") else {}
             dedup.run(dedup.Options(embeddings=str(emb_dirs[s]), output=str(out), progress=False,
                                     save_index=False, overwrite=True, **extra, **images))
             result[conf][s] = evaluate(cluster_ids(out, len(cs.images)), cs)
         result[conf]["seconds"] = round(time.perf_counter() - start, 1)  # every set, this configuration
+    if not sweeps:
+        return result
     floor = 0.5 if kind == "bits" else 0.3
     grid = [round(x, 2) for x in np.arange(floor, 0.99, 0.02)]
     hub_grid = [round(x, 3) for x in np.arange(0.0, 0.3, 0.01)]
@@ -194,6 +201,36 @@ def headline(results: dict) -> dict:
     return out
 
 
+def timing(entries: list, images: int, seed: int, work: Path) -> dict:
+    """--verify's cost beside the embedding's, at `images` images (stacked copies of the development originals,
+    as many per original as it takes), sscd-distilled (effnet-lite0 where it is not installed), every stage run
+    for real and timed here: `curate dedup --score hub` with and without --verify."""
+    from curate.stages import dedup, embed
+
+    per = max(1, -(-images // len(entries)) - 1)
+    cs = build(entries, "stacked", per, seed, scene_share=0.0)
+    cs.images, cs.group = cs.images[:images], cs.group[:images]
+    write_shard(cs, work / "images" / "timing")
+    from curate.models.onnx_copy import available
+
+    model = "sscd-distilled" if available("sscd-distilled") else "effnet-lite0"
+    out: dict = {"images": len(cs.images), "originals": len(entries), "model": model}
+    start = time.perf_counter()
+    embed.run(embed.Options(images=str(work / "images" / "timing"), output=str(work / "emb-timing"), model=model,
+                            progress=False))
+    out["embed_seconds"] = round(time.perf_counter() - start, 1)
+    for conf, extra in {"hub": {}, "hub_verify": {"verify": True}}.items():
+        start = time.perf_counter()
+        report = dedup.run(dedup.Options(embeddings=str(work / "emb-timing"), output=str(work / f"dedup-{conf}"),
+                                         images=str(work / "images" / "timing"), score="hub", progress=False,
+                                         save_index=False, overwrite=True, **extra))
+        out[f"dedup_{conf}_seconds"] = round(time.perf_counter() - start, 1)
+        out[f"dedup_{conf}_report_verify"] = report.get("verify")
+    out["verify_seconds"] = out["dedup_hub_verify_report_verify"]["seconds"]  # the stage's own clock on it
+    out["verify_over_embed"] = round(out["verify_seconds"] / out["embed_seconds"], 3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-source", type=int, default=120, help="originals per development source (bundled: all)")
@@ -205,6 +242,11 @@ def main() -> None:
     ap.add_argument("--heavy-copies", type=int, default=40)
     ap.add_argument("--dev-sources", default=",".join(SPLITS["dev"]))
     ap.add_argument("--debian-root", default=".data/debian")
+    ap.add_argument("--configs", default="", help="only these `curate dedup` configurations (comma-separated names)")
+    ap.add_argument("--timing", type=int, default=0, help="also: --verify's time beside the embedding's at this "
+                                                                 "many images (the bar: 10000)")
+    ap.add_argument("--timing-per-source", type=int, default=500, help="--timing: originals per development source")
+    ap.add_argument("--no-sweeps", action="store_true", help="skip the threshold x linkage sweeps")
     ap.add_argument("--work", default=None, help="folder for shards and stage outputs (default: a temp folder)")
     args = ap.parse_args()
     from curate.models.onnx_copy import available
@@ -225,12 +267,19 @@ def main() -> None:
         for s, cs in sets.items():
             write_shard(cs, work / "images" / s)
         results = {}
+        timed = None
+        if args.timing:
+            timing_entries = [(src, fam, imgs) for src in args.dev_sources.split(",")
+                              for fam, imgs in originals(src, root, 0 if src == "bundled" else args.timing_per_source,
+                                                         np.random.default_rng(args.seed))]
+            timed = timing(timing_entries, args.timing, args.seed, work)
         for name in args.backends.split(","):
             if BACKENDS[name][0].startswith("sscd") and not available(BACKENDS[name][0]):
                 continue
-            results[name] = run_backend(name, sets, work)
+            results[name] = run_backend(name, sets, work, tuple(c for c in args.configs.split(",") if c),
+                                        not args.no_sweeps)
     print(json.dumps({"sets": {s: cs.summary() for s, cs in sets.items()}, "headline": headline(results),
-                      "backends": results}))
+                      "verify_timing": timed, "backends": results}))
 
 
 if __name__ == "__main__":

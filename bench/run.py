@@ -26,7 +26,7 @@ BENCHES = {
         ["bench.realscale", "--n", "50000"],
     ],
     "copydetect": [
-        ["bench.copydetect"],
+        ["bench.copydetect", "--timing", "10000"],
     ],
     "recaption": [
         ["bench.recaption", "--n", "1000000"],
@@ -54,7 +54,8 @@ SMOKE = {
     "bench.dedup": ["--n", "20000", "--dim", "32", "--queries", "50", "--baseline-queries", "200",
                     "--shard-rows", "5000"],
     "bench.copydetect": ["--per-source", "3", "--heldout", "4", "--copies", "1", "--backends", "effnet-lite0,phash",
-                         "--dev-sources", "bundled,tuxpaint", "--heavy-groups", "1", "--heavy-copies", "10"],
+                         "--dev-sources", "bundled,tuxpaint", "--heavy-groups", "1", "--heavy-copies", "10",
+                         "--timing", "60", "--timing-per-source", "3"],
     "bench.realscale": ["--n", "600"],
     "bench.recaption": ["--n", "3000", "--repeat", "1"],
     "bench.caption_models": ["--images", "8", "--captions", "16"],

@@ -130,9 +130,9 @@ class EmbedOptions(ShardRun):
 class DedupOptions(ShardRun):
     embeddings: str = option(help="A `curate embed` output.", role="input", argument=True)
     output: str = option(help="Output folder.", role="output", argument=True)
-    threshold: float | None = option(None, "Cosine similarity for duplicates [default by model: effnet 0.80, "
-                                           "sscd, sscd-distilled, onnx, torchscript 0.60, open_clip 0.92, "
-                                           "phash/dhash 0.84 (<= 10 of 64 bits)].")
+    threshold: float | None = option(None, "Score from which a pair is a duplicate [default: hub scores 0.05; raw "
+                                           "similarity by model: effnet 0.80, sscd, sscd-distilled, onnx, torchscript "
+                                           "0.60, open_clip 0.92, phash/dhash 0.84 (<= 10 of 64 bits)].")
     mode: str = option("auto", "knn through a FAISS index, or SemDeDup partitions (k-means + dense blocks); auto by size.",
                        choices=("auto", "knn", "partition"))
     linkage: str = option("mutual", "components chains transitively; mutual and leader resist chaining through templates.",
@@ -155,21 +155,34 @@ class DedupOptions(ShardRun):
                                                                      "SSCD-family models 0.5,0.75,0.95: the research's replication mark, DISC21's 90% precision copy mark, its duplicate).")
     whiten: str = option("none", "Post-process the features, fit on this corpus (saved with the index for --against).",
                          choices=("none", "center", "pca"))
-    score: str = option("raw", "hub: similarity minus the pair's mean similarity to its --hub-k nearest (templates and "
-                               "dense regions need more to link); the threshold is then on that scale (default 0.05).",
-                        choices=("raw", "hub"))
+    score: str = option("auto", "hub: similarity minus the pair's mean similarity to its --hub-k nearest (templates "
+                                "and dense regions need more to link); the threshold is then on that scale (default "
+                                "0.05). raw: the similarity. auto: hub, or raw for hashes and with --against.",
+                        choices=("auto", "raw", "hub"))
     hub_k: int = option(5, "--score hub: neighbours whose mean similarity is subtracted.")
     hub_beta: float = option(1.0, "--score hub: weight of that mean.")
     hub_floor: float = option(0.5, "--score hub: raw similarity of the candidates.")
     templates: bool = option(False, "Find images framed in a shared template (screenshot, meme bar, stripes) by their "
                                     "pixels and compare them by the picture they frame (needs --images).")
     template_k: int = option(8, "--templates: neighbours compared pixel for pixel.")
+    verify: bool = option(False, "Check the candidate pairs below the threshold by local features (ORB matched, an "
+                                 "affine fitted with RANSAC, the aligned pictures compared cell by cell, shared frames "
+                                 "left out); pairs that pass link (needs --images).")
+    verify_floor: float | None = option(None, "--verify: raw similarity from which pairs are checked [default: "
+                                              "SSCD-family models 0.30, others 0.50].")
+    verify_k: int = option(6, "--verify: pairs checked per image, its most similar first.")
     images: str | None = option(None, "The `curate download` output, for the report's image gallery.", role="input")
 
     def problems(self) -> list[tuple[str, str]]:
         out = super().problems()
         if self.templates and not self.images:
             out.append(("templates", "needs images (the `curate download` output)"))
+        if self.verify and not self.images:
+            out.append(("verify", "needs images (the `curate download` output)"))
+        if self.verify and self.against:
+            out.append(("verify", "cannot be used with against"))
+        if self.verify_k < 1:
+            out.append(("verify_k", f"must be 1 or more, not {self.verify_k}"))
         if self.against and self.whiten != "none":
             out.append(("whiten", "comes from the --against corpus; leave it at none"))
         if self.against and self.score == "hub":

@@ -20,6 +20,8 @@ CHECKS = {
     and all(0 <= r["headline"][f"{b} dedup_defaults"][s]["f1"] <= 1 for b in ("effnet-lite0", "phash") for s in r["sets"])
     and r["backends"]["effnet-lite0"]["dedup_defaults"]["dev_light"]["true_pairs"] > 0
     and r["backends"]["effnet-lite0"]["dedup --score hub --templates"]["seconds"] > 0
+    and r["backends"]["effnet-lite0"]["dedup --score hub --templates --verify"]["dev_light"]["true_pairs"] > 0
+    and r["verify_timing"]["images"] == 60 and r["verify_timing"]["verify_over_embed"] > 0
     and 0 <= r["headline"]["effnet-lite0 dedup --score hub --templates"]["heldout_stacked"]["f1"] <= 1
     and "hub-strong0.8/components" in r["backends"]["effnet-lite0"],
     "bench.realscale": lambda r: r["knn_flat"]["pair_recall_direct"] == 1.0 and r["partition"]["pair_recall_direct"] == 1.0,

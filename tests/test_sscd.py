@@ -97,7 +97,7 @@ def test_embed_dedup_and_audit_in_sscd_units(sample_run, tmp_path):
     assert manifest["model"] == "sscd-distilled" and manifest["dim"] == 512
     assert manifest["preprocess"] == {"resize": "short_edge_to_size_long_edge_to_multiple_of_32", "size": 224,
                                       "interpolation": "bilinear"}
-    report = dedup.run(dedup.Options(embeddings=str(out), output=str(tmp_path / "dd"), progress=False))
+    report = dedup.run(dedup.Options(embeddings=str(out), output=str(tmp_path / "dd"), score="raw", progress=False))
     assert report["threshold"] == 0.6
     counts = report["counts_at_threshold"]
     assert list(counts) == ["0.50", "0.60", "0.75", "0.95"]

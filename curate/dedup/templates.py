@@ -193,7 +193,7 @@ class Pass:
     j: np.ndarray
     score: np.ndarray
     same: np.ndarray
-    framed: list[int]
+    frames: dict[int, tuple[np.ndarray, tuple]]  # framed row -> (frame mask, True on the frame; picture box)
     info: dict[str, int]
 
 
@@ -237,17 +237,13 @@ def scan(thumbs: dict[int, Thumb], near: list[np.ndarray], min_mates: int = 2,
     return framed, np.array(sorted(same), np.int64)
 
 
-def apply(i: np.ndarray, j: np.ndarray, sim: np.ndarray, n: int, k: int, floor: float,
-          load: Callable[[set[int], bool], Iterator[tuple[int, Image.Image]]],
-          embed: Callable[[list[Image.Image]], np.ndarray],
-          search: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-          vectors: Callable[[np.ndarray], np.ndarray],
-          progress: Callable[[str, int], Callable[[int], None]] | None = None,
-          ) -> Pass:
-    """The whole template pass over candidate pairs (i, j, sim) of n rows: thumbnails of every row with two or
-    more neighbours and of those neighbours (`load(rows, True)`: decoded images, small is enough), the pixel scan,
-    pictures of the framed rows (`load(rows, False)`: full images) embedded (`embed`, same space as `vectors`),
-    their nearest rows (`search(queries)` -> (query index, row) pairs at >= floor), and the rescored pairs."""
+def find_frames(i: np.ndarray, j: np.ndarray, sim: np.ndarray, n: int, k: int,
+                load: Callable[[set[int], bool], Iterator[tuple[int, Image.Image]]],
+                progress: Callable[[str, int], Callable[[int], None]] | None = None,
+                ) -> tuple[dict[int, tuple[np.ndarray, tuple]], np.ndarray, int]:
+    """The pixel scan over candidate pairs: thumbnails of every row with two or more neighbours and of those
+    neighbours (`load(rows, True)`), then `scan`. Returns the framed rows, the same-picture pair codes and how
+    many rows were checked."""
     near = neighbours(i, j, sim, n, k)
     check = [r for r in range(n) if len(near[r]) >= 2]
     needed = set(check) | {int(m) for r in check for m in near[r]}
@@ -259,6 +255,21 @@ def apply(i: np.ndarray, j: np.ndarray, sim: np.ndarray, n: int, k: int, floor: 
             tick(1)
     framed, same = scan({r: thumbs[r] for r in check if r in thumbs}, near,
                         progress=progress("dedup templates: pixel tests", len(check)) if progress else None)
+    return framed, same, len(check)
+
+
+def apply(i: np.ndarray, j: np.ndarray, sim: np.ndarray, n: int, k: int, floor: float,
+          load: Callable[[set[int], bool], Iterator[tuple[int, Image.Image]]],
+          embed: Callable[[list[Image.Image]], np.ndarray],
+          search: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+          vectors: Callable[[np.ndarray], np.ndarray],
+          progress: Callable[[str, int], Callable[[int], None]] | None = None,
+          ) -> Pass:
+    """The whole template pass over candidate pairs (i, j, sim) of n rows: thumbnails of every row with two or
+    more neighbours and of those neighbours (`load(rows, True)`: decoded images, small is enough), the pixel scan,
+    pictures of the framed rows (`load(rows, False)`: full images) embedded (`embed`, same space as `vectors`),
+    their nearest rows (`search(queries)` -> (query index, row) pairs at >= floor), and the rescored pairs."""
+    framed, same, checked = find_frames(i, j, sim, n, k, load, progress)
     content: dict[int, np.ndarray] = {}
     batch: list[tuple[int, Image.Image]] = []
     for r, img in itertools.chain(load(set(framed), False), [(-1, None)]):  # 32 pictures at a time, then the rest
@@ -275,8 +286,8 @@ def apply(i: np.ndarray, j: np.ndarray, sim: np.ndarray, n: int, k: int, floor: 
         extra = (order[a], b)
     lo, hi, score = rescore(i, j, vectors, content, extra)
     keep = score >= floor
-    info = {"checked": len(check), "framed": len(framed), "embedded": len(content), "same_picture_pairs": len(same)}
-    return Pass(lo[keep], hi[keep], score[keep], same, sorted(framed), info)
+    info = {"checked": checked, "framed": len(framed), "embedded": len(content), "same_picture_pairs": len(same)}
+    return Pass(lo[keep], hi[keep], score[keep], same, framed, info)
 
 
 def link_same(i: np.ndarray, j: np.ndarray, score: np.ndarray, same: np.ndarray, strong: float) -> np.ndarray:

@@ -9,9 +9,13 @@ shard executor, so they are atomic and resumable like every stage. Outputs (sche
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import itertools
+import os
 import shutil
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,11 +27,12 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from curate import __version__, optspec
-from curate.config import REPORT_THRESHOLDS, DedupOptions, EmbedOptions
+from curate.config import DEFAULT_MAX_IMAGE_AREA, REPORT_THRESHOLDS, DedupOptions, EmbedOptions
 from curate.dedup import index as idx
 from curate.dedup import rows as rows_mod
 from curate.dedup import spill
-from curate.dedup.link import STRONG, link_edges
+from curate.dedup import verify as verify_mod
+from curate.dedup.link import STRONG, components_of, link_edges
 from curate.dedup.pairs import Pairs, hub_scored, knn_pairs, partition_pairs, spill_needed
 from curate.dedup.report import threshold_counts
 from curate.dedup.rows import Clusters
@@ -47,6 +52,7 @@ COPY_REPORT_THRESHOLDS = (0.5, 0.75, 0.95)  # SSCD units: the research's replica
 # SSCD family: best pair F1 on the light-copy benchmark's development photos (bench/evidence/copy_light.json) lay at 0.56 (sscd) and 0.64 (the
 # student), and 0.54-0.58 on bench/copydetect.py's stacked copies; the held-out wallpapers are read at 0.60
 COPY_THRESHOLD = 0.60
+VERIFY_FLOOR_COPY = 0.30  # --verify's raw floor for SSCD-family models (verify_floor)
 
 ROWS_SCHEMA = pa.schema([
     ("key", pa.string()), ("shard", pa.int64()), ("caption", pa.string()), ("cluster_id", pa.int64()),
@@ -239,6 +245,8 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
         whitening = fit(emb, opts.whiten, seed=opts.seed)
     if whitening is not None:
         emb = emb.with_transform(whitening, whitening.dim_out)
+    if opts.score == "auto":  # measured best on held-out photos (bench/copydetect.py): hub scores
+        opts = dataclasses.replace(opts, score="raw" if opts.against or emb.kind == "bits" else "hub")
     hub = opts.score == "hub"
     threshold = float(opts.threshold if opts.threshold is not None
                       else default_threshold(emb.kind, manifest.get("model", ""), opts.score))
@@ -253,6 +261,9 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
         if emb.kind == "bits":
             raise CurateError("--templates needs float embeddings (it embeds each framed picture again)")
         floor = min(floor, float(opts.hub_floor))  # a frame's mates can sit well below the threshold
+    score_floor = floor  # the pairs the scores and the report are made from
+    if opts.verify:
+        floor = min(floor, verify_floor(opts, emb.kind, manifest.get("model", "")))
     meta_paths = fs.list_shards(fs.join(emb_dir, "metadata"))
     shard_of = {p: s for p, s in zip(meta_paths, emb.shards, strict=True)}
     plan = WritePlan(opts.action, shard_of, optspec.recorded(opts), emb_dir, images, emb)
@@ -269,18 +280,44 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
 
     pairs, index = find_pairs(emb, opts, floor, opts.engine, opts.scheduler, opts.workers)
     template_info = None
+    frames: dict[int, tuple[np.ndarray, tuple]] = {}
+    frames_seconds = 0.0  # --verify's own frame scan (with --templates it is the template pass's)
+    thumbnails: dict[int, np.ndarray] = {}  # --verify's grey thumbnails, made while the frames are looked for
+    if (opts.templates or opts.verify) and isinstance(pairs, spill.PairFiles):
+        pairs = pairs.load()  # the pixel tests and the verification work on every candidate pair at once
+    candidates = pairs
+    if opts.verify:
+        pairs = pairs.above(score_floor)
     if opts.templates:
-        if isinstance(pairs, spill.PairFiles):  # the pixel tests work on every candidate pair at once
-            pairs = pairs.load()
-        pairs, template_info, same = framed_pairs(emb, pairs, index, images, emb_dir, opts, floor, opts.progress)
+        pairs, template_info, same, frames = framed_pairs(emb, pairs, index, images, emb_dir, opts, score_floor,
+                                                          opts.progress)
+    elif opts.verify:  # the frames only; the images are decoded once, for them and for the verification
+        from curate.dedup import templates
+
+        frames_started = time.perf_counter()
+        with _bars(opts.progress) as bar:
+            frames, _, _ = templates.find_frames(pairs.i, pairs.j, pairs.sim, emb.n, opts.template_k,
+                                                 image_loader(emb, images, emb_dir, 2 * verify_mod.EDGE,
+                                                              keep=thumbnails), bar)
+        frames_seconds = time.perf_counter() - frames_started
+    prescored = pairs  # raw similarities (of the pictures, for framed rows)
     if hub:
-        pairs = hub_scored(pairs, emb.n, opts.hub_k, opts.hub_beta, floor)
-    if opts.templates:
+        pairs = hub_scored(pairs, emb.n, opts.hub_k, opts.hub_beta, score_floor)
+    if opts.templates and not opts.verify:  # with --verify, pixel-alike pairs are verified like the others
         from curate.dedup.templates import link_same
 
         pairs = Pairs(pairs.i, pairs.j, link_same(pairs.i, pairs.j, pairs.sim, same, STRONG), pairs.nn, pairs.nn_sim)
+    if opts.verify and frames:  # a framed row's score is its picture's, which a look-alike in a frame can fake:
+        pairs = verify_mod.framed_by_verification(pairs, np.array(sorted(frames)), STRONG)  # it links if verified
     n = emb.n
     labels = link_edges(n, pairs.chunks, threshold, opts.linkage, opts.mutual_k)
+    verify_info = None
+    if opts.verify:
+        started = time.perf_counter()
+        labels, verify_info = verified_labels(labels, candidates, prescored, pairs, frames, emb, images, emb_dir,
+                                              opts, thumbnails)
+        verify_info["seconds"] = round(frames_seconds + time.perf_counter() - started, 2)
+        del candidates, prescored, thumbnails
     counts = threshold_counts(pairs, n, opts, labels)  # the report's, while the pairs exist
     nn, nn_sim = pairs.nn, pairs.nn_sim
     del pairs  # 1.4 GB at 12M rows: let go before the per-row columns are made
@@ -307,6 +344,8 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
     from curate.dedup.report import build_report
 
     report = build_report(clusters, counts, opts, emb, keys, manifest, output, images, template_info)
+    if verify_info is not None:
+        report["verify"] = verify_info
     report["rows_in"] = sum(s["rows_in"] for s in stats)
     report["rows_out"] = sum(s["rows_out"] for s in stats)
     report["curate_version"] = __version__
@@ -316,16 +355,12 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
 
 
 def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_dir: str, opts: DedupOptions,  # noqa: ANN401
-                 floor: float, progress: bool) -> tuple[Pairs, dict[str, int], np.ndarray]:
+                 floor: float, progress: bool) -> tuple[Pairs, dict[str, int], np.ndarray, dict[int, tuple]]:
     """`--templates` (curate/dedup/templates.py `apply`) with this run's inputs: images decoded from the
     download shards through embed's safe decoder, pictures embedded with the embed run's own model (loaded as
     embed loads it), new candidates from the index (or dense blocks when none was built). Returns the rescored
-    pairs, counts, and the codes of the same-picture pairs (`templates.link_same`)."""
-    from tqdm import tqdm
-
+    pairs, counts, the codes of the same-picture pairs (`templates.link_same`) and the framed rows' frames."""
     from curate.dedup import templates
-    from curate.io.image_shards import iter_image_samples, shard_files
-    from curate.io.images import decode_image
     from curate.stages.embed import load_models
 
     stage_path = fs.join(emb_dir, "_stage.json")
@@ -335,21 +370,7 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
     # the embed run's own model, as embed loads it (CPU where no GPU is here)
     embed_opts = optspec.from_recorded(EmbedOptions, fs.read_json(stage_path)["options"], images=images,
                                        output=emb_dir, text_model=None, device="auto")
-    max_area = embed_opts.max_image_area
-    draft = (2 * templates.WORK, 2 * templates.WORK)
-
-    def load(rows: set[int], small: bool) -> Iterator[tuple[int, Image.Image]]:
-        """The images of `rows`, shard by shard (JPEG draft scale for thumbnails); ones that no longer decode
-        are skipped: embed accepted them once."""
-        wanted = sorted(rows)  # a key lookup for these rows only, not a dict of every row's key
-        row_of = dict(zip(emb.values_of("key", np.array(wanted, np.int64)), wanted, strict=True))
-        for path in shard_files(images) if rows else []:
-            for meta, data in iter_image_samples(path):
-                r = row_of.get(meta["key"])
-                if r is not None and data:
-                    img, _, _ = decode_image(data, max_area, draft if small else None)
-                    if img is not None:
-                        yield r, img
+    load = image_loader(emb, images, emb_dir, 2 * templates.WORK, embed_opts.max_image_area)
 
     model = load_models(embed_opts)[0]
 
@@ -369,6 +390,77 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
             rows.append(b + start)
         return np.concatenate(qs), np.concatenate(rows)
 
+    with _bars(progress) as bar:
+        found = templates.apply(pairs.i, pairs.j, pairs.sim, emb.n, opts.template_k, floor, load, embed, search,
+                                emb.gather, bar)
+    return Pairs(found.i, found.j, found.score, pairs.nn, pairs.nn_sim), found.info, found.same, found.frames
+
+
+def verify_floor(opts: DedupOptions, kind: str, model: str) -> float:
+    """--verify's lowest raw similarity: copy detectors put copies with heavy edits at 0.3-0.5 (bench/copydetect.py:
+    5% of the verified copies on the development sets lie below 0.42)."""
+    if opts.verify_floor is not None:
+        return float(opts.verify_floor)
+    if kind == "bits":
+        raise CurateError("--verify needs float embeddings")
+    return VERIFY_FLOOR_COPY if is_copy_detector(model) else float(opts.hub_floor)
+
+
+def image_loader(emb: EmbeddingSet, images: str, emb_dir: str, small_edge: int, max_area: int | None = None,
+                 lazy: bool = False, keep: dict[int, np.ndarray] | None = None,
+                 ) -> Callable[[set[int], bool], Iterator[tuple[int, Any]]]:
+    """`load(rows, small)`: the images of `rows`, shard by shard, through embed's safe decoder (when `small`,
+    JPEG's draft scale down to `small_edge`: thumbnails are enough), decoded on every core (Pillow releases the
+    GIL); ones that no longer decode are skipped: embed accepted them once. `lazy`: (row, decode) instead,
+    decode() giving the image or None, for the caller's own threads. `keep`: each image's verification
+    thumbnail (`verify.thumbnail`, ~80 KB) is kept there as it passes."""
+    from curate.io.image_shards import iter_image_samples, shard_files
+
+    if max_area is None:
+        stage_path = fs.join(emb_dir, "_stage.json")
+        recorded = fs.read_json(stage_path).get("options", {}) if fs.exists(stage_path) else {}
+        max_area = int(recorded.get("max_image_area", DEFAULT_MAX_IMAGE_AREA))
+    draft = (small_edge, small_edge)
+
+    def encoded(rows: set[int], small: bool) -> Iterator[tuple[int, Callable[[], Image.Image | None]]]:
+        wanted = sorted(rows)  # a key lookup for these rows only, not a dict of every row's key
+        row_of = dict(zip(emb.values_of("key", np.array(wanted, np.int64)), wanted, strict=True))
+        for path in shard_files(images) if rows else []:
+            for meta, data in iter_image_samples(path):
+                r = row_of.get(meta["key"])
+                if r is not None and data:
+                    yield r, functools.partial(_decoded, data, max_area, draft if small else None)
+
+    def decoded(rows: set[int], small: bool) -> Iterator[tuple[int, Image.Image]]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(item: tuple[int, Callable[[], Image.Image | None]]) -> Image.Image | None:
+            img = item[1]()
+            if img is not None and keep is not None:
+                keep[item[0]] = verify_mod.thumbnail(img)
+            return img
+
+        items = encoded(rows, small)
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            while batch := list(itertools.islice(items, 64)):
+                for (r, _), img in zip(batch, pool.map(one, batch), strict=True):
+                    if img is not None:
+                        yield r, img
+
+    return encoded if lazy else decoded
+
+
+def _decoded(data: bytes, max_area: int, draft: tuple[int, int] | None) -> Image.Image | None:
+    from curate.io.images import decode_image
+
+    return decode_image(data, max_area, draft)[0]
+
+
+@contextlib.contextmanager
+def _bars(progress: bool) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """A maker of progress bars (desc, total) -> update, all closed on exit."""
+    from tqdm import tqdm
+
     bars: list[Any] = []
 
     def bar(desc: str, total: int) -> Callable[[int], None]:
@@ -376,9 +468,37 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
         return bars[-1].update
 
     try:
-        found = templates.apply(pairs.i, pairs.j, pairs.sim, emb.n, opts.template_k, floor, load, embed, search,
-                                emb.gather, bar)
+        yield bar
     finally:
         for b in bars:
             b.close()
-    return Pairs(found.i, found.j, found.score, pairs.nn, pairs.nn_sim), found.info, found.same
+
+
+def verified_labels(labels: np.ndarray, candidates: Pairs, prescored: Pairs, scored: Pairs,
+                    frames: dict[int, tuple], emb: EmbeddingSet, images: str, emb_dir: str,
+                    opts: DedupOptions, thumbnails: dict[int, np.ndarray]) -> tuple[np.ndarray, dict]:
+    """`--verify`: the pairs not linked by their score, raw similarity >= the floor, at most --verify-k a row,
+    checked by local features (curate/dedup/verify.py); each pair that passes joins its two clusters. Returns
+    the new labels and the report's counts."""
+    n = emb.n
+    model = fs.read_json(fs.join(emb_dir, "manifest.json")).get("model", "")
+    # every pair seen (the candidates at raw similarity, and the template pass's pairs at picture similarity),
+    # and whether its score linked it already
+    i, j, raw = verify_mod.union_max(n, [(candidates.i, candidates.j, candidates.sim),
+                                         (prescored.i, prescored.j, prescored.sim)])
+    above = scored.sim >= float(opts.threshold)
+    linked = np.isin(i * n + j, scored.i[above].astype(np.int64) * n + scored.j[above])
+    pick = verify_mod.band(i, j, raw, np.where(linked, np.inf, -np.inf), float(opts.threshold),
+                           verify_floor(opts, emb.kind, model), opts.verify_k)
+    pick = pick[np.argsort(-raw[pick], kind="stable")]  # the most similar first
+    load = image_loader(emb, images, emb_dir, 2 * verify_mod.EDGE, lazy=True)
+    with _bars(opts.progress) as bar:
+        ok, checked = verify_mod.verify(i[pick], j[pick], lambda rows: load(rows, True), frames, labels,
+                                        os.cpu_count() or 1, thumbnails, bar)
+    a, b = i[pick][ok], j[pick][ok]
+    first = np.unique(labels, return_index=True)[1]  # each cluster's first row
+    rows = np.arange(n, dtype=np.int64)
+    new = components_of(n, iter([(rows, first[labels].astype(np.int64)), (a, b)]))
+    info = {"candidates": int(len(pick)), "checked": checked, "verified": int(ok.sum()), "framed_rows": len(frames),
+            "clusters_joined": int(len(np.unique(labels)) - len(np.unique(new)))}
+    return new, info

@@ -1,0 +1,296 @@
+"""Verification of uncertain candidate pairs by local features, the way the matching track of the DISC21
+copy-detection challenge beat global descriptors.
+
+A pair is checked when its global similarity is in the band between clearly-not and clearly-copy (raw
+similarity >= the floor, score below the threshold), at most `k` pairs a row (each row's most similar). Both
+images are made into grey thumbnails (EDGE px); ORB keypoints are matched (Lowe's ratio test, one match per
+keypoint of the second image) and a 6-parameter affine transform is fitted with RANSAC at RANSAC_PX. A
+transform is not yet a copy: shared templates, UI chrome and textures give many inliers too (measured on
+bench/copydetect.py's development sets: 936 of 1,555 accepted non-copies were two unrelated pictures in one
+screenshot frame). So:
+
+- where the matches may be: keypoints on a frame that many unrelated images share (found by the template
+  scan's pixel tests, curate/dedup/templates.py) are dropped before matching, so two pictures in one frame
+  have nothing left to match but their pictures;
+- the whole overlap must agree, not only the matched points: the first image is warped onto the second by the
+  transform, and on a grid of CELL px cells inside the overlap, each textured cell must correlate (zero-mean
+  normalised cross-correlation >= CELL_AGREE, after a light blur so noise, JPEG and pixelisation pass); the
+  pair is a copy when >= MIN_AGREE of the textured cells agree and >= MIN_INLIERS inliers carry the transform.
+  An overlay (text, an emoji, a caption bar) costs the cells it covers, a different picture costs them all.
+- mirrored copies: when the pair fails, the second image's mirrored keypoints are tried.
+
+What it cannot see: images with too little texture for keypoints (smooth gradients) stay with their global
+score, and one design in other colours (a wallpaper's colourways) verifies as a copy, being the same picture in
+grey.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image
+
+EDGE = 320  # long edge of the grey thumbnails keypoints are found in
+FEATURES = 500  # ORB keypoints per thumbnail, at most
+FEW = 100  # fewer keypoints than this at ORB's default FAST threshold (20): found again at LOW_CONTRAST
+LOW_CONTRAST = 5
+RATIO = 0.8  # Lowe's ratio test
+RANSAC_PX = 4.0  # reprojection error of an inlier, thumbnail pixels
+MIN_INLIERS = 10
+CELL = 16  # px, the grid the overlap is compared on
+TEXTURE = 3.0  # grey-level standard deviation from which a cell is textured
+CELL_AGREE = 0.5  # zero-mean normalised cross-correlation from which a cell agrees
+MIN_AGREE = 0.6  # share of the textured overlap cells that must agree
+BLUR = 1.5  # Gaussian sigma, px, applied before cells are compared
+
+T = TypeVar("T")
+
+
+@dataclass
+class Keypoints:
+    pts: np.ndarray  # (m, 2) float32, x y in thumbnail pixels
+    desc: np.ndarray  # (m, 32) uint8: ORB's binary descriptors
+
+
+@dataclass
+class Local:
+    """One image's local features: its grey thumbnail, keypoints as it is and mirrored, and where its picture
+    is (False on a shared frame; None: everywhere)."""
+
+    grey: np.ndarray
+    plain: Keypoints
+    mirrored: Keypoints
+    picture: np.ndarray | None = None
+
+
+def thumbnail(img: Image.Image) -> np.ndarray:
+    w, h = img.size
+    scale = min(1.0, EDGE / max(w, h))
+    grey = img.convert("L")
+    if scale < 1:
+        grey = grey.resize((max(8, round(w * scale)), max(8, round(h * scale))), Image.Resampling.BOX)
+    return np.asarray(grey)
+
+
+def _keypoints(grey: np.ndarray, picture: np.ndarray | None) -> Keypoints:
+    import cv2
+
+    kps, desc = cv2.ORB_create(nfeatures=FEATURES).detectAndCompute(grey, None)
+    if len(kps) < FEW:  # smooth pictures (gradients, skies): corners of less contrast
+        kps, desc = cv2.ORB_create(nfeatures=FEATURES, fastThreshold=LOW_CONTRAST).detectAndCompute(grey, None)
+    pts = cv2.KeyPoint_convert(kps).reshape(-1, 2) if kps else np.zeros((0, 2), np.float32)
+    desc = desc if desc is not None else np.zeros((0, 32), np.uint8)
+    if picture is not None and len(pts):  # keypoints on the frame are dropped
+        keep = picture[pts[:, 1].astype(int).clip(0, grey.shape[0] - 1), pts[:, 0].astype(int).clip(0, grey.shape[1] - 1)]
+        pts, desc = pts[keep], desc[keep]
+    return Keypoints(pts, desc)
+
+
+def local_features(img: Image.Image, frame: tuple[np.ndarray, tuple] | None = None) -> Local:
+    """`frame`: the template scan's (frame mask at any scale, True on the shared frame; picture box as shares of
+    the width and height). The picture's box is cut out first, so a picture a fifth of a screenshot gets the
+    thumbnail's pixels; keypoints on the frame inside the box are dropped and its cells are not compared."""
+    import cv2
+
+    from curate.dedup.templates import pixels
+
+    picture = None
+    if frame is not None:
+        mask, box = frame
+        rows, cols = pixels(box, img.height, img.width)
+        img = img.crop((cols.start, rows.start, cols.stop, rows.stop))
+        mask = np.ascontiguousarray(mask[pixels(box, *mask.shape)])
+    grey = thumbnail(img)
+    if frame is not None:
+        small = cv2.resize(mask.astype(np.uint8), (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_NEAREST)
+        picture = small == 0
+    return features_of(grey, picture)
+
+
+def features_of(grey: np.ndarray, picture: np.ndarray | None = None) -> Local:
+    """A thumbnail's local features (`picture`: False on a frame, whose keypoints are dropped)."""
+    mirrored = np.ascontiguousarray(grey[:, ::-1])
+    return Local(grey, _keypoints(grey, picture),
+                 _keypoints(mirrored, None if picture is None else np.ascontiguousarray(picture[:, ::-1])), picture)
+
+
+def transform(a: Keypoints, b: Keypoints) -> tuple[np.ndarray, int] | None:
+    """The affine transform from a's thumbnail to b's and its inlier count, or None."""
+    import cv2
+
+    if len(a.desc) < 2 or len(b.desc) < 2:
+        return None
+    # each of a's keypoints, its two nearest of b's (Hamming); Lowe's ratio test; then one match per b keypoint
+    dist, near = cv2.batchDistance(a.desc, b.desc, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=2, update=0,
+                                   crosscheck=False)
+    qa = np.flatnonzero((near[:, 1] >= 0) & (dist[:, 0] < RATIO * dist[:, 1]))
+    tb = near[qa, 0]
+    order = np.lexsort((dist[qa, 0], tb))
+    qa, tb = qa[order], tb[order]
+    first = np.ones(len(tb), bool)
+    first[1:] = tb[1:] != tb[:-1]
+    qa, tb = qa[first], tb[first]
+    if len(qa) < MIN_INLIERS:  # too few to carry a transform: no RANSAC
+        return None
+    matrix, inliers = cv2.estimateAffine2D(a.pts[qa], b.pts[tb], method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX,
+                                           maxIters=2000, confidence=0.99, refineIters=10)
+    if matrix is None:
+        return None
+    return matrix, int(inliers.sum())
+
+
+def agreement(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, a_picture: np.ndarray | None = None,
+              b_picture: np.ndarray | None = None) -> float:
+    """Share of the textured CELL x CELL cells of b, inside the part a covers once warped by `matrix` and off
+    both images' frames (`*_picture`: False on a frame), where the two correlate."""
+    import cv2
+
+    h, w = b.shape
+    warped = cv2.warpAffine(a.astype(np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR)
+    valid = np.ones(a.shape, np.float32) if a_picture is None else a_picture.astype(np.float32)
+    cover = cv2.warpAffine(valid, matrix, (w, h), flags=cv2.INTER_NEAREST)
+    if b_picture is not None:
+        cover *= b_picture
+    rows, cols = h // CELL, w // CELL
+    if rows == 0 or cols == 0:
+        return 0.0
+
+    def cells(x: np.ndarray) -> np.ndarray:
+        return x[: rows * CELL, : cols * CELL].reshape(rows, CELL, cols, CELL).transpose(0, 2, 1, 3).reshape(
+            rows, cols, -1)
+
+    pa = cells(cv2.GaussianBlur(warped, (0, 0), BLUR))
+    pb = cells(cv2.GaussianBlur(b.astype(np.float32), (0, 0), BLUR))
+    inside = cells(cover).mean(-1) > 0.95
+    pa = pa - pa.mean(-1, keepdims=True)
+    pb = pb - pb.mean(-1, keepdims=True)
+    sa, sb = np.sqrt((pa * pa).mean(-1)), np.sqrt((pb * pb).mean(-1))
+    textured = inside & ((sa > TEXTURE) | (sb > TEXTURE))
+    corr = (pa * pb).mean(-1) / np.maximum(sa * sb, 1e-6)
+    return float((textured & (corr >= CELL_AGREE)).sum() / max(1, int(textured.sum())))
+
+
+def same_picture(a: Local, b: Local) -> bool:
+    """Whether b shows a's picture (as it is, or mirrored) by the tests in the module docstring."""
+    width = b.grey.shape[1]
+    mirror = np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # b's mirrored x -> b's x
+    for keypoints, to_b in ((b.plain, np.eye(3)), (b.mirrored, mirror)):
+        found = transform(a.plain, keypoints)
+        if found is not None and found[1] >= MIN_INLIERS:
+            if agreement(a.grey, b.grey, (to_b @ np.vstack([found[0], [0, 0, 1]]))[:2], a.picture,
+                         b.picture) >= MIN_AGREE:
+                return True
+    return False
+
+
+def framed_by_verification(pairs: Any, framed: np.ndarray, strong: float) -> Any:  # noqa: ANN401
+    """`pairs` (curate.dedup.pairs.Pairs) with the pairs that touch a framed row scored -inf unless at least
+    `strong` (the same picture pixel for pixel, templates.link_same): they link only when verified."""
+    touch = np.isin(pairs.i, framed) | np.isin(pairs.j, framed)
+    score = np.where(touch & (pairs.sim < strong), -np.inf, pairs.sim).astype(np.float32)
+    return dataclasses.replace(pairs, sim=score)
+
+
+def union_max(
+    n: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs (i < j) of all parts once each, sorted, with the highest similarity any part gives them."""
+    i = np.concatenate([p[0] for p in parts]).astype(np.int64)
+    j = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    sim = np.concatenate([p[2] for p in parts]).astype(np.float32)
+    code = np.minimum(i, j) * n + np.maximum(i, j)
+    order = np.lexsort((-sim, code))
+    code, sim = code[order], sim[order]
+    first = np.ones(len(code), bool)
+    first[1:] = code[1:] != code[:-1]
+    return code[first] // n, code[first] % n, sim[first]
+
+
+def band(
+    i: np.ndarray, j: np.ndarray, raw: np.ndarray, score: np.ndarray, threshold: float, floor: float, k: int
+) -> np.ndarray:
+    """Positions of the pairs to check: below the linking threshold, raw similarity >= floor, and among the k
+    most similar such pairs of either of its rows."""
+    cand = np.flatnonzero((score < threshold) & (raw >= floor))
+    if len(cand) == 0:
+        return cand
+    ends = np.concatenate([i[cand], j[cand]])
+    pos = np.concatenate([cand, cand])
+    order = np.lexsort((pos, -np.concatenate([raw[cand], raw[cand]]), ends))
+    ends, pos = ends[order], pos[order]
+    first = np.searchsorted(ends, ends, side="left")
+    rank = np.arange(len(ends)) - first
+    return np.unique(pos[rank < k])
+
+
+def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
+    while batch := list(itertools.islice(items, size)):
+        yield batch
+
+
+def verify(i: np.ndarray, j: np.ndarray, load: Callable[[set[int]], Iterator[tuple[int, Callable[[], Image.Image | None]]]],
+           frames: dict[int, tuple[np.ndarray, tuple]], labels: np.ndarray, workers: int = 1,
+           thumbnails: dict[int, np.ndarray] | None = None,
+           progress: Callable[[str, int], Callable[[int], None]] | None = None, chunk: int = 1024,
+           ) -> tuple[np.ndarray, int]:
+    """Which pairs (i[p], j[p]) are the same picture, and how many were checked: checked in the order given, `chunk` pairs at a time; a
+    pair whose rows are in one cluster already (`labels`, joined by the pairs verified so far) is skipped (False):
+    in a group of many copies a few checks join them all. `load(rows)` yields (row, decode): `decode()` gives
+    the image, or None when it no longer decodes (its pairs verify nothing), and runs in the worker threads, as
+    do the keypoints, matching and RANSAC (Pillow's decoders and OpenCV release the GIL). `frames`: row ->
+    (frame mask, picture box) from the template scan. `thumbnails`: row -> its `thumbnail`, made already (by
+    the template scan's pass over the images): those rows are not decoded again, unless framed."""
+    rows = set(np.concatenate([i, j]).tolist())
+    thumbnails = thumbnails or {}
+    have = {r for r in rows if r in thumbnails and r not in frames}  # decoded already, and no box to cut out
+    local: dict[int, Local] = {}
+    tick = progress("dedup verify: keypoints", len(rows)) if progress else None
+    parent: dict[int, int] = {}
+
+    def root(c: int) -> int:
+        while parent.get(c, c) != c:
+            c = parent[c]
+        return c
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        def one(item: tuple[int, Callable[[], Image.Image | None]]) -> tuple[int, Local | None]:
+            r, decode = item
+            img = decode()
+            return r, None if img is None else local_features(img, frames.get(r))
+
+        for r, feats in pool.map(lambda r: (r, features_of(thumbnails[r])), sorted(have)):
+            local[r] = feats
+            if tick:
+                tick(1)
+        for batch in _batches(load(rows - have), 256):  # encoded images in memory: one batch at a time
+            for r, feats in pool.map(one, batch):
+                if feats is not None:
+                    local[r] = feats
+                if tick:
+                    tick(1)
+        tick = progress("dedup verify: pairs", len(i)) if progress else None
+
+        def check(p: int) -> bool:
+            a, b = local.get(int(i[p])), local.get(int(j[p]))
+            return a is not None and b is not None and same_picture(a, b)
+
+        ok = np.zeros(len(i), bool)
+        checked = 0
+        for start in range(0, len(i), chunk):
+            todo = [p for p in range(start, min(start + chunk, len(i)))
+                    if root(int(labels[i[p]])) != root(int(labels[j[p]]))]
+            checked += len(todo)
+            for p, same in zip(todo, pool.map(check, todo), strict=True):
+                if same:
+                    ok[p] = True
+                    a, b = root(int(labels[i[p]])), root(int(labels[j[p]]))
+                    parent[max(a, b)] = min(a, b)
+            if tick:
+                tick(min(start + chunk, len(i)) - start)
+        return ok, checked
