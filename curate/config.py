@@ -171,7 +171,8 @@ class DedupOptions(ShardRun):
     verify_floor: float | None = option(None, "--verify: raw similarity from which pairs are checked [default: "
                                               "SSCD-family models 0.30, others 0.50].")
     verify_k: int = option(6, "--verify: pairs checked per image, its most similar first.")
-    images: str | None = option(None, "The `curate download` output, for the report's image gallery.", role="input")
+    images: str | None = option(None, "The `curate download` output: the report's image gallery, and the pixels "
+                                      "--templates and --verify read.", role="input")
 
     def problems(self) -> list[tuple[str, str]]:
         out = super().problems()

@@ -307,8 +307,6 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
         from curate.dedup.templates import link_same
 
         pairs = Pairs(pairs.i, pairs.j, link_same(pairs.i, pairs.j, pairs.sim, same, STRONG), pairs.nn, pairs.nn_sim)
-    if opts.verify and frames:  # a framed row's score is its picture's, which a look-alike in a frame can fake:
-        pairs = verify_mod.framed_by_verification(pairs, np.array(sorted(frames)), STRONG)  # it links if verified
     n = emb.n
     labels = link_edges(n, pairs.chunks, threshold, opts.linkage, opts.mutual_k)
     verify_info = None
