@@ -2,7 +2,7 @@
 copy-detection challenge beat global descriptors.
 
 A pair is checked when its global similarity is in the band between clearly-not and clearly-copy (raw
-similarity >= the floor, score below the threshold), at most `k` pairs a row (each row's most similar). Both
+similarity >= the floor, its rows not linked by the scores), at most `k` pairs a row (each row's most similar). Both
 images are made into grey thumbnails (EDGE px); ORB keypoints are matched (Lowe's ratio test, one match per
 keypoint of the second image) and a 6-parameter affine transform is fitted with RANSAC at RANSAC_PX. A
 transform is not yet a copy: shared templates, UI chrome and textures give many inliers too (measured on
@@ -91,7 +91,9 @@ def _keypoints(grey: np.ndarray, picture: np.ndarray | None) -> Keypoints:
     pts = cv2.KeyPoint_convert(kps).reshape(-1, 2) if kps else np.zeros((0, 2), np.float32)
     desc = desc if desc is not None else np.zeros((0, 32), np.uint8)
     if picture is not None and len(pts):  # keypoints on the frame are dropped
-        keep = picture[pts[:, 1].astype(int).clip(0, grey.shape[0] - 1), pts[:, 0].astype(int).clip(0, grey.shape[1] - 1)]
+        x = pts[:, 0].astype(int).clip(0, grey.shape[1] - 1)
+        y = pts[:, 1].astype(int).clip(0, grey.shape[0] - 1)
+        keep = picture[y, x]
         pts, desc = pts[keep], desc[keep]
     return Keypoints(pts, desc)
 
@@ -208,20 +210,17 @@ def union_max(
     return code[first] // n, code[first] % n, sim[first]
 
 
-def band(
-    i: np.ndarray, j: np.ndarray, raw: np.ndarray, score: np.ndarray, threshold: float, floor: float, k: int
-) -> np.ndarray:
-    """Positions of the pairs to check: below the linking threshold, raw similarity >= floor, and among the k
-    most similar such pairs of either of its rows."""
-    cand = np.flatnonzero((score < threshold) & (raw >= floor))
+def band(i: np.ndarray, j: np.ndarray, raw: np.ndarray, linked: np.ndarray, floor: float, k: int) -> np.ndarray:
+    """Positions of the pairs to check: not `linked` already (their rows in one cluster), raw similarity >=
+    floor, and among the k most similar such pairs of either of their rows."""
+    cand = np.flatnonzero(~linked & (raw >= floor))
     if len(cand) == 0:
         return cand
     ends = np.concatenate([i[cand], j[cand]])
     pos = np.concatenate([cand, cand])
     order = np.lexsort((pos, -np.concatenate([raw[cand], raw[cand]]), ends))
     ends, pos = ends[order], pos[order]
-    first = np.searchsorted(ends, ends, side="left")
-    rank = np.arange(len(ends)) - first
+    rank = np.arange(len(ends)) - np.searchsorted(ends, ends, side="left")  # place among its row's pairs
     return np.unique(pos[rank < k])
 
 
@@ -230,14 +229,17 @@ def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def verify(i: np.ndarray, j: np.ndarray, load: Callable[[set[int]], Iterator[tuple[int, Callable[[], Image.Image | None]]]],
+Decoder = Callable[[], Image.Image | None]
+
+
+def verify(i: np.ndarray, j: np.ndarray, load: Callable[[set[int]], Iterator[tuple[int, Decoder]]],
            frames: dict[int, tuple[np.ndarray, tuple]], labels: np.ndarray, workers: int = 1,
            thumbnails: dict[int, np.ndarray] | None = None,
            progress: Callable[[str, int], Callable[[int], None]] | None = None, chunk: int = 1024,
            ) -> tuple[np.ndarray, int]:
-    """Which pairs (i[p], j[p]) are the same picture, and how many were checked: checked in the order given, `chunk` pairs at a time; a
-    pair whose rows are in one cluster already (`labels`, joined by the pairs verified so far) is skipped (False):
-    in a group of many copies a few checks join them all. `load(rows)` yields (row, decode): `decode()` gives
+    """Which pairs (i[p], j[p]) are the same picture, and how many were checked: in the order given, `chunk`
+    pairs at a time; a pair whose rows are in one cluster already (`labels`, joined by the pairs verified so
+    far) is skipped (False): in a group of many copies a few checks join them all. `load(rows)` yields (row, decode): `decode()` gives
     the image, or None when it no longer decodes (its pairs verify nothing), and runs in the worker threads, as
     do the keypoints, matching and RANSAC (Pillow's decoders and OpenCV release the GIL). `frames`: row ->
     (frame mask, picture box) from the template scan. `thumbnails`: row -> its `thumbnail`, made already (by
@@ -255,7 +257,7 @@ def verify(i: np.ndarray, j: np.ndarray, load: Callable[[set[int]], Iterator[tup
         return c
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        def one(item: tuple[int, Callable[[], Image.Image | None]]) -> tuple[int, Local | None]:
+        def one(item: tuple[int, Decoder]) -> tuple[int, Local | None]:
             r, decode = item
             img = decode()
             return r, None if img is None else local_features(img, frames.get(r))

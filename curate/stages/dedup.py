@@ -312,8 +312,8 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
     verify_info = None
     if opts.verify:
         started = time.perf_counter()
-        labels, verify_info = verified_labels(labels, candidates, prescored, pairs, frames, emb, images, emb_dir,
-                                              opts, thumbnails)
+        labels, verify_info = verified_labels(labels, candidates, prescored, frames, emb, images, emb_dir, opts,
+                                              thumbnails)
         verify_info["seconds"] = round(frames_seconds + time.perf_counter() - started, 2)
         del candidates, prescored, thumbnails
     counts = threshold_counts(pairs, n, opts, labels)  # the report's, while the pairs exist
@@ -472,22 +472,19 @@ def _bars(progress: bool) -> Iterator[Callable[[str, int], Callable[[int], None]
             b.close()
 
 
-def verified_labels(labels: np.ndarray, candidates: Pairs, prescored: Pairs, scored: Pairs,
-                    frames: dict[int, tuple], emb: EmbeddingSet, images: str, emb_dir: str,
-                    opts: DedupOptions, thumbnails: dict[int, np.ndarray]) -> tuple[np.ndarray, dict]:
-    """`--verify`: the pairs not linked by their score, raw similarity >= the floor, at most --verify-k a row,
-    checked by local features (curate/dedup/verify.py); each pair that passes joins its two clusters. Returns
-    the new labels and the report's counts."""
+def verified_labels(labels: np.ndarray, candidates: Pairs, prescored: Pairs, frames: dict[int, tuple],
+                    emb: EmbeddingSet, images: str, emb_dir: str, opts: DedupOptions,
+                    thumbnails: dict[int, np.ndarray]) -> tuple[np.ndarray, dict]:
+    """`--verify`: the pairs whose rows are in two clusters, raw similarity >= the floor, at most --verify-k a
+    row, checked by local features (curate/dedup/verify.py); each pair that passes joins its two clusters.
+    Returns the new labels and the report's counts."""
     n = emb.n
     model = fs.read_json(fs.join(emb_dir, "manifest.json")).get("model", "")
-    # every pair seen (the candidates at raw similarity, and the template pass's pairs at picture similarity),
-    # and whether its score linked it already
+    # every pair seen (the candidates at raw similarity, and the template pass's pairs at picture similarity);
+    # those whose rows the scores put in one cluster already need no check
     i, j, raw = verify_mod.union_max(n, [(candidates.i, candidates.j, candidates.sim),
                                          (prescored.i, prescored.j, prescored.sim)])
-    above = scored.sim >= float(opts.threshold)
-    linked = np.isin(i * n + j, scored.i[above].astype(np.int64) * n + scored.j[above])
-    pick = verify_mod.band(i, j, raw, np.where(linked, np.inf, -np.inf), float(opts.threshold),
-                           verify_floor(opts, emb.kind, model), opts.verify_k)
+    pick = verify_mod.band(i, j, raw, labels[i] == labels[j], verify_floor(opts, emb.kind, model), opts.verify_k)
     pick = pick[np.argsort(-raw[pick], kind="stable")]  # the most similar first
     load = image_loader(emb, images, emb_dir, 2 * verify_mod.EDGE, lazy=True)
     with _bars(opts.progress) as bar:
