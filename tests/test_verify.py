@@ -112,6 +112,8 @@ def test_dedup_verify_joins_heavy_copies_and_nothing_else(photos, tmp_path):
     _, plain_found, plain_wrong = run("plain")
     report, found, wrong = run("verified", verify=True, verify_floor=0.3)
     assert report["verify"]["checked"] > 0 and report["verify"]["verified"] >= found - plain_found
+    page = (tmp_path / "verified" / "report.html").read_text()
+    assert "pairs checked by local features" in page and f"<td>{report['verify']['clusters_joined']}</td>" in page
     assert found > plain_found and found >= 6 and wrong == 0 == plain_wrong  # measured 1 -> 6 of 8, 0 wrong
     with pytest.raises(CurateError, match="verify: needs images"):
         dedup.run(dedup.Options(embeddings=str(tmp_path / "emb"), output=str(tmp_path / "x"), verify=True,

@@ -75,7 +75,7 @@ def top_rows(values: np.ndarray, k: int) -> np.ndarray:
 
 def build_report(clusters: Clusters, counts: dict[str, dict[str, Any]], opts: Any, emb: EmbeddingSet,  # noqa: ANN401
                  keys: KeyFile, manifest: dict[str, Any], output: str, images: str | None,
-                 templates: dict[str, int] | None = None) -> dict[str, Any]:
+                 templates: dict[str, int] | None = None, verify: dict[str, Any] | None = None) -> dict[str, Any]:
     n = emb.n
     size, labels = clusters.size, clusters.labels
     same = (size > 1) & (clusters.distinct == 1)
@@ -95,6 +95,7 @@ def build_report(clusters: Clusters, counts: dict[str, dict[str, Any]], opts: An
         "model": manifest.get("model"), "kind": emb.kind, "samples": n, "threshold": opts.threshold,
         "score": opts.score,
         **({"templates": templates} if templates else {}),
+        **({"verify": verify} if verify else {}),
         "linkage": opts.linkage, "mode": opts.mode, "keep_policy": opts.keep, "action": opts.action,
         "clusters": int(len(size)), "duplicate_clusters": dup_clusters,
         "samples_in_duplicate_clusters": int(size[size > 1].sum()),
@@ -144,6 +145,11 @@ def _write_html(report: dict[str, Any], clusters: Clusters, emb: EmbeddingSet, k
            ("framed in a shared template, compared by their picture", report["templates"]["framed"]),
            ("neighbour pairs that are the same picture", report["templates"]["same_picture_pairs"])]
           if "templates" in report else []),
+        *([("pairs checked by local features (--verify)", f"{report['verify']['checked']} of "
+            f"{report['verify']['candidates']} candidates, {report['verify']['seconds']} s"),
+           ("verified as the same picture", report["verify"]["verified"]),
+           ("clusters joined by them", report["verify"]["clusters_joined"])]
+          if "verify" in report else []),
     ])
     galleries = []
     for c in order:

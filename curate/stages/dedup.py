@@ -341,9 +341,7 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
                       scheduler=opts.scheduler, workers=opts.workers if opts.engine == "dask" else 1)
     from curate.dedup.report import build_report
 
-    report = build_report(clusters, counts, opts, emb, keys, manifest, output, images, template_info)
-    if verify_info is not None:
-        report["verify"] = verify_info
+    report = build_report(clusters, counts, opts, emb, keys, manifest, output, images, template_info, verify_info)
     report["rows_in"] = sum(s["rows_in"] for s in stats)
     report["rows_out"] = sum(s["rows_out"] for s in stats)
     report["curate_version"] = __version__
