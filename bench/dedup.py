@@ -112,7 +112,8 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="curate-bench-dedup-", dir=args.data))
     engine = ["--engine", "dask", "--workers", str(args.workers)] if args.engine == "dask" else []
     try:
-        curate_s, peak_mb = run_curate("dedup", str(root), str(out / "dd"), "--threshold", str(args.threshold),
+        curate_s, peak_mb = run_curate("dedup", str(root), str(out / "dd"), "--score", "raw",
+                                       "--threshold", str(args.threshold),
                                        "--mode", "partition", "--linkage", "components", "--no-save-index",
                                        "--no-progress", *engine)
         report = json.loads((out / "dd" / "report.json").read_text())

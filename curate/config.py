@@ -157,7 +157,8 @@ class DedupOptions(ShardRun):
                          choices=("none", "center", "pca"))
     score: str = option("auto", "hub: similarity minus the pair's mean similarity to its --hub-k nearest (templates "
                                 "and dense regions need more to link); the threshold is then on that scale (default "
-                                "0.05). raw: the similarity. auto: hub, or raw for hashes and with --against.",
+                                "0.05). raw: the similarity. auto: hub in knn mode; raw for hashes, with "
+                                "--against, and in partition mode (every pair above the floor is kept there).",
                         choices=("auto", "raw", "hub"))
     hub_k: int = option(5, "--score hub: neighbours whose mean similarity is subtracted.")
     hub_beta: float = option(1.0, "--score hub: weight of that mean.")

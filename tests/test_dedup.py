@@ -903,3 +903,16 @@ def test_caption_embeddings_are_read_for_the_rows_asked_across_shards(tmp_path):
     rows = np.sort(np.random.default_rng(2).choice(len(x), len(x) // 2, replace=False))
     assert np.array_equal(emb.gather_text(rows), text[rows])
     assert emb.gather_text(np.zeros(0, np.int64)).shape[0] == 0
+
+
+def test_auto_score_is_hub_where_candidates_are_each_rows_nearest_and_raw_where_every_pair_is_kept(tmp_path):
+    """--score auto: hub in knn mode; raw in partition mode (every pair above hub's 0.5 floor would be kept),
+    with --against, and for hashes."""
+    write_embed_dir(tmp_path / "emb", planted(n_base=300, dim=32))
+    for mode, score in (("knn", "hub"), ("partition", "raw"), ("auto", "hub")):
+        report = dedup.run(dedup.Options(embeddings=str(tmp_path / "emb"), output=str(tmp_path / mode), mode=mode,
+                                         progress=False))
+        assert report["score"] == score, mode
+    report = dedup.run(dedup.Options(embeddings=str(tmp_path / "emb"), output=str(tmp_path / "again"),
+                                     against=str(tmp_path / "knn"), progress=False))
+    assert report["score"] == "raw"

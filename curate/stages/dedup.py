@@ -84,17 +84,31 @@ def default_threshold(kind: str, model: str = "", score: str = "raw") -> float:
     return 0.92
 
 
+def search_mode(mode: str, emb: EmbeddingSet, engine: str) -> str:
+    """`--mode auto`: knn for hashes and up to 200k rows on the local engine, partitions otherwise."""
+    if mode != "auto":
+        return mode
+    if emb.kind == "bits":
+        return "knn"
+    return "partition" if engine == "dask" or emb.n > 200_000 else "knn"
+
+
+def auto_score(opts: DedupOptions, emb: EmbeddingSet) -> str:
+    """`--score auto`: hub scores (the best on bench/copydetect.py's held-out photos for every backend) where the
+    candidates are each row's k nearest (knn mode); raw where hashes are compared, with --against (its index
+    scores raw similarities), and in partition mode, which keeps every pair above the candidates' floor: hub
+    scores gather them down to raw 0.5, which is 16% of all pairs of effnet-lite0's development embeddings."""
+    if opts.against or emb.kind == "bits" or search_mode(opts.mode, emb, opts.engine) != "knn":
+        return "raw"
+    return "hub"
+
+
 def find_pairs(emb: EmbeddingSet, opts: DedupOptions, floor: float, engine: str = "local",
                scheduler: str | None = None, workers: int = 1) -> tuple[Pairs | spill.PairFiles, Any]:
     """Candidate pairs at similarity >= floor, and the FAISS index when one was built. On `engine="dask"`
     float embeddings use the partition (SemDeDup) plan as Dask tasks, and the pairs stay in files under the
     output's `_work/` (curate/dedup/spill.py)."""
-    mode = opts.mode
-    if mode == "auto":
-        if emb.kind == "bits":
-            mode = "knn"
-        else:
-            mode = "partition" if engine == "dask" or emb.n > 200_000 else "knn"
+    mode = search_mode(opts.mode, emb, engine)
     if engine not in ("local", "dask"):
         raise CurateError(f"unknown engine {engine!r}: local or dask")
     if engine == "dask" and mode != "partition":
@@ -245,8 +259,8 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
         whitening = fit(emb, opts.whiten, seed=opts.seed)
     if whitening is not None:
         emb = emb.with_transform(whitening, whitening.dim_out)
-    if opts.score == "auto":  # measured best on held-out photos (bench/copydetect.py): hub scores
-        opts = dataclasses.replace(opts, score="raw" if opts.against or emb.kind == "bits" else "hub")
+    if opts.score == "auto":
+        opts = dataclasses.replace(opts, score=auto_score(opts, emb))
     hub = opts.score == "hub"
     threshold = float(opts.threshold if opts.threshold is not None
                       else default_threshold(emb.kind, manifest.get("model", ""), opts.score))
