@@ -170,7 +170,8 @@ class DedupOptions(ShardRun):
                                  "affine fitted with RANSAC, the aligned pictures compared cell by cell, shared frames "
                                  "left out); pairs that pass link (needs --images).")
     verify_floor: float | None = option(None, "--verify: raw similarity from which pairs are checked [default: "
-                                              "SSCD-family models 0.30, others 0.50].")
+                                              "SSCD-family models 0.30, others 0.50; in partition mode no lower "
+                                              "than the candidates the scores gather].")
     verify_k: int = option(6, "--verify: pairs checked per image, its most similar first.")
     images: str | None = option(None, "The `curate download` output: the report's image gallery, and the pixels "
                                       "--templates and --verify read.", role="input")

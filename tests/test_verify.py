@@ -115,6 +115,11 @@ def test_dedup_verify_joins_heavy_copies_and_nothing_else(photos, tmp_path):
     page = (tmp_path / "verified" / "report.html").read_text()
     assert "pairs checked by local features" in page and f"<td>{report['verify']['clusters_joined']}</td>" in page
     assert found > plain_found and found >= 6 and wrong == 0 == plain_wrong  # measured 1 -> 6 of 8, 0 wrong
+    # partition mode keeps every pair above its floor, so --verify does not lower it there: it checks only the
+    # pairs raw scores gather (>= 0.80 here) and still joins what it verifies
+    part, part_found, part_wrong = run("partition", verify=True, verify_floor=0.3, mode="partition")
+    assert part["verify"]["candidates"] < report["verify"]["candidates"] and part_wrong == 0
+    assert part_found >= plain_found
     with pytest.raises(CurateError, match="verify: needs images"):
         dedup.run(dedup.Options(embeddings=str(tmp_path / "emb"), output=str(tmp_path / "x"), verify=True,
                                 progress=False))

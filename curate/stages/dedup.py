@@ -276,8 +276,8 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
             raise CurateError("--templates needs float embeddings (it embeds each framed picture again)")
         floor = min(floor, float(opts.hub_floor))  # a frame's mates can sit well below the threshold
     score_floor = floor  # the pairs the scores and the report are made from
-    if opts.verify:
-        floor = min(floor, verify_floor(opts, emb.kind, manifest.get("model", "")))
+    if opts.verify and search_mode(opts.mode, emb, opts.engine) == "knn":  # each row's k nearest: bounded;
+        floor = min(floor, verify_floor(opts, emb.kind, manifest.get("model", "")))  # partitions keep all pairs
     meta_paths = fs.list_shards(fs.join(emb_dir, "metadata"))
     shard_of = {p: s for p, s in zip(meta_paths, emb.shards, strict=True)}
     plan = WritePlan(opts.action, shard_of, optspec.recorded(opts), emb_dir, images, emb)
