@@ -123,3 +123,53 @@ def test_dedup_verify_joins_heavy_copies_and_nothing_else(photos, tmp_path):
     with pytest.raises(CurateError, match="verify: needs images"):
         dedup.run(dedup.Options(embeddings=str(tmp_path / "emb"), output=str(tmp_path / "x"), verify=True,
                                 progress=False))
+
+
+def test_smooth_pictures_get_keypoints_at_a_lower_contrast_and_verify(photos, monkeypatch):
+    """Blurred, low-contrast photos (a sky, a gradient) give ORB few corners at its default threshold; the
+    retry at LOW_CONTRAST finds enough to verify a resized JPEG copy. Without the retry fewer verify."""
+    import cv2
+    from PIL import ImageFilter
+
+    smooth = [ImageEnhance.Contrast(p.convert("RGB").filter(ImageFilter.GaussianBlur(3))).enhance(0.35)
+              for _, p, _ in photos[:10]]
+    smooth = [s for s in smooth if len(cv2.ORB_create(nfeatures=verify.FEATURES).detect(verify.thumbnail(s), None))
+              < verify.FEW]
+    copies = [Image.open(io.BytesIO(jpeg(s.resize((s.width // 2, s.height // 2)), 60))).convert("RGB") for s in smooth]
+
+    def verified() -> int:
+        return sum(verify.same_picture(local(s), local(c)) for s, c in zip(smooth, copies, strict=True))
+
+    with_retry = verified()
+    monkeypatch.setattr(verify, "FEW", 0)
+    assert len(smooth) >= 6 and with_retry >= len(smooth) - 2 and verified() < with_retry  # measured 8 of 9
+
+
+def test_dedup_templates_and_verify_find_framed_copies_and_keep_the_crowd_apart(photos, tmp_path):
+    """The pipelines' configuration: photos, their copies inside a screenshot frame and heavy copies of them, and
+    framed pictures whose source is absent (a crowd in one frame). --templates --verify finds at least what --templates finds, links
+    no two pictures of the crowd, and decodes each image's thumbnail once for both passes."""
+    import augly.image as A
+
+    sources = [(n, p.convert("RGB")) for n, p, _ in photos[:4]]
+    samples = [(n, jpeg(p), f"photo {n}") for n, p in sources]
+    samples += [(f"{n}_shot", jpeg(A.overlay_onto_screenshot(p).convert("RGB")), f"shot {n}") for n, p in sources]
+    samples += [(f"{n}_shot", jpeg(A.overlay_onto_screenshot(p.convert("RGB")).convert("RGB")), f"shot {n}")
+                for n, p, _ in photos[4:9]]
+    samples += [(f"{n}_copy", jpeg(heavy_copy(p, k)), f"copy {n}") for k, (n, p) in enumerate(sources)]
+    image_shard(tmp_path / "images" / "images" / "00000.parquet", samples)
+    embed.run(embed.Options(images=str(tmp_path / "images"), output=str(tmp_path / "emb"), progress=False))
+    truth = {k: k.removesuffix("_shot").removesuffix("_copy") for k, _, _ in samples}
+
+    def run(name: str, **opts) -> tuple[dict, int, int]:
+        report = dedup.run(dedup.Options(embeddings=str(tmp_path / "emb"), output=str(tmp_path / name),
+                                         progress=False, images=str(tmp_path / "images"), templates=True, **opts))
+        label = {r["key"]: r["cluster_id"] for r in read_samples(tmp_path / name)}
+        found = sum(label[f"{n}_shot"] == label[n] for n, _ in sources)
+        wrong = sum(label[a] == label[b] and truth[a] != truth[b] for a in label for b in label if a < b)
+        return report, found, wrong
+
+    _, found, wrong = run("templates")
+    report, found_v, wrong_v = run("both", verify=True)
+    assert report["verify"]["checked"] > 0 and report["templates"]["framed"] >= 8
+    assert found_v >= found >= 3 and wrong == 0 == wrong_v  # measured 4 and 4 of 4, 0 wrong

@@ -224,7 +224,7 @@ def band(i: np.ndarray, j: np.ndarray, raw: np.ndarray, linked: np.ndarray, floo
     return np.unique(pos[rank < k])
 
 
-def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
+def batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
     while batch := list(itertools.islice(items, size)):
         yield batch
 
@@ -234,7 +234,6 @@ Decoder = Callable[[], Image.Image | None]
 
 def verify(i: np.ndarray, j: np.ndarray, load: Callable[[set[int]], Iterator[tuple[int, Decoder]]],
            frames: dict[int, tuple[np.ndarray, tuple]], labels: np.ndarray, workers: int = 1,
-           thumbnails: dict[int, np.ndarray] | None = None,
            progress: Callable[[str, int], Callable[[int], None]] | None = None, chunk: int = 1024,
            ) -> tuple[np.ndarray, int]:
     """Which pairs (i[p], j[p]) are the same picture, and how many were checked: in the order given, `chunk`
@@ -242,11 +241,8 @@ def verify(i: np.ndarray, j: np.ndarray, load: Callable[[set[int]], Iterator[tup
     far) is skipped (False): in a group of many copies a few checks join them all. `load(rows)` yields (row, decode): `decode()` gives
     the image, or None when it no longer decodes (its pairs verify nothing), and runs in the worker threads, as
     do the keypoints, matching and RANSAC (Pillow's decoders and OpenCV release the GIL). `frames`: row ->
-    (frame mask, picture box) from the template scan. `thumbnails`: row -> its `thumbnail`, made already (by
-    the template scan's pass over the images): those rows are not decoded again, unless framed."""
+    (frame mask, picture box) from the template scan."""
     rows = set(np.concatenate([i, j]).tolist())
-    thumbnails = thumbnails or {}
-    have = {r for r in rows if r in thumbnails and r not in frames}  # decoded already, and no box to cut out
     local: dict[int, Local] = {}
     tick = progress("dedup verify: keypoints", len(rows)) if progress else None
     parent: dict[int, int] = {}
@@ -262,11 +258,7 @@ def verify(i: np.ndarray, j: np.ndarray, load: Callable[[set[int]], Iterator[tup
             img = decode()
             return r, None if img is None else local_features(img, frames.get(r))
 
-        for r, feats in pool.map(lambda r: (r, features_of(thumbnails[r])), sorted(have)):
-            local[r] = feats
-            if tick:
-                tick(1)
-        for batch in _batches(load(rows - have), 256):  # encoded images in memory: one batch at a time
+        for batch in batches(load(rows), 256):  # encoded images in memory: one batch at a time
             for r, feats in pool.map(one, batch):
                 if feats is not None:
                     local[r] = feats

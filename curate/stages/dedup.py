@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import itertools
 import os
 import shutil
 import time
@@ -296,7 +295,6 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
     template_info = None
     frames: dict[int, tuple[np.ndarray, tuple]] = {}
     frames_seconds = 0.0  # --verify's own frame scan (with --templates it is the template pass's)
-    thumbnails: dict[int, np.ndarray] = {}  # --verify's grey thumbnails, made while the frames are looked for
     if (opts.templates or opts.verify) and isinstance(pairs, spill.PairFiles):
         pairs = pairs.load()  # the pixel tests and the verification work on every candidate pair at once
     candidates = pairs
@@ -305,14 +303,13 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
     if opts.templates:
         pairs, template_info, same, frames = framed_pairs(emb, pairs, index, images, emb_dir, opts, score_floor,
                                                           opts.progress)
-    elif opts.verify:  # the frames only; the images are decoded once, for them and for the verification
+    elif opts.verify:  # the frames only
         from curate.dedup import templates
 
         frames_started = time.perf_counter()
         with _bars(opts.progress) as bar:
             frames, _, _ = templates.find_frames(pairs.i, pairs.j, pairs.sim, emb.n, opts.template_k,
-                                                 image_loader(emb, images, emb_dir, 2 * verify_mod.EDGE,
-                                                              keep=thumbnails), bar)
+                                                 image_loader(emb, images, emb_dir, 2 * templates.WORK), bar)
         frames_seconds = time.perf_counter() - frames_started
     prescored = pairs  # raw similarities (of the pictures, for framed rows)
     if hub:
@@ -327,9 +324,9 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
     if opts.verify:
         started = time.perf_counter()
         labels, verify_info = verified_labels(labels, candidates, prescored, frames, emb, images, emb_dir, opts,
-                                              thumbnails)
+                                              manifest.get("model", ""))
         verify_info["seconds"] = round(frames_seconds + time.perf_counter() - started, 2)
-        del candidates, prescored, thumbnails
+        del candidates, prescored
     counts = threshold_counts(pairs, n, opts, labels)  # the report's, while the pairs exist
     nn, nn_sim = pairs.nn, pairs.nn_sim
     del pairs  # 1.4 GB at 12M rows: let go before the per-row columns are made
@@ -369,7 +366,11 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
     """`--templates` (curate/dedup/templates.py `apply`) with this run's inputs: images decoded from the
     download shards through embed's safe decoder, pictures embedded with the embed run's own model (loaded as
     embed loads it), new candidates from the index (or dense blocks when none was built). Returns the rescored
-    pairs, counts, the codes of the same-picture pairs (`templates.link_same`) and the framed rows' frames."""
+    pairs, counts, the codes of the same-picture pairs (`templates.link_same`) and the framed rows' frames.
+    With --verify, verification decodes the images again at its own draft scale: decoding them once at that
+    scale for both passes was measured and gained nothing (bench/copydetect.py, sscd-distilled: 30.9 s against
+    30.0 s over the six sets, and 35.4 s against 36.1 s at 10,000 images with --verify alone), so each pass
+    decodes what it needs."""
     from curate.dedup import templates
     from curate.stages.embed import load_models
 
@@ -417,13 +418,11 @@ def verify_floor(opts: DedupOptions, kind: str, model: str) -> float:
 
 
 def image_loader(emb: EmbeddingSet, images: str, emb_dir: str, small_edge: int, max_area: int | None = None,
-                 lazy: bool = False, keep: dict[int, np.ndarray] | None = None,
-                 ) -> Callable[[set[int], bool], Iterator[tuple[int, Any]]]:
+                 lazy: bool = False) -> Callable[[set[int], bool], Iterator[tuple[int, Any]]]:
     """`load(rows, small)`: the images of `rows`, shard by shard, through embed's safe decoder (when `small`,
     JPEG's draft scale down to `small_edge`: thumbnails are enough), decoded on every core (Pillow releases the
     GIL); ones that no longer decode are skipped: embed accepted them once. `lazy`: (row, decode) instead,
-    decode() giving the image or None, for the caller's own threads. `keep`: each image's verification
-    thumbnail (`verify.thumbnail`, ~80 KB) is kept there as it passes."""
+    decode() giving the image or None, for the caller's own threads."""
     from curate.io.image_shards import iter_image_samples, shard_files
 
     if max_area is None:
@@ -444,16 +443,9 @@ def image_loader(emb: EmbeddingSet, images: str, emb_dir: str, small_edge: int, 
     def decoded(rows: set[int], small: bool) -> Iterator[tuple[int, Image.Image]]:
         from concurrent.futures import ThreadPoolExecutor
 
-        def one(item: tuple[int, Callable[[], Image.Image | None]]) -> Image.Image | None:
-            img = item[1]()
-            if img is not None and keep is not None:
-                keep[item[0]] = verify_mod.thumbnail(img)
-            return img
-
-        items = encoded(rows, small)
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-            while batch := list(itertools.islice(items, 64)):
-                for (r, _), img in zip(batch, pool.map(one, batch), strict=True):
+            for batch in verify_mod.batches(encoded(rows, small), 64):  # encoded bytes in memory: a batch
+                for (r, _), img in zip(batch, pool.map(lambda item: item[1](), batch), strict=True):
                     if img is not None:
                         yield r, img
 
@@ -486,12 +478,11 @@ def _bars(progress: bool) -> Iterator[Callable[[str, int], Callable[[int], None]
 
 def verified_labels(labels: np.ndarray, candidates: Pairs, prescored: Pairs, frames: dict[int, tuple],
                     emb: EmbeddingSet, images: str, emb_dir: str, opts: DedupOptions,
-                    thumbnails: dict[int, np.ndarray]) -> tuple[np.ndarray, dict]:
+                    model: str) -> tuple[np.ndarray, dict]:
     """`--verify`: the pairs whose rows are in two clusters, raw similarity >= the floor, at most --verify-k a
     row, checked by local features (curate/dedup/verify.py); each pair that passes joins its two clusters.
     Returns the new labels and the report's counts."""
     n = emb.n
-    model = fs.read_json(fs.join(emb_dir, "manifest.json")).get("model", "")
     # every pair seen (the candidates at raw similarity, and the template pass's pairs at picture similarity);
     # those whose rows the scores put in one cluster already need no check
     i, j, raw = verify_mod.union_max(n, [(candidates.i, candidates.j, candidates.sim),
@@ -501,7 +492,7 @@ def verified_labels(labels: np.ndarray, candidates: Pairs, prescored: Pairs, fra
     load = image_loader(emb, images, emb_dir, 2 * verify_mod.EDGE, lazy=True)
     with _bars(opts.progress) as bar:
         ok, checked = verify_mod.verify(i[pick], j[pick], lambda rows: load(rows, True), frames, labels,
-                                        os.cpu_count() or 1, thumbnails, bar)
+                                        os.cpu_count() or 1, bar)
     a, b = i[pick][ok], j[pick][ok]
     first = np.unique(labels, return_index=True)[1]  # each cluster's first row
     rows = np.arange(n, dtype=np.int64)
