@@ -11,6 +11,7 @@ resume, atomic writes or progress.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import multiprocessing
@@ -21,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -285,6 +286,7 @@ def _run_stage(stage: str, fn: StageFn, inputs: list[str], output_root: str, opt
     try:
         shards = plan_shards(stage, inputs, output_root, options, overwrite)
         shutil.rmtree(tmp_root, ignore_errors=True)  # leftovers of a killed run: never committed, safe to drop
+        _drop_marker_temps(output_root)
         os.makedirs(tmp_root, exist_ok=True)
     except OSError as err:
         raise CurateError(f"{output_root}: cannot write here ({err.strerror or err})") from None
@@ -342,4 +344,16 @@ def _run_stage(stage: str, fn: StageFn, inputs: list[str], output_root: str, opt
         row_bar.close()
         shard_bar.close()
         shutil.rmtree(tmp_root, ignore_errors=True)
+        _drop_marker_temps(output_root)  # a worker killed while writing its marker, its shard redone elsewhere
     return [done[i] for i in sorted(done)]
+
+
+def _drop_marker_temps(output_root: str) -> None:
+    """Remove the temp files of completion markers whose writer was killed before its rename
+    (`_stats/.tmp-*`, fs.write_json_atomic's): never a marker, but `_stats/*.json` would count them. Safe under
+    the output lock, which every writer of this output holds."""
+    if fs.is_local(output_root):
+        folder = os.path.dirname(fs.url_to_fs(stats_path(output_root, 0))[1])
+        for stale in glob.glob(os.path.join(glob.escape(folder), ".tmp-*")):
+            with suppress(FileNotFoundError):
+                os.remove(stale)

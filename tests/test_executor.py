@@ -100,3 +100,16 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
         run_stage("toy", copy_upper, inputs, str(blocker / "out"), {}, progress=False)
     with pytest.raises(CurateError, match="cannot write"):
         run_stage("toy", copy_upper, inputs, str(blocker), {}, progress=False)
+
+
+def test_a_marker_temp_left_by_a_killed_writer_is_dropped(tmp_path):
+    """A worker killed between writing a shard's completion marker and renaming it leaves `_stats/.tmp-*.json`
+    (seen once in tests/test_engine_dask.py's killed-worker run: 7 markers for 6 shards). The next run, and
+    the end of every run, drop it; real markers stay."""
+    inputs = make_inputs(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    run_stage("toy", copy_upper, inputs, str(out), {}, progress=False)
+    stale = out / "_stats" / ".tmp-killed.json"
+    stale.write_text("{")
+    run_stage("toy", copy_upper, inputs, str(out), {}, progress=False)
+    assert sorted(p.name for p in (out / "_stats").glob("*.json")) == ["00000.json", "00001.json"]
