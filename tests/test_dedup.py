@@ -689,6 +689,42 @@ def test_templates_find_the_picture_inside_a_shared_frame(photos):
     assert scan_all([templates.thumb(p.convert("RGB").resize((300, 200))) for _, p, _ in photos[8:14]]) == {}
 
 
+def test_a_plain_background_is_no_frame_however_ragged_the_picture_on_it(photos):
+    """Photos cut out along their own dark pixels onto white (clip-art, stamps): the white around them is a plain
+    background. Its texture is measured 2 px inside it; over the whole mask the cut-outs' ragged edges made most of
+    them frames. A real screenshot's frame (AugLy's, outside its picture slot) stays textured."""
+    import augly.image as A
+    import cv2
+    from PIL import Image
+
+    from curate.dedup import templates
+
+    old_way = 0
+    for _, p, _ in photos[:12]:
+        pic = p.convert("RGB").resize((200, 200))
+        grey = np.asarray(pic.convert("L"))
+        cut = Image.fromarray(((grey < np.median(grey)) * 255).astype(np.uint8))
+        canvas = Image.new("RGB", (300, 300), "white")
+        canvas.paste(pic, (50, 50), cut)
+        th = templates.thumb(canvas)
+        inner = np.asarray(cut.resize((th.grey.shape[1] * 2 // 3, th.grey.shape[0] * 2 // 3),
+                                      Image.Resampling.NEAREST)) > 0
+        frame = np.ones(th.grey.shape, bool)
+        at = th.grey.shape[0] // 6
+        frame[at:at + inner.shape[0], at:at + inner.shape[1]] &= ~inner
+        assert templates.frame_texture(th.grey, frame) < templates.MIN_FRAME_TEXTURE
+        laplacian = np.abs(cv2.Laplacian(th.grey.astype(np.float32), cv2.CV_32F))
+        old_way += laplacian[frame].mean() >= templates.MIN_FRAME_TEXTURE
+    assert old_way >= 6  # the premise: measured over the whole mask, most of these backgrounds were frames
+    slot = (254 / 1200, 424 / 736, 783 / 1200, 710 / 736)  # augly/assets/screenshot_templates/bboxes.json
+    for _, p, _ in photos[:3]:
+        th = templates.thumb(A.overlay_onto_screenshot(p.convert("RGB")).convert("RGB"))
+        h, w = th.grey.shape
+        frame = np.ones((h, w), bool)
+        frame[int(slot[1] * h):int(slot[3] * h), int(slot[0] * w):int(slot[2] * w)] = False
+        assert templates.frame_texture(th.grey, frame) >= templates.MIN_FRAME_TEXTURE
+
+
 def test_a_screenshot_whose_mates_show_alike_pictures_takes_their_frame(photos):
     """Clip-art on white in the screenshot slot agrees with the other clip-art there on most of the picture, so
     the frame test leaves it unframed; sharing a framed neighbour's whole frame frames it too."""
