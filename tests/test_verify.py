@@ -173,3 +173,19 @@ def test_dedup_templates_and_verify_find_framed_copies_and_keep_the_crowd_apart(
     report, found_v, wrong_v = run("both", verify=True)
     assert report["verify"]["checked"] > 0 and report["templates"]["framed"] >= 8
     assert found_v >= found >= 3 and wrong == 0 == wrong_v  # measured 4 and 4 of 4, 0 wrong
+
+
+def test_descriptor_search_finds_the_two_nearest_by_hamming_distance(photos):
+    """transform's FAISS binary search gives each keypoint's two nearest descriptors of the other image, as
+    OpenCV's brute-force batchDistance does (distances equal; ties may pick another index)."""
+    import cv2
+    import faiss
+
+    a, b = (local(p.convert("RGB")).plain for _, p, _ in photos[:2])
+    index = faiss.IndexBinaryFlat(256)
+    index.add(b.desc)
+    dist, near = index.search(a.desc, 2)
+    want, _ = cv2.batchDistance(a.desc, b.desc, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=2, update=0,
+                                crosscheck=False)
+    assert len(a.desc) > 100 and np.array_equal(dist, want)
+    assert np.array_equal(np.unpackbits(a.desc ^ b.desc[near[:, 0]], axis=1).sum(1), dist[:, 0])
