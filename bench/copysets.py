@@ -128,7 +128,8 @@ def _wallpapers(share: Path) -> list[tuple[str, list[Image.Image]]]:
     for p in sorted((share / "backgrounds/mate").rglob("*")):
         if p.suffix.lower() in (".jpg", ".png", ".jpeg"):
             stem = re.sub(r"_\d+x\d+$", "", p.stem)
-            fam = re.sub(r"[-_](warm|cold|dark|light|blue|green|red|orange|brown|grey|gray)$", "", stem, flags=re.I)
+            fam = re.sub(r"[-_](warm|cold|dark|light|radioactive|blue|green|red|orange|brown|grey|gray)$", "",
+                         re.sub(r"-no-logo$", "", stem), flags=re.I)
             groups.setdefault((f"mate/{fam}", stem), []).append(p)
     for p in sorted((share / "backgrounds/gnome").glob("*.webp")):
         groups.setdefault((f"gnome/{re.sub(r'-[ld]$', '', p.stem)}", p.stem), []).append(p)
