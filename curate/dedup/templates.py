@@ -142,6 +142,14 @@ def overlay_bands(grey: np.ndarray) -> np.ndarray | None:
     return mask if mask.any() else None
 
 
+def band_frame(grey: np.ndarray) -> tuple[np.ndarray, tuple] | None:
+    """(band mask, picture box) when white bands lie over the picture in this thumbnail (`overlay_bands`), else
+    None: the form the scan gives a framed row."""
+    bands = overlay_bands(grey)
+    box = content_box(bands) if bands is not None else None
+    return (bands, box) if box is not None else None
+
+
 def pixels(box: tuple[float, float, float, float], h: int, w: int) -> tuple[slice, slice]:
     """A picture box (x0, y0, x1, y1 as shares of width and height) as (rows, columns) slices of an h x w
     image, at least one pixel each way."""
@@ -223,9 +231,7 @@ def scan(thumbs: dict[int, Thumb], near: list[np.ndarray], min_mates: int = 2,
         same.update(min(r, m) << 32 | max(r, m) for m, x in zip(mates, matches, strict=True) if x is not None and x.same)
         found = _frame(me, matches, min_mates) if len(mates) >= min_mates else None
         if found is None:  # no shared frame: white bands over the picture (a caption bar, stripes)?
-            bands = overlay_bands(me.grey)
-            box = content_box(bands) if bands is not None else None
-            found = (bands, box) if box is not None else None
+            found = band_frame(me.grey)
         if found is not None:
             framed[r] = found
         else:

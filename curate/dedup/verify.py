@@ -10,9 +10,10 @@ bench/copydetect.py's development stacked set with SIFT and >= 8 inliers: 1,555 
 them two unrelated pictures in one screenshot frame). So:
 
 - where the matches may be: keypoints on a frame that many unrelated images share (found by the template
-  scan's pixel tests, curate/dedup/templates.py) are dropped before matching, and the cells on it are not
-  compared, so two pictures in one frame have nothing left to match but their pictures; a framed picture's
-  box is cut out first, so a picture a fifth of a screenshot gets the thumbnail's pixels;
+  scan's pixel tests, curate/dedup/templates.py; white bands laid over a picture, found in each image checked)
+  are dropped before matching, and the cells on it are not compared, so two pictures in one frame have nothing
+  left to match but their pictures; a framed picture's box is cut out first, so a picture a fifth of a
+  screenshot gets the thumbnail's pixels;
 - the whole overlap must agree, not only the matched points: the first image is warped onto the second by the
   transform, and on a grid of CELL px cells inside the overlap, each textured cell must correlate (zero-mean
   normalised cross-correlation >= CELL_AGREE, after a light blur so noise, JPEG and pixelisation pass); the
@@ -101,22 +102,25 @@ def _keypoints(grey: np.ndarray, picture: np.ndarray | None) -> Keypoints:
 def local_features(img: Image.Image, frame: tuple[np.ndarray, tuple] | None = None) -> Local:
     """`frame`: the template scan's (frame mask at any scale, True on the shared frame; picture box as shares of
     the width and height). The picture's box is cut out first, so a picture a fifth of a screenshot gets the
-    thumbnail's pixels; keypoints on the frame inside the box are dropped and its cells are not compared."""
+    thumbnail's pixels; keypoints on the frame inside the box are dropped and its cells are not compared.
+    Without one, white bands laid over the picture (stripes, a caption bar; `templates.overlay_bands`, found in
+    the image alone) are its frame: the scan looks only at rows with neighbours enough to find a shared frame."""
     import cv2
 
-    from curate.dedup.templates import pixels
+    from curate.dedup.templates import band_frame, pixels
 
-    picture = None
-    if frame is not None:
-        mask, box = frame
-        rows, cols = pixels(box, img.height, img.width)
-        img = img.crop((cols.start, rows.start, cols.stop, rows.stop))
-        mask = np.ascontiguousarray(mask[pixels(box, *mask.shape)])
+    if frame is None:
+        grey = thumbnail(img)
+        frame = band_frame(cv2.GaussianBlur(grey, (3, 3), 0))  # blurred as the scan's thumbnails are
+        if frame is None:
+            return features_of(grey)
+    mask, box = frame
+    rows, cols = pixels(box, img.height, img.width)
+    img = img.crop((cols.start, rows.start, cols.stop, rows.stop))
+    mask = np.ascontiguousarray(mask[pixels(box, *mask.shape)])
     grey = thumbnail(img)
-    if frame is not None:
-        small = cv2.resize(mask.astype(np.uint8), (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_NEAREST)
-        picture = small == 0
-    return features_of(grey, picture)
+    small = cv2.resize(mask.astype(np.uint8), (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_NEAREST)
+    return features_of(grey, small == 0)
 
 
 def features_of(grey: np.ndarray, picture: np.ndarray | None = None) -> Local:
