@@ -216,3 +216,23 @@ def test_white_stripes_over_a_copy_are_left_out_though_the_scan_never_saw_it(pho
     wrong, _ = verify.verify(np.concatenate([others, others + n]), np.concatenate([np.arange(n) + n] * 2), load, {},
                              np.arange(2 * n))
     assert not wrong.any()
+
+
+def test_dedup_verify_takes_images_one_pixel_wide(photos, tmp_path):
+    """A 1 x 1 pixel and a 1-pixel-wide strip (web data has them; embed accepts them) among real photos: ORB
+    raises on an image one pixel wide, so verification gives such thumbnails no keypoints instead, and every row
+    comes out."""
+    from PIL import Image
+
+    samples = [(n, jpeg(p.convert("RGB")), n) for n, p, _ in photos[:6]]
+    for name, size in (("pixel", (1, 1)), ("strip", (300, 1)), ("column", (1, 200))):
+        buf = io.BytesIO()
+        Image.new("RGB", size, (200, 30, 30)).save(buf, format="PNG")
+        samples.append((name, buf.getvalue(), name))
+    image_shard(tmp_path / "images" / "images" / "00000.parquet", samples)
+    embed.run(embed.Options(images=str(tmp_path / "images"), output=str(tmp_path / "emb"), progress=False))
+    report = dedup.run(dedup.Options(embeddings=str(tmp_path / "emb"), output=str(tmp_path / "out"), progress=False,
+                                     images=str(tmp_path / "images"), verify=True, verify_floor=-1.0))
+    rows = read_samples(tmp_path / "out")
+    assert {"pixel", "strip", "column"} <= {r["key"] for r in rows}
+    assert report["rows_out"] == report["rows_in"] == len(rows) and report["verify"]["checked"] > 0

@@ -45,6 +45,7 @@ EDGE = 320  # long edge of the grey thumbnails keypoints are found in
 FEATURES = 500  # ORB keypoints per thumbnail, at most
 FEW = 100  # fewer keypoints than this at ORB's default FAST threshold (20): found again at LOW_CONTRAST
 LOW_CONTRAST = 5
+TOO_SMALL = 64  # px: ORB keeps keypoints 31 px off every edge, so a thumbnail's side under this has none
 RATIO = 0.8  # Lowe's ratio test
 RANSAC_PX = 4.0  # reprojection error of an inlier, thumbnail pixels
 MIN_INLIERS = 10
@@ -86,6 +87,8 @@ def thumbnail(img: Image.Image) -> np.ndarray:
 def _keypoints(grey: np.ndarray, picture: np.ndarray | None) -> Keypoints:
     import cv2
 
+    if min(grey.shape) < TOO_SMALL:  # ORB finds nothing there, and raises on an image one pixel wide
+        return Keypoints(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
     kps, desc = cv2.ORB_create(nfeatures=FEATURES).detectAndCompute(grey, None)
     if len(kps) < FEW:  # smooth pictures (gradients, skies): corners of less contrast
         kps, desc = cv2.ORB_create(nfeatures=FEATURES, fastThreshold=LOW_CONTRAST).detectAndCompute(grey, None)
