@@ -309,7 +309,7 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
         frames_started = time.perf_counter()
         with _bars(opts.progress) as bar:
             frames, _, _ = templates.find_frames(pairs.i, pairs.j, pairs.sim, emb.n, opts.template_k,
-                                                 image_loader(emb, images, emb_dir, templates.WORK), bar)
+                                                 image_loader(emb, images, emb_dir, 2 * templates.WORK), bar)
         frames_seconds = time.perf_counter() - frames_started
     prescored = pairs  # raw similarities (of the pictures, for framed rows)
     if hub:
@@ -381,8 +381,7 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
     # the embed run's own model, as embed loads it (CPU where no GPU is here)
     embed_opts = optspec.from_recorded(EmbedOptions, fs.read_json(stage_path)["options"], images=images,
                                        output=emb_dir, text_model=None, device="auto")
-    # the pixel tests' thumbnails are WORK px: JPEGs decode at the smallest DCT scale still that large
-    load = image_loader(emb, images, emb_dir, templates.WORK, embed_opts.max_image_area)
+    load = image_loader(emb, images, emb_dir, 2 * templates.WORK, embed_opts.max_image_area)
 
     model = load_models(embed_opts)[0]
 
