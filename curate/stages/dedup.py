@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from curate import __version__, optspec
-from curate.config import DEFAULT_MAX_IMAGE_AREA, REPORT_THRESHOLDS, DedupOptions, EmbedOptions
+from curate.config import REPORT_THRESHOLDS, DedupOptions, EmbedOptions
 from curate.dedup import index as idx
 from curate.dedup import rows as rows_mod
 from curate.dedup import spill
@@ -374,13 +374,10 @@ def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_d
     from curate.dedup import templates
     from curate.stages.embed import load_models
 
-    stage_path = fs.join(emb_dir, "_stage.json")
-    if not fs.exists(stage_path):
+    if not fs.exists(fs.join(emb_dir, "_stage.json")):
         raise CurateError(f"--templates: {emb_dir} has no _stage.json, so the model that made these embeddings "
                           "is unknown (run curate embed, or dedup without --templates)")
-    # the embed run's own model, as embed loads it (CPU where no GPU is here)
-    embed_opts = optspec.from_recorded(EmbedOptions, fs.read_json(stage_path)["options"], images=images,
-                                       output=emb_dir, text_model=None, device="auto")
+    embed_opts = recorded_embed(emb_dir, images)  # the embed run's own model, as embed loads it
     load = image_loader(emb, images, emb_dir, 2 * templates.WORK, embed_opts.max_image_area)
 
     model = load_models(embed_opts)[0]
@@ -417,6 +414,15 @@ def verify_floor(opts: DedupOptions, kind: str, model: str) -> float:
     return VERIFY_FLOOR_COPY if is_copy_detector(model) else float(opts.hub_floor)
 
 
+def recorded_embed(emb_dir: str, images: str) -> EmbedOptions:
+    """The options the embed run recorded (its _stage.json; the defaults where it has none), on the CPU where no
+    GPU is here: how it decoded and which model it loaded."""
+    stage_path = fs.join(emb_dir, "_stage.json")
+    recorded = fs.read_json(stage_path).get("options", {}) if fs.exists(stage_path) else {}
+    return optspec.from_recorded(EmbedOptions, recorded, images=images, output=emb_dir, text_model=None,
+                                 device="auto")
+
+
 def image_loader(emb: EmbeddingSet, images: str, emb_dir: str, small_edge: int, max_area: int | None = None,
                  lazy: bool = False) -> Callable[[set[int], bool], Iterator[tuple[int, Any]]]:
     """`load(rows, small)`: the images of `rows`, shard by shard, through embed's safe decoder (when `small`,
@@ -426,9 +432,7 @@ def image_loader(emb: EmbeddingSet, images: str, emb_dir: str, small_edge: int, 
     from curate.io.image_shards import iter_image_samples, shard_files
 
     if max_area is None:
-        stage_path = fs.join(emb_dir, "_stage.json")
-        recorded = fs.read_json(stage_path).get("options", {}) if fs.exists(stage_path) else {}
-        max_area = int(recorded.get("max_image_area", DEFAULT_MAX_IMAGE_AREA))
+        max_area = recorded_embed(emb_dir, images).max_image_area
     draft = (small_edge, small_edge)
 
     def encoded(rows: set[int], small: bool) -> Iterator[tuple[int, Callable[[], Image.Image | None]]]:
