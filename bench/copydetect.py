@@ -8,8 +8,8 @@ research's case of a heavily duplicated image, where the question is whether its
 photo's two outer thirds).
 
 Every image goes through the real stages: written as a download-style shard, `curate embed` per backend, then
-`curate dedup` with its defaults (the literal default configuration, read from its output) and with
-`--score hub`, `--templates` and both (each at its default threshold, timed), and sweeps over the same
+`curate dedup` with its defaults (the literal default configuration, read from its output: hub scores) and with
+`--templates`, `--verify` and both (each at its default threshold, timed), and sweeps over the same
 candidate pairs (`find_pairs`, k 32) with each linkage and score (hub scores also with raw pairs at or above
 0.9 / 0.8 / 0.7 kept raw, the bypass that would keep heavily copied pictures whole). A threshold is chosen on `dev` only
 and read on `heldout`; the held-out figure is the honest one. Reported per set: pair precision / recall / F1,
@@ -135,14 +135,14 @@ def run_backend(name: str, sets: dict[str, CopySet], work: Path, only_configs: t
     kind = first.kind
     default_t = default_threshold(kind, model)
     result["default_threshold"] = default_t
-    # the literal defaults of `curate dedup`
-    # and the stage's own alternatives: --templates (frames found by their pixels, the framed picture compared)
-    # with raw and hub scores, each at its default threshold
+    # the literal defaults of `curate dedup` (hub scores here) and the stage's own alternatives, --templates
+    # (frames found by their pixels, the framed picture compared), --verify and both, each at its default threshold
+    # (the default score is hub on these sets, knn mode: `--score hub` alone, and --templates or --verify without
+    # it, would run the same configuration twice)
     configs = {"dedup_defaults": {}}
     if kind != "bits":
-        configs |= {"dedup --score hub": {"score": "hub"}, "dedup --templates": {"templates": True},
-                    "dedup --score hub --templates": {"score": "hub", "templates": True},
-                    "dedup --verify": {"verify": True}, "dedup --score hub --verify": {"score": "hub", "verify": True},
+        configs |= {"dedup --score hub --templates": {"score": "hub", "templates": True},
+                    "dedup --score hub --verify": {"score": "hub", "verify": True},
                     "dedup --score hub --templates --verify": {"score": "hub", "templates": True, "verify": True}}
     if only_configs:
         configs = {c: e for c, e in configs.items() if c in only_configs}
