@@ -725,6 +725,19 @@ def test_a_plain_background_is_no_frame_however_ragged_the_picture_on_it(photos)
         assert templates.frame_texture(th.grey, frame) >= templates.MIN_FRAME_TEXTURE
 
 
+def test_the_scan_asks_frame_texture_whether_a_frame_has_structure(photos, monkeypatch):
+    """The wiring of the test above: AugLy screenshots are framed, and none is once frame_texture reports a flat
+    frame (bands over the picture are the scan's other route, and these have none)."""
+    import augly.image as A
+
+    from curate.dedup import templates
+
+    shots = [templates.thumb(A.overlay_onto_screenshot(p.convert("RGB")).convert("RGB")) for _, p, _ in photos[:5]]
+    assert len(scan_all(shots)) == len(shots)
+    monkeypatch.setattr(templates, "frame_texture", lambda grey, frame: 0.0)
+    assert scan_all(shots) == {}
+
+
 def test_a_screenshot_whose_mates_show_alike_pictures_takes_their_frame(photos):
     """Clip-art on white in the screenshot slot agrees with the other clip-art there on most of the picture, so
     the frame test leaves it unframed; sharing a framed neighbour's whole frame frames it too."""
