@@ -44,6 +44,18 @@ class HostileHandler(QuietHandler):
         super().do_GET()
 
 
+REAL_LAION = Path(__file__).resolve().parents[2] / "shared" / "data" / "laion_captions_1k.parquet"
+
+
+def real_laion(columns: list[str] | None = None) -> pa.Table:
+    """The 1,000 real LAION captions of the project's shared/ folder, which sits beside the repository (it is not
+    in it): one clear line when it is not there, rather than pyarrow's FileNotFoundError."""
+    if not REAL_LAION.exists():
+        pytest.fail(f"{REAL_LAION}: not there. These tests read the real LAION captions in the project's shared/ "
+                    "folder, beside the repository (a clone elsewhere needs it linked as ../shared)", pytrace=False)
+    return pq.read_table(REAL_LAION, columns=columns)
+
+
 @pytest.fixture(scope="session")
 def photos() -> list[tuple[str, Image.Image, str]]:
     """Real photos (scikit-image, scikit-learn) as (name, image, caption)."""

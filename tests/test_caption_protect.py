@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from curate.captions import ops, pool, protect
 from curate.captions.wordnet import wordnet
-
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "laion_captions_1k.parquet"
+from tests.conftest import real_laion
 
 
 @pytest.fixture(scope="module")
 def real_captions() -> list[str]:
-    return [c for c in pq.read_table(REAL, columns=["TEXT"]).column("TEXT").to_pylist() if c and c.strip()]
+    return [c for c in real_laion(["TEXT"]).column("TEXT").to_pylist() if c and c.strip()]
 
 
 @pytest.mark.parametrize(("caption", "kept"), [

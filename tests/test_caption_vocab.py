@@ -4,23 +4,20 @@ over the 1,000 real LAION captions x pools of 5 no inserted word is on it. The d
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from curate import config
 from curate.captions import batch, vocab
 from curate.captions.ops import arrow_vocab
-
-CAPTIONS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "laion_captions_1k.parquet"
+from tests.conftest import real_laion
 
 
 @pytest.fixture(scope="module")
 def laion():
-    table = pq.read_table(CAPTIONS)
+    table = real_laion()
     return table.column("TEXT").combine_chunks().cast(pa.string()), pa.array([f"k{i}" for i in range(table.num_rows)])
 
 

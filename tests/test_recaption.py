@@ -19,8 +19,7 @@ from curate.captions.wordnet import wordnet
 from curate.errors import CurateError
 from curate.sample.photos import SKIMAGE_PHOTOS, SKLEARN_PHOTOS, tuxpaint_stamps
 from curate.stages import dedup, recaption
-
-REAL_LAION = Path(__file__).resolve().parents[2] / "shared" / "data" / "laion_captions_1k.parquet"
+from tests.conftest import real_laion
 
 LAION_LIKE = [
     "Vintage 1950s Red Dress with White Polka Dots - Size M",
@@ -79,7 +78,7 @@ def test_paraphrase_of_real_laion_captions_is_what_was_labelled(wn):
     tests/data/paraphrase_labels.json with a hand label: a change to the op that changes more (or other)
     captions fails here until they are read and labelled."""
     labels = json.loads((Path(__file__).parent / "data" / "paraphrase_labels.json").read_text(encoding="utf-8"))
-    caps = pq.read_table(REAL_LAION, columns=["TEXT"]).column("TEXT").to_pylist()
+    caps = real_laion(["TEXT"]).column("TEXT").to_pylist()
     made = {i: out for i, c in enumerate(caps) if (out := ops.paraphrase(c, f"k{i}", 0, wn, k=2)) != c}
     assert made == {r["row"]: r["paraphrase"] for r in labels["rows"]}
     counts = Counter(r["label"] for r in labels["rows"])
@@ -544,7 +543,7 @@ def test_caption_shards_are_written_with_per_column_encodings(tmp_path):
 def test_every_real_caption_gets_at_least_two_variants_from_the_default_ops():
     """The issue's bar: each targeted sample gets >= 2 distinct usable entries besides its own caption, with
     the default ops alone (no cluster mates, no models), on the 1,000 real LAION captions: English or not."""
-    caps = pq.read_table(REAL_LAION, columns=["TEXT"]).column("TEXT").to_pylist()
+    caps = real_laion(["TEXT"]).column("TEXT").to_pylist()
     opts = recaption.Options(dedup="unused", output="unused")
     ctx = {"vocab": vocab.load(opts.vocab), "n": opts.n}
     for i, cap in enumerate(caps):
