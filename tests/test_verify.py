@@ -179,12 +179,9 @@ def test_descriptor_search_finds_the_two_nearest_by_hamming_distance(photos):
     """transform's FAISS binary search gives each keypoint's two nearest descriptors of the other image, as
     OpenCV's brute-force batchDistance does (distances equal; ties may pick another index)."""
     import cv2
-    import faiss
 
     a, b = (local(p.convert("RGB")).plain for _, p, _ in photos[:2])
-    index = faiss.IndexBinaryFlat(256)
-    index.add(b.desc)
-    dist, near = index.search(a.desc, 2)
+    dist, near = b.index.search(a.desc, 2)  # the index each image's keypoints carry
     want, _ = cv2.batchDistance(a.desc, b.desc, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=2, update=0,
                                 crosscheck=False)
     assert len(a.desc) > 100 and np.array_equal(dist, want)
@@ -208,7 +205,7 @@ def test_white_stripes_over_a_copy_are_left_out_though_the_scan_never_saw_it(pho
     images = pics + striped
 
     def load(rows: set[int]):
-        return ((r, lambda r=r: images[r]) for r in sorted(rows))
+        return ((r, lambda edge, r=r: images[r]) for r in sorted(rows))
 
     ok, checked = verify.verify(np.arange(n), np.arange(n) + n, load, {}, np.arange(2 * n))
     assert checked == n and ok.sum() >= 8
@@ -236,3 +233,82 @@ def test_dedup_verify_takes_images_one_pixel_wide(photos, tmp_path):
     rows = read_samples(tmp_path / "out")
     assert {"pixel", "strip", "column"} <= {r["key"] for r in rows}
     assert report["rows_out"] == report["rows_in"] == len(rows) and report["verify"]["checked"] > 0
+
+
+def _jpeg_decoders(images: list[Image.Image], calls: list[int]) -> tuple[list[bytes], object]:
+    """The images as JPEG bytes, and verify()'s `load` over them through dedup's own decoder, counting decodes."""
+    datas = [jpeg(img, 90) for img in images]
+
+    def load(rows: set[int]):
+        def decode(edge: int, r: int) -> Image.Image | None:
+            calls.append(r)
+            return dedup._decoded(datas[r], 10**8, verify.EDGE, edge)
+
+        return ((r, lambda edge, r=r: decode(edge, r)) for r in sorted(rows))
+
+    return datas, load
+
+
+def test_thumbnails_the_scan_made_verify_as_decoding_again_does(photos):
+    """The template scan decodes at verify's scale, so verification takes its thumbnails (`thumbs`) instead of
+    decoding those rows again: the same pairs verify, and only the rows whose white bands must be cut out of the
+    full image are decoded (real photos, large JPEGs: heavy, mirrored and striped copies, unrelated pairs)."""
+    from curate.sample.copies import TEMPLATE_TRANSFORMS, ensure_min_size
+
+    assert dedup.SCAN_DRAFT == verify.EDGE  # the premise: one decode serves both
+    rng = np.random.default_rng(1)
+    pics = [p.convert("RGB").resize((p.width * 2, p.height * 2)) for _, p, _ in photos[:6]]
+    copies = [heavy_copy(pics[0], 0), ImageOps.mirror(pics[1]), heavy_copy(pics[2], 2), ImageOps.mirror(pics[3]),
+              TEMPLATE_TRANSFORMS["stripes"](ensure_min_size(pics[4]), rng)[0].convert("RGB"),
+              TEMPLATE_TRANSFORMS["stripes"](ensure_min_size(pics[5]), rng)[0].convert("RGB")]
+    n = len(pics)
+    i = np.concatenate([np.arange(n), np.roll(np.arange(n), 1)])  # each copy with its original, then another
+    j = np.concatenate([np.arange(n) + n] * 2)
+    plain_calls: list[int] = []
+    datas, load = _jpeg_decoders(pics + copies, plain_calls)
+    want, _ = verify.verify(i, j, load, {}, np.arange(2 * n))
+    kept_calls: list[int] = []
+    _, load = _jpeg_decoders(pics + copies, kept_calls)
+    thumbs = {r: verify.thumbnail(dedup._decoded(d, 10**8, dedup.SCAN_DRAFT)) for r, d in enumerate(datas)}
+    got, _ = verify.verify(i, j, load, {}, np.arange(2 * n), thumbs=thumbs)
+    assert np.array_equal(got, want) and want[:n].sum() >= 4 and not want[n:].any(), want
+    assert sorted(plain_calls) == list(range(2 * n))
+    assert sorted(kept_calls) == [2 * n - 2, 2 * n - 1] and not thumbs  # the striped copies only; all taken
+
+
+def test_a_framed_picture_is_decoded_large_enough_for_its_thumbnail(photos):
+    """JPEGs decode at the draft scale verification needs: an unframed image at EDGE (grey, no larger than
+    twice that), a picture a third of a frame's width at three times that, so the cut-out picture still has EDGE
+    px on its long side (from the draft for EDGE it would have 200)."""
+    pic = photos[0][1].convert("RGB").resize((2400, 1800))
+    data = jpeg(pic, 90)
+    whole = dedup._decoded(data, 10**8, verify.EDGE, verify.draft_edge(None))
+    assert whole.mode == "L" and verify.EDGE <= min(whole.size) < 2 * verify.EDGE
+    mask = np.ones((90, 120), bool)
+    mask[30:60, 40:80] = False  # the picture: a third of the width, a third of the height
+    frame = (mask, (40 / 120, 30 / 90, 80 / 120, 60 / 90))
+    edge = verify.draft_edge(frame)
+    assert edge == int(np.ceil(verify.EDGE * 3))
+    framed = dedup._decoded(data, 10**8, verify.EDGE, edge)
+    assert min(framed.size) >= edge
+    assert max(verify.local_features(framed, frame).grey.shape) == verify.EDGE
+    assert max(verify.local_features(whole, frame).grey.shape) < verify.EDGE  # 200 px from the 600 x 450 draft
+
+
+def test_grey_decoding_reads_the_luma_and_flattens_transparency_on_white(photos):
+    """decode_image(grey=True): a JPEG read from its luma channel alone matches Pillow's RGB -> L within a grey
+    level on a real photo; a PNG with transparency is flattened on white first, as to_rgb does."""
+    from curate.io.images import decode_image
+
+    pic = photos[1][1].convert("RGB")
+    data = jpeg(pic, 90)
+    grey, _, _ = decode_image(data, draft_size=(pic.width // 2, pic.height // 2), grey=True)
+    rgb, _, _ = decode_image(data, draft_size=(pic.width // 2, pic.height // 2))
+    assert grey.mode == "L" and grey.size == rgb.size == (pic.width // 2, pic.height // 2)
+    assert np.abs(np.asarray(grey, np.int16) - np.asarray(rgb.convert("L"), np.int16)).mean() < 1.0
+    rgba = Image.new("RGBA", (40, 30), (0, 0, 0, 0))
+    rgba.paste((0, 0, 0, 255), (0, 0, 20, 30))
+    buf = io.BytesIO()
+    rgba.save(buf, "PNG")
+    flat, _, _ = decode_image(buf.getvalue(), grey=True)
+    assert flat.mode == "L" and flat.getpixel((5, 5)) == 0 and flat.getpixel((35, 5)) == 255

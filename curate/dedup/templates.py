@@ -42,6 +42,7 @@ SHARED_FRAME = 0.9  # an unframed row takes a framed neighbour's frame when it a
 SHARED_PICTURE = 0.85  # ... and agrees with its picture on at most this share (else it is a copy of that picture)
 WHITE = 230  # grey level from which a thumbnail pixel counts as white (overlay bands)
 FLAT_ROW = 0.97  # a row of an overlay band: this share of its pixels white, across the full width
+_OPEN = np.ones((5, 5), np.uint8)  # the opening that tells a region from noise
 
 
 @dataclass
@@ -55,7 +56,7 @@ def thumb(img: Image.Image) -> Thumb:
 
     w, h = img.size
     scale = WORK / max(w, h)
-    small = img.convert("L").resize((max(8, round(w * scale)), max(8, round(h * scale))), Image.Resampling.BOX)
+    small = (img if img.mode == "L" else img.convert("L")).resize((max(8, round(w * scale)), max(8, round(h * scale))), Image.Resampling.BOX)
     return Thumb(cv2.GaussianBlur(np.asarray(small), (3, 3), 0), w / max(h, 1))
 
 
@@ -67,6 +68,7 @@ class Match:
 
     agree: np.ndarray
     same: bool
+    share: float  # of the pixels that agree
 
 
 def compare(me: Thumb, other: Thumb) -> Match | None:
@@ -77,16 +79,17 @@ def compare(me: Thumb, other: Thumb) -> Match | None:
         return None
     h, w = me.grey.shape
     b = other.grey if other.grey.shape == (h, w) else cv2.resize(other.grey, (w, h), interpolation=cv2.INTER_AREA)
-    agree = np.abs(me.grey.astype(np.int16) - b.astype(np.int16)) <= AGREE
-    differ = (~agree).astype(np.uint8)
-    same = differ.mean() <= 0.4 and cv2.morphologyEx(differ, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8)).mean() < MIN_CONTENT
-    return Match(agree, bool(same))
+    differ = cv2.threshold(cv2.absdiff(me.grey, b), AGREE, 1, cv2.THRESH_BINARY)[1]  # 1 where they differ
+    differing = cv2.countNonZero(differ)
+    same = differing <= 0.4 * differ.size and cv2.countNonZero(
+        cv2.morphologyEx(differ, cv2.MORPH_OPEN, _OPEN)) < MIN_CONTENT * differ.size
+    return Match(differ == 0, bool(same), (differ.size - differing) / differ.size)
 
 
 def _frame(me: Thumb, matches: Sequence[Match | None], min_mates: int) -> tuple[np.ndarray, tuple] | None:
     """(frame mask, picture box) when `me` is framed, from its comparisons with its neighbours."""
     agreeing = [m.agree for m in matches if m is not None and not m.same
-                and MATE_AGREEMENT[0] <= m.agree.mean() <= MATE_AGREEMENT[1]]
+                and MATE_AGREEMENT[0] <= m.share <= MATE_AGREEMENT[1]]
     if len(agreeing) < min_mates:
         return None
     frame = np.sum(agreeing, axis=0) >= min_mates
@@ -258,20 +261,18 @@ def find_frames(i: np.ndarray, j: np.ndarray, sim: np.ndarray, n: int, k: int,
                 load: Callable[[set[int], bool], Iterator[tuple[int, Image.Image]]],
                 progress: Callable[[str, int], Callable[[int], None]] | None = None,
                 ) -> tuple[dict[int, tuple[np.ndarray, tuple]], np.ndarray, int]:
-    """The pixel scan over candidate pairs: thumbnails of every row with two or more neighbours and of those
-    neighbours (`load(rows, True)`), then `scan`. Returns the framed rows, the same-picture pair codes and how
+    """The pixel scan over candidate pairs: thumbnails of every row with two or more neighbours (`load(rows,
+    True)`; a row's mates are its neighbours among them), then `scan`. Returns the framed rows, the same-picture pair codes and how
     many rows were checked."""
     near = neighbours(i, j, sim, n, k)
     check = [r for r in range(n) if len(near[r]) >= 2]
-    needed = set(check) | {int(m) for r in check for m in near[r]}
-    tick = progress("dedup templates: thumbnails", len(needed)) if progress else None
+    tick = progress("dedup templates: thumbnails", len(check)) if progress else None
     thumbs = {}
-    for r, img in load(needed, True):
+    for r, img in load(set(check), True):
         thumbs[r] = thumb(img)
         if tick:
             tick(1)
-    framed, same = scan({r: thumbs[r] for r in check if r in thumbs}, near,
-                        progress=progress("dedup templates: pixel tests", len(check)) if progress else None)
+    framed, same = scan(thumbs, near, progress=progress("dedup templates: pixel tests", len(check)) if progress else None)
     return framed, same, len(check)
 
 
@@ -283,7 +284,7 @@ def apply(i: np.ndarray, j: np.ndarray, sim: np.ndarray, n: int, k: int, floor: 
           progress: Callable[[str, int], Callable[[int], None]] | None = None,
           ) -> Pass:
     """The whole template pass over candidate pairs (i, j, sim) of n rows: thumbnails of every row with two or
-    more neighbours and of those neighbours (`load(rows, True)`: decoded images, small is enough), the pixel scan,
+    more neighbours (`load(rows, True)`: decoded grey images, small is enough), the pixel scan,
     pictures of the framed rows (`load(rows, False)`: full images) embedded (`embed`, same space as `vectors`),
     their nearest rows (`search(queries)` -> (query index, row) pairs at >= floor), and the rescored pairs."""
     framed, same, checked = find_frames(i, j, sim, n, k, load, progress)

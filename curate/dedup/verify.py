@@ -32,11 +32,12 @@ grey.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -63,6 +64,16 @@ class Keypoints:
     pts: np.ndarray  # (m, 2) float32, x y in thumbnail pixels
     desc: np.ndarray  # (m, 32) uint8: ORB's binary descriptors
 
+    index: Any = dataclasses.field(init=False, repr=False)  # noqa: ANN401
+
+    def __post_init__(self) -> None:
+        """The descriptors in a FAISS binary index (exact Hamming search), built once per image rather than per
+        pair checked; searches from several threads at once are safe."""
+        import faiss
+
+        self.index = faiss.IndexBinaryFlat(8 * self.desc.shape[1])
+        self.index.add(self.desc)
+
 
 @dataclass
 class Local:
@@ -78,17 +89,21 @@ class Local:
 def thumbnail(img: Image.Image) -> np.ndarray:
     w, h = img.size
     scale = min(1.0, EDGE / max(w, h))
-    grey = img.convert("L")
+    grey = img if img.mode == "L" else img.convert("L")
     if scale < 1:
         grey = grey.resize((max(8, round(w * scale)), max(8, round(h * scale))), Image.Resampling.BOX)
     return np.asarray(grey)
+
+
+def no_keypoints() -> Keypoints:
+    return Keypoints(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
 
 
 def _keypoints(grey: np.ndarray, picture: np.ndarray | None) -> Keypoints:
     import cv2
 
     if min(grey.shape) < TOO_SMALL:  # ORB finds nothing there, and raises on an image one pixel wide
-        return Keypoints(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
+        return no_keypoints()
     kps, desc = cv2.ORB_create(nfeatures=FEATURES).detectAndCompute(grey, None)
     if len(kps) < FEW:  # smooth pictures (gradients, skies): corners of less contrast
         kps, desc = cv2.ORB_create(nfeatures=FEATURES, fastThreshold=LOW_CONTRAST).detectAndCompute(grey, None)
@@ -102,32 +117,56 @@ def _keypoints(grey: np.ndarray, picture: np.ndarray | None) -> Keypoints:
     return Keypoints(pts, desc)
 
 
-def local_features(img: Image.Image, frame: tuple[np.ndarray, tuple] | None = None) -> Local:
+def draft_edge(frame: tuple[np.ndarray, tuple] | None) -> int:
+    """The edge to decode an image at (JPEG's draft scale keeps both sides >= it) so that its picture, cut out of
+    a frame (`local_features`), still has EDGE px on its long side: EDGE, more for a picture smaller than the
+    image. Decoding no larger than that: bench/copydetect.py's --timing, 3.2 s of verification's 32 s."""
+    if frame is None:
+        return EDGE
+    x0, y0, x1, y1 = frame[1]
+    return int(np.ceil(EDGE / max(x1 - x0, y1 - y0, 1e-3)))
+
+
+def bands_of(grey: np.ndarray) -> tuple[np.ndarray, tuple] | None:
+    """White bands laid over the picture in a thumbnail (`templates.band_frame`, blurred as the scan's thumbnails
+    are), as a frame, or None."""
+    import cv2
+
+    from curate.dedup.templates import band_frame
+
+    return band_frame(cv2.GaussianBlur(grey, (3, 3), 0))
+
+
+def local_features(img: Image.Image, frame: tuple[np.ndarray, tuple] | None = None, mirror: bool = True) -> Local:
     """`frame`: the template scan's (frame mask at any scale, True on the shared frame; picture box as shares of
     the width and height). The picture's box is cut out first, so a picture a fifth of a screenshot gets the
     thumbnail's pixels; keypoints on the frame inside the box are dropped and its cells are not compared.
     Without one, white bands laid over the picture (stripes, a caption bar; `templates.overlay_bands`, found in
-    the image alone) are its frame: the scan looks only at rows with neighbours enough to find a shared frame."""
+    the image alone) are its frame: the scan looks only at rows with neighbours enough to find a shared frame.
+    `mirror`: also the mirrored keypoints (`same_picture` tries them on its second image only)."""
     import cv2
 
-    from curate.dedup.templates import band_frame, pixels
+    from curate.dedup.templates import pixels
 
     if frame is None:
         grey = thumbnail(img)
-        frame = band_frame(cv2.GaussianBlur(grey, (3, 3), 0))  # blurred as the scan's thumbnails are
+        frame = bands_of(grey)
         if frame is None:
-            return features_of(grey)
+            return features_of(grey, None, mirror)
     mask, box = frame
     rows, cols = pixels(box, img.height, img.width)
     img = img.crop((cols.start, rows.start, cols.stop, rows.stop))
     mask = np.ascontiguousarray(mask[pixels(box, *mask.shape)])
     grey = thumbnail(img)
     small = cv2.resize(mask.astype(np.uint8), (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_NEAREST)
-    return features_of(grey, small == 0)
+    return features_of(grey, small == 0, mirror)
 
 
-def features_of(grey: np.ndarray, picture: np.ndarray | None = None) -> Local:
-    """A thumbnail's local features (`picture`: False on a frame, whose keypoints are dropped)."""
+def features_of(grey: np.ndarray, picture: np.ndarray | None = None, mirror: bool = True) -> Local:
+    """A thumbnail's local features (`picture`: False on a frame, whose keypoints are dropped; `mirror`: the
+    mirrored keypoints too, else none)."""
+    if not mirror:
+        return Local(grey, _keypoints(grey, picture), no_keypoints(), picture)
     mirrored = np.ascontiguousarray(grey[:, ::-1])
     return Local(grey, _keypoints(grey, picture),
                  _keypoints(mirrored, None if picture is None else np.ascontiguousarray(picture[:, ::-1])), picture)
@@ -136,15 +175,12 @@ def features_of(grey: np.ndarray, picture: np.ndarray | None = None) -> Local:
 def transform(a: Keypoints, b: Keypoints) -> tuple[np.ndarray, int] | None:
     """The affine transform from a's thumbnail to b's and its inlier count, or None."""
     import cv2
-    import faiss
 
     if len(a.desc) < 2 or len(b.desc) < 2:
         return None
     # each of a's keypoints, its two nearest of b's (Hamming; FAISS's binary search, 3.5x OpenCV's batchDistance
     # on 500 x 500); Lowe's ratio test; then one match per b keypoint
-    index = faiss.IndexBinaryFlat(8 * b.desc.shape[1])
-    index.add(b.desc)
-    dist, near = index.search(a.desc, 2)
+    dist, near = b.index.search(a.desc, 2)
     qa = np.flatnonzero((near[:, 1] >= 0) & (dist[:, 0] < RATIO * dist[:, 1]))
     tb = near[qa, 0]
     order = np.lexsort((dist[qa, 0], tb))
@@ -239,20 +275,24 @@ def batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-Decoder = Callable[[], Image.Image | None]
+Decoder = Callable[[int], Image.Image | None]
 
 
 def verify(i: np.ndarray, j: np.ndarray, load: Callable[[set[int]], Iterator[tuple[int, Decoder]]],
            frames: dict[int, tuple[np.ndarray, tuple]], labels: np.ndarray, workers: int = 1,
-           progress: Callable[[str, int], Callable[[int], None]] | None = None, chunk: int = 1024,
-           ) -> tuple[np.ndarray, int]:
+           progress: Callable[[str, int], Callable[[int], None]] | None = None, chunk: int = 64,
+           thumbs: dict[int, np.ndarray] | None = None) -> tuple[np.ndarray, int]:
     """Which pairs (i[p], j[p]) are the same picture, and how many were checked: in the order given, `chunk`
     pairs at a time; a pair whose rows are in one cluster already (`labels`, joined by the pairs verified so
-    far) is skipped (False): in a group of many copies a few checks join them all. `load(rows)` yields (row, decode): `decode()` gives
-    the image, or None when it no longer decodes (its pairs verify nothing), and runs in the worker threads, as
+    far) is skipped (False): in a group of many copies a few checks join them all. `load(rows)` yields (row, decode):
+    `decode(edge)` gives the image at least `edge` px a side where the format can decode smaller (`draft_edge`),
+    or None when it no longer decodes (its pairs verify nothing), and runs in the worker threads, as
     do the keypoints, matching and RANSAC (Pillow's decoders and OpenCV release the GIL). `frames`: row ->
-    (frame mask, picture box) from the template scan."""
+    (frame mask, picture box) from the template scan. `thumbs`: row -> its `thumbnail` of the image decoded at
+    EDGE, made already (the template scan decodes at that scale): an unframed row with one is not decoded again
+    unless white bands must be cut out of it. Taken out of the dict as used."""
     rows = set(np.concatenate([i, j]).tolist())
+    second = set(j.tolist())  # the rows whose mirrored keypoints are tried
     local: dict[int, Local] = {}
     tick = progress("dedup verify: keypoints", len(rows)) if progress else None
     parent: dict[int, int] = {}
@@ -268,8 +308,12 @@ def verify(i: np.ndarray, j: np.ndarray, load: Callable[[set[int]], Iterator[tup
     with ThreadPoolExecutor(max(1, workers), initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool:
         def one(item: tuple[int, Decoder]) -> tuple[int, Local | None]:
             r, decode = item
-            img = decode()
-            return r, None if img is None else local_features(img, frames.get(r))
+            frame = frames.get(r)
+            grey = thumbs.pop(r, None) if thumbs is not None and frame is None else None
+            if grey is not None and bands_of(grey) is None:
+                return r, features_of(grey, None, r in second)
+            img = decode(draft_edge(frame))
+            return r, None if img is None else local_features(img, frame, r in second)
 
         for batch in batches(load(rows), 256):  # encoded images in memory: one batch at a time
             for r, feats in pool.map(one, batch):

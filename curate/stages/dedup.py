@@ -29,7 +29,7 @@ from curate import __version__, optspec
 from curate.config import REPORT_THRESHOLDS, DedupOptions, EmbedOptions
 from curate.dedup import index as idx
 from curate.dedup import rows as rows_mod
-from curate.dedup import spill
+from curate.dedup import spill, templates
 from curate.dedup import verify as verify_mod
 from curate.dedup.link import STRONG, components_of, link_edges
 from curate.dedup.pairs import Pairs, hub_scored, knn_pairs, partition_pairs, spill_needed
@@ -52,6 +52,7 @@ COPY_REPORT_THRESHOLDS = (0.5, 0.75, 0.95)  # SSCD units: the research's replica
 # student), and 0.54-0.58 on bench/copydetect.py's stacked copies; the held-out wallpapers are read at 0.60
 COPY_THRESHOLD = 0.60
 VERIFY_FLOOR_COPY = 0.30  # --verify's raw floor for SSCD-family models (verify_floor)
+SCAN_DRAFT = 2 * templates.WORK  # the template scan's JPEG draft edge: its thumbnails are made from twice their size
 
 ROWS_SCHEMA = pa.schema([
     ("key", pa.string()), ("shard", pa.int64()), ("caption", pa.string()), ("cluster_id", pa.int64()),
@@ -300,16 +301,16 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
     candidates = pairs
     if opts.verify:
         pairs = pairs.above(score_floor)
+    # --verify's thumbnails of the rows the scan decodes, made as it decodes them: its scale is verify's
+    kept: dict[int, np.ndarray] | None = {} if opts.verify and SCAN_DRAFT == verify_mod.EDGE else None
     if opts.templates:
         pairs, template_info, same, frames = framed_pairs(emb, pairs, index, images, emb_dir, opts, score_floor,
-                                                          opts.progress)
+                                                          opts.progress, kept)
     elif opts.verify:  # the frames only
-        from curate.dedup import templates
-
         frames_started = time.perf_counter()
         with _bars(opts.progress) as bar:
             frames, _, _ = templates.find_frames(pairs.i, pairs.j, pairs.sim, emb.n, opts.template_k,
-                                                 image_loader(emb, images, emb_dir, 2 * templates.WORK), bar)
+                                                 image_loader(emb, images, emb_dir, SCAN_DRAFT, keep=kept), bar)
         frames_seconds = time.perf_counter() - frames_started
     prescored = pairs  # raw similarities (of the pictures, for framed rows)
     if hub:
@@ -324,9 +325,9 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
     if opts.verify:
         started = time.perf_counter()
         labels, verify_info = verified_labels(labels, candidates, prescored, frames, emb, images, emb_dir, opts,
-                                              manifest.get("model", ""))
+                                              manifest.get("model", ""), kept)
         verify_info["seconds"] = round(frames_seconds + time.perf_counter() - started, 2)
-        del candidates, prescored
+        del candidates, prescored, kept
     counts = threshold_counts(pairs, n, opts, labels)  # the report's, while the pairs exist
     nn, nn_sim = pairs.nn, pairs.nn_sim
     del pairs  # 1.4 GB at 12M rows: let go before the per-row columns are made
@@ -362,23 +363,20 @@ def _run(opts: DedupOptions) -> dict[str, Any]:
 
 
 def framed_pairs(emb: EmbeddingSet, pairs: Pairs, index: Any, images: str, emb_dir: str, opts: DedupOptions,  # noqa: ANN401
-                 floor: float, progress: bool) -> tuple[Pairs, dict[str, int], np.ndarray, dict[int, tuple]]:
+                 floor: float, progress: bool, kept: dict[int, np.ndarray] | None = None,
+                 ) -> tuple[Pairs, dict[str, int], np.ndarray, dict[int, tuple]]:
     """`--templates` (curate/dedup/templates.py `apply`) with this run's inputs: images decoded from the
     download shards through embed's safe decoder, pictures embedded with the embed run's own model (loaded as
     embed loads it), new candidates from the index (or dense blocks when none was built). Returns the rescored
     pairs, counts, the codes of the same-picture pairs (`templates.link_same`) and the framed rows' frames.
-    With --verify, verification decodes the images again at its own draft scale: decoding them once at that
-    scale for both passes was measured and gained nothing (bench/copydetect.py, sscd-distilled: 30.9 s against
-    30.0 s over the six sets, and 35.4 s against 36.1 s at 10,000 images with --verify alone), so each pass
-    decodes what it needs."""
-    from curate.dedup import templates
+    With --verify, the scan's decoded images also give verification its thumbnails (`kept`)."""
     from curate.stages.embed import load_models
 
     if not fs.exists(fs.join(emb_dir, "_stage.json")):
         raise CurateError(f"--templates: {emb_dir} has no _stage.json, so the model that made these embeddings "
                           "is unknown (run curate embed, or dedup without --templates)")
     embed_opts = recorded_embed(emb_dir, images)  # the embed run's own model, as embed loads it
-    load = image_loader(emb, images, emb_dir, 2 * templates.WORK, embed_opts.max_image_area)
+    load = image_loader(emb, images, emb_dir, SCAN_DRAFT, embed_opts.max_image_area, keep=kept)
 
     model = load_models(embed_opts)[0]
 
@@ -424,42 +422,54 @@ def recorded_embed(emb_dir: str, images: str) -> EmbedOptions:
 
 
 def image_loader(emb: EmbeddingSet, images: str, emb_dir: str, small_edge: int, max_area: int | None = None,
-                 lazy: bool = False) -> Callable[[set[int], bool], Iterator[tuple[int, Any]]]:
+                 lazy: bool = False, keep: dict[int, np.ndarray] | None = None,
+                 ) -> Callable[[set[int], bool], Iterator[tuple[int, Any]]]:
     """`load(rows, small)`: the images of `rows`, shard by shard, through embed's safe decoder (when `small`,
-    JPEG's draft scale down to `small_edge`: thumbnails are enough), decoded on every core (Pillow releases the
-    GIL); ones that no longer decode are skipped: embed accepted them once. `lazy`: (row, decode) instead,
-    decode() giving the image or None, for the caller's own threads."""
+    grey and at JPEG's draft scale down to `small_edge`: thumbnails are enough), decoded on every core (Pillow
+    releases the GIL); ones that no longer decode are skipped: embed accepted them once. `lazy`: (row, decode)
+    instead, `decode(edge)` giving the grey image at the draft scale for `edge` (None: `small_edge`) or None,
+    for the caller's own threads. `keep`: each small image's verification thumbnail (`verify.thumbnail`) is put
+    there too, in the decoding threads."""
     from curate.io.image_shards import iter_image_samples, shard_files
 
     if max_area is None:
         max_area = recorded_embed(emb_dir, images).max_image_area
-    draft = (small_edge, small_edge)
 
-    def encoded(rows: set[int], small: bool) -> Iterator[tuple[int, Callable[[], Image.Image | None]]]:
+    def encoded(rows: set[int], small: bool) -> Iterator[tuple[int, Callable[..., Image.Image | None]]]:
         wanted = sorted(rows)  # a key lookup for these rows only, not a dict of every row's key
         row_of = dict(zip(emb.values_of("key", np.array(wanted, np.int64)), wanted, strict=True))
         for path in shard_files(images) if rows else []:
             for meta, data in iter_image_samples(path):
                 r = row_of.get(meta["key"])
                 if r is not None and data:
-                    yield r, functools.partial(_decoded, data, max_area, draft if small else None)
+                    yield r, functools.partial(_decoded, data, max_area, small_edge if small else None)
 
     def decoded(rows: set[int], small: bool) -> Iterator[tuple[int, Image.Image]]:
         from concurrent.futures import ThreadPoolExecutor
 
+        def one(item: tuple[int, Callable[..., Image.Image | None]]) -> Image.Image | None:
+            img = item[1]()
+            if keep is not None and small and img is not None:
+                keep[item[0]] = verify_mod.thumbnail(img)
+            return img
+
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
             for batch in verify_mod.batches(encoded(rows, small), 64):  # encoded bytes in memory: a batch
-                for (r, _), img in zip(batch, pool.map(lambda item: item[1](), batch), strict=True):
+                for (r, _), img in zip(batch, pool.map(one, batch), strict=True):
                     if img is not None:
                         yield r, img
 
     return encoded if lazy else decoded
 
 
-def _decoded(data: bytes, max_area: int, draft: tuple[int, int] | None) -> Image.Image | None:
+def _decoded(data: bytes, max_area: int, small_edge: int | None, edge: int | None = None) -> Image.Image | None:
+    """Full size in RGB when `small_edge` is None, else grey at the draft scale for `edge` (or `small_edge`)."""
     from curate.io.images import decode_image
 
-    return decode_image(data, max_area, draft)[0]
+    if small_edge is None:
+        return decode_image(data, max_area)[0]
+    edge = edge or small_edge
+    return decode_image(data, max_area, (edge, edge), grey=True)[0]
 
 
 @contextlib.contextmanager
@@ -482,10 +492,11 @@ def _bars(progress: bool) -> Iterator[Callable[[str, int], Callable[[int], None]
 
 def verified_labels(labels: np.ndarray, candidates: Pairs, prescored: Pairs, frames: dict[int, tuple],
                     emb: EmbeddingSet, images: str, emb_dir: str, opts: DedupOptions,
-                    model: str) -> tuple[np.ndarray, dict]:
+                    model: str, kept: dict[int, np.ndarray] | None = None) -> tuple[np.ndarray, dict]:
     """`--verify`: the pairs whose rows are in two clusters, raw similarity >= the floor, at most --verify-k a
     row, checked by local features (curate/dedup/verify.py); each pair that passes joins its two clusters.
-    Returns the new labels and the report's counts."""
+    `kept`: thumbnails the template scan made already (`verify.verify`'s `thumbs`). Returns the new labels and
+    the report's counts."""
     n = emb.n
     # every pair seen (the candidates at raw similarity, and the template pass's pairs at picture similarity);
     # those whose rows the scores put in one cluster already need no check
@@ -493,10 +504,10 @@ def verified_labels(labels: np.ndarray, candidates: Pairs, prescored: Pairs, fra
                                          (prescored.i, prescored.j, prescored.sim)])
     pick = verify_mod.band(i, j, raw, labels[i] == labels[j], verify_floor(opts, emb.kind, model), opts.verify_k)
     pick = pick[np.argsort(-raw[pick], kind="stable")]  # the most similar first
-    load = image_loader(emb, images, emb_dir, 2 * verify_mod.EDGE, lazy=True)
+    load = image_loader(emb, images, emb_dir, verify_mod.EDGE, lazy=True)
     with _bars(opts.progress) as bar:
         ok, checked = verify_mod.verify(i[pick], j[pick], lambda rows: load(rows, True), frames, labels,
-                                        os.cpu_count() or 1, bar)
+                                        os.cpu_count() or 1, bar, thumbs=kept)
     a, b = i[pick][ok], j[pick][ok]
     first = np.unique(labels, return_index=True)[1]  # each cluster's first row
     rows = np.arange(n, dtype=np.int64)
