@@ -125,7 +125,7 @@ def overlay_bands(grey: np.ndarray) -> np.ndarray | None:
     15-70% of it). The mask of the band rows, or None. A picture's own white background reaches its edges and
     has no text blocks between white runs, so it is neither."""
     h = grey.shape[0]
-    flat = (grey >= WHITE).mean(1) >= FLAT_ROW
+    flat = np.count_nonzero(grey >= WHITE, axis=1) >= FLAT_ROW * grey.shape[1]
     bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat.astype(np.int8))) + 1, [h]])
     runs = [(int(a), int(b), bool(flat[a])) for a, b in itertools.pairwise(bounds)]
     mask = np.zeros(grey.shape, bool)
