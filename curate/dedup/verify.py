@@ -64,7 +64,7 @@ class Keypoints:
     pts: np.ndarray  # (m, 2) float32, x y in thumbnail pixels
     desc: np.ndarray  # (m, 32) uint8: ORB's binary descriptors
 
-    index: Any = dataclasses.field(init=False, repr=False)  # noqa: ANN401
+    index: Any = dataclasses.field(init=False, repr=False, compare=False)  # noqa: ANN401
 
     def __post_init__(self) -> None:
         """The descriptors in a FAISS binary index (exact Hamming search), built once per image rather than per
@@ -309,10 +309,13 @@ def verify(i: np.ndarray, j: np.ndarray, load: Callable[[set[int]], Iterator[tup
         def one(item: tuple[int, Decoder]) -> tuple[int, Local | None]:
             r, decode = item
             frame = frames.get(r)
+            edge = draft_edge(frame)
             grey = thumbs.pop(r, None) if thumbs is not None and frame is None else None
-            if grey is not None and bands_of(grey) is None:
-                return r, features_of(grey, None, r in second)
-            img = decode(draft_edge(frame))
+            if grey is not None:  # the thumbnail local_features would make: its bands are found once, here
+                frame = bands_of(grey)
+                if frame is None:
+                    return r, features_of(grey, None, r in second)
+            img = decode(edge)  # at EDGE for a row with bands, as local_features would have cut them from
             return r, None if img is None else local_features(img, frame, r in second)
 
         for batch in batches(load(rows), 256):  # encoded images in memory: one batch at a time

@@ -59,7 +59,7 @@ def decode_image(
     data: bytes, max_image_area: int = DEFAULT_MAX_IMAGE_AREA, draft_size: tuple[int, int] | None = None,
     grey: bool = False,
 ) -> tuple[Image.Image | None, str | None, str | None]:
-    """Decode once, safely: (RGB image, None, None) or (None, reason, detail).
+    """Decode once, safely: (RGB image, or "L" with `grey`, None, None) or (None, reason, detail).
 
     The header is checked against `max_image_area` before decoding; `draft_size` lets JPEGs decode at the
     smallest DCT scale that is still at least that size (much faster for large photos). `grey`: an "L" image
